@@ -1,0 +1,1 @@
+"""steplab experiments: training examples and, next, the AlgoPerf-style runner."""

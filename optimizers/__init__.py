@@ -1,0 +1,55 @@
+"""steplab optimizers: the recent learning-rate literature as Optax transformations.
+
+Every optimizer comes as a building block `scale_by_<name>` and a full
+optimizer `<name>(learning_rate, ...)` built as one `optax.chain`, with the
+reference implementation's defaults. `registry` lists them all with tuning
+search spaces; `eval_params` gives the parameters to evaluate at.
+"""
+
+from optimizers._eval import eval_params
+from optimizers._eval import HasEvalParams
+from optimizers.adabound import adabound
+from optimizers.adabound import amsbound
+from optimizers.adabound import scale_by_adabound
+from optimizers.adabound import ScaleByAdaBoundState
+from optimizers.adamod import adamod
+from optimizers.adamod import scale_by_adamod
+from optimizers.adamod import ScaleByAdaModState
+from optimizers.adamp import adamp
+from optimizers.adamp import project as adamp_projection
+from optimizers.adamp import scale_by_adamp
+from optimizers.adamp import scale_by_sgdp
+from optimizers.adamp import ScaleByAdamPState
+from optimizers.adamp import ScaleBySGDPState
+from optimizers.adamp import sgdp
+from optimizers.radam import radam
+from optimizers.radam import scale_by_radam
+from optimizers.radam import ScaleByRAdamState
+from optimizers.registry import OptimizerSpec
+from optimizers.registry import Registry
+from optimizers.registry import registry
+
+__all__ = (
+    "HasEvalParams",
+    "OptimizerSpec",
+    "Registry",
+    "ScaleByAdaBoundState",
+    "ScaleByAdaModState",
+    "ScaleByAdamPState",
+    "ScaleByRAdamState",
+    "ScaleBySGDPState",
+    "adabound",
+    "adamod",
+    "adamp",
+    "adamp_projection",
+    "amsbound",
+    "eval_params",
+    "radam",
+    "registry",
+    "scale_by_adabound",
+    "scale_by_adamod",
+    "scale_by_adamp",
+    "scale_by_radam",
+    "scale_by_sgdp",
+    "sgdp",
+)

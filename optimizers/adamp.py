@@ -1,0 +1,362 @@
+"""AdamP and SGDP, numerically as the reference `adamp` 0.3.0.
+
+Both remove the radial component of the update of scale-invariant weights
+(those followed by a normalisation layer), where it only grows the norm and
+so shrinks the effective step. Scale invariance is detected from the raw
+gradient g and weight w of every tensor of rank > 1:
+
+    cos(x, y) = x.y / (max(|x|, eps) max(|y|, eps))
+    channel view: if max_c |cos(g_c, w_c)| < delta / sqrt(channel size),
+        u_c -= w^_c <w^_c, u_c> for every channel, w^_c = w_c / (|w_c| + eps)
+    else whole-tensor view: the same test and projection with delta / sqrt(numel)
+    either projection: wd_factor = wd_ratio, otherwise 1.
+
+A channel is one output unit. Flax kernels are `(..., in, out)`, so the
+channel axis is the LAST axis by default (`channel_axis=-1`); pass
+`channel_axis=0` for PyTorch-layout `(out, in, ...)` weights.
+
+AdamP at step t, `bc1 = 1 - b1^t`, `bc2 = 1 - b2^t`:
+
+    m = b1 m + (1 - b1) g,  v = b2 v + (1 - b2) g^2
+    u = m / (sqrt(v) / sqrt(bc2) + eps)        (nesterov: (b1 m + (1 - b1) g) in place of m)
+    u = project(u);  p *= 1 - lr wd wd_factor;  p -= lr / bc1 * u
+
+SGDP:
+
+    buf = momentum buf + (1 - dampening) g,  buf_0 = 0 (unlike torch SGD)
+    d = g + momentum buf if nesterov else buf
+    d = project(d);  p *= 1 - lr wd wd_factor / (1 - momentum);  p -= lr d
+
+Without Nesterov, `d` is the momentum buffer itself and the reference projects
+it in place, so the stored momentum is the projected one; kept here.
+
+Weight decay depends on the projection outcome, so it is applied inside the
+blocks (with the usual Optax `mask`): they return
+`u / bc1 + wd wd_factor p` (AdamP) and `d + wd wd_factor p / (1 - momentum)`
+(SGDP), and multiplying by `-lr` gives the reference's update exactly.
+
+References:
+  Heo et al., "AdamP: Slowing Down the Slowdown for Momentum Optimizers on
+  Scale-invariant Weights", ICLR 2021, https://arxiv.org/abs/2006.08217.
+  Code: github.com/clovaai/AdamP (PyPI `adamp` 0.3.0).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from optimizers import _numerics
+from optimizers import _validation
+from optimizers import _weight_decay
+
+
+class ScaleByAdamPState(NamedTuple):
+  """State of `scale_by_adamp`: count and the two moments."""
+
+  count: chex.Array
+  mu: optax.Updates
+  nu: optax.Updates
+
+
+class ScaleBySGDPState(NamedTuple):
+  """State of `scale_by_sgdp`: the (possibly projected) momentum buffer."""
+
+  momentum: optax.Updates
+
+
+def _cosine_max(x, y, axes, eps):
+  """max |cos(x, y)| over the slices that `axes` reduce (all, if None)."""
+  dot = jnp.sum(x * y, axis=axes)
+  nx = jnp.maximum(jnp.sqrt(jnp.sum(x * x, axis=axes)), eps)
+  ny = jnp.maximum(jnp.sqrt(jnp.sum(y * y, axis=axes)), eps)
+  return jnp.max(jnp.abs(dot) / (nx * ny))
+
+
+def _remove_radial(w, u, axes, eps):
+  """u - w^ <w^, u> per slice, with w^ = w / (|w| + eps)."""
+  w_hat = w / (jnp.sqrt(jnp.sum(w * w, axis=axes, keepdims=True)) + eps)
+  return u - w_hat * jnp.sum(w_hat * u, axis=axes, keepdims=True)
+
+
+def project(
+    w: jax.Array,
+    g: jax.Array,
+    u: jax.Array,
+    *,
+    delta: Any,
+    wd_ratio: Any,
+    eps: Any,
+    channel_axis: int = -1,
+) -> tuple[jax.Array, jax.Array]:
+  """AdamP's projection of update `u` for weight `w` with raw gradient `g`.
+
+  Args:
+    w, g, u: same-shaped arrays of rank > 1 (computed in u's dtype).
+    delta: cosine threshold (reference 0.1).
+    wd_ratio: weight-decay factor when projected (reference 0.1).
+    eps: the reference's eps (norm floor and w^ denominator).
+    channel_axis: the output-channel axis (-1 for Flax layouts).
+
+  Returns:
+    `(projected u, wd_factor)`; `wd_factor` is `wd_ratio` if a projection
+    happened and 1 otherwise.
+  """
+  w = w.astype(u.dtype)
+  g = g.astype(u.dtype)
+  channel_axis = channel_axis % w.ndim
+  channel_axes = tuple(a for a in range(w.ndim) if a != channel_axis)
+  channel_size = w.size // w.shape[channel_axis]
+  # Thresholds are Python/NumPy scalars or traced hyperparameters: no branching.
+  use_channel = _cosine_max(g, w, channel_axes, eps) < delta / jnp.sqrt(
+      jnp.asarray(channel_size, u.dtype)
+  )
+  use_layer = _cosine_max(g, w, None, eps) < delta / jnp.sqrt(
+      jnp.asarray(w.size, u.dtype)
+  )
+  projected = jnp.where(
+      use_channel,
+      _remove_radial(w, u, channel_axes, eps),
+      jnp.where(use_layer, _remove_radial(w, u, None, eps), u),
+  )
+  wd_factor = jnp.where(use_channel | use_layer, wd_ratio, 1.0).astype(u.dtype)
+  return projected, wd_factor
+
+
+def _project_if_matrix(w, g, u, delta, wd_ratio, eps, channel_axis):
+  """Rank > 1 tensors are projected; vectors and scalars never are."""
+  if w.ndim <= 1:
+    return u, jnp.ones([], u.dtype)
+  return project(
+      w, g, u, delta=delta, wd_ratio=wd_ratio, eps=eps, channel_axis=channel_axis
+  )
+
+
+def _check_projection_args(owner, eps, delta, wd_ratio, weight_decay, axis):
+  _validation.check_non_negative(owner, "eps", eps)
+  _validation.check_non_negative(owner, "delta", delta)
+  _validation.check_non_negative(owner, "wd_ratio", wd_ratio)
+  _validation.check_non_negative(owner, "weight_decay", weight_decay)
+  _validation.check_channel_axis(owner, axis)
+
+
+def _require_params(owner, params):
+  if params is None:
+    raise ValueError(
+        f"{owner}: the projection needs the current parameters; call"
+        " `update(grads, state, params)`."
+    )
+
+
+def scale_by_adamp(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    delta: float = 0.1,
+    wd_ratio: float = 0.1,
+    nesterov: bool = False,
+    *,
+    channel_axis: int = -1,
+    mu_dtype: Any | None = None,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+  """AdamP's projected Adam direction plus its decoupled decay (no lr, no sign).
+
+  Args:
+    b1, b2, eps: Adam's (reference 0.9, 0.999, 1e-8).
+    weight_decay: decoupled decay, scaled by `wd_ratio` where projected.
+    delta: cosine threshold for scale invariance (reference 0.1).
+    wd_ratio: weight-decay factor for projected tensors (reference 0.1).
+    nesterov: Nesterov momentum in the direction (reference False).
+    channel_axis: output-channel axis of rank > 1 tensors (-1: Flax).
+    mu_dtype: dtype of the first moment (default: the state dtype).
+    mask: Optax-style mask selecting decayed leaves.
+
+  Returns:
+    An `optax.GradientTransformation` returning `u / bc1 + wd wd_factor p`.
+  """
+  owner = "scale_by_adamp"
+  _validation.check_decay(owner, "b1", b1)
+  _validation.check_decay(owner, "b2", b2)
+  _check_projection_args(
+      owner, eps, delta, wd_ratio, weight_decay, channel_axis
+  )
+
+  def init_fn(params):
+    return ScaleByAdamPState(
+        count=jnp.zeros([], jnp.int32),
+        mu=_numerics.zeros_like_state(params, mu_dtype),
+        nu=_numerics.zeros_like_state(params),
+    )
+
+  def update_fn(updates, state, params=None):
+    _require_params(owner, params)
+    _validation.check_tree_matches(owner, updates, state.nu)
+    count = _numerics.safe_increment(state.count)
+    t = _numerics.step_count(count)
+    bc1 = _numerics.bias_correction(b1, t)
+    sqrt_bc2 = jnp.sqrt(_numerics.bias_correction(b2, t))
+    decay_on = _weight_decay.mask_tree(mask, params)
+
+    def leaf(g, m, v, p, on):
+      g32 = g.astype(v.dtype)
+      m = b1 * m.astype(v.dtype) + (1.0 - b1) * g32
+      v = b2 * v + (1.0 - b2) * g32 * g32
+      denom = jnp.sqrt(v) / _numerics.cast_like(sqrt_bc2, v) + eps
+      direction = b1 * m + (1.0 - b1) * g32 if nesterov else m
+      u, wd_factor = _project_if_matrix(
+          p, g32, direction / denom, delta, wd_ratio, eps, channel_axis
+      )
+      decay = weight_decay * wd_factor * _weight_decay.as_multiplier(on, v.dtype)
+      out = u / _numerics.cast_like(bc1, v) + decay * p.astype(v.dtype)
+      return out.astype(g.dtype), m.astype(mu_dtype or v.dtype), v
+
+    u, mu, nu = _numerics.tree_map_unzip(
+        leaf, 3, updates, state.mu, state.nu, params, decay_on
+    )
+    return u, ScaleByAdamPState(count=count, mu=mu, nu=nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def adamp(
+    learning_rate: optax.ScalarOrSchedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    delta: float = 0.1,
+    wd_ratio: float = 0.1,
+    nesterov: bool = False,
+    *,
+    channel_axis: int = -1,
+    mu_dtype: Any | None = None,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+  """AdamP (reference defaults: lr 1e-3, betas (0.9, 0.999), delta 0.1, wd_ratio 0.1).
+
+  `chain(scale_by_adamp, -lr)`; see the module docstring for the rule and
+  `scale_by_adamp` for the arguments.
+  """
+  _validation.check_learning_rate("adamp", learning_rate)
+  return optax.chain(
+      scale_by_adamp(
+          b1,
+          b2,
+          eps,
+          weight_decay,
+          delta,
+          wd_ratio,
+          nesterov,
+          channel_axis=channel_axis,
+          mu_dtype=mu_dtype,
+          mask=mask,
+      ),
+      optax.scale_by_learning_rate(learning_rate),
+  )
+
+
+def scale_by_sgdp(
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    eps: float = 1e-8,
+    delta: float = 0.1,
+    wd_ratio: float = 0.1,
+    *,
+    channel_axis: int = -1,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+  """SGDP's projected momentum direction plus its decay (no lr, no sign).
+
+  Args:
+    momentum: momentum factor in [0, 1) (reference 0).
+    dampening: the gradient enters the buffer as `(1 - dampening) g` (0).
+    weight_decay: decoupled decay, `wd wd_factor / (1 - momentum)` per step.
+    nesterov: Nesterov momentum (reference False).
+    eps, delta, wd_ratio, channel_axis, mask: as `scale_by_adamp`.
+
+  Returns:
+    An `optax.GradientTransformation` returning
+    `d + wd wd_factor p / (1 - momentum)`.
+  """
+  owner = "scale_by_sgdp"
+  _validation.check_decay(owner, "momentum", momentum)
+  _validation.check_range(owner, "dampening", dampening, 0.0, 1.0)
+  _check_projection_args(
+      owner, eps, delta, wd_ratio, weight_decay, channel_axis
+  )
+
+  def init_fn(params):
+    return ScaleBySGDPState(momentum=_numerics.zeros_like_state(params))
+
+  def update_fn(updates, state, params=None):
+    _require_params(owner, params)
+    _validation.check_tree_matches(owner, updates, state.momentum)
+    decay_on = _weight_decay.mask_tree(mask, params)
+
+    def leaf(g, buf, p, on):
+      g32 = g.astype(buf.dtype)
+      buf = momentum * buf + (1.0 - dampening) * g32
+      direction = g32 + momentum * buf if nesterov else buf
+      d, wd_factor = _project_if_matrix(
+          p, g32, direction, delta, wd_ratio, eps, channel_axis
+      )
+      if not nesterov:
+        buf = d  # The reference projects its momentum buffer in place.
+      decay = (
+          weight_decay
+          * wd_factor
+          / (1.0 - momentum)
+          * _weight_decay.as_multiplier(on, buf.dtype)
+      )
+      out = d + decay * p.astype(buf.dtype)
+      return out.astype(g.dtype), buf
+
+    u, buf = _numerics.tree_map_unzip(
+        leaf, 2, updates, state.momentum, params, decay_on
+    )
+    return u, ScaleBySGDPState(momentum=buf)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def sgdp(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    eps: float = 1e-8,
+    delta: float = 0.1,
+    wd_ratio: float = 0.1,
+    *,
+    channel_axis: int = -1,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+  """SGDP (the reference requires lr; momentum 0, delta 0.1, wd_ratio 0.1).
+
+  `chain(scale_by_sgdp, -lr)`; see the module docstring for the rule and
+  `scale_by_sgdp` for the arguments.
+  """
+  _validation.check_learning_rate("sgdp", learning_rate)
+  return optax.chain(
+      scale_by_sgdp(
+          momentum,
+          dampening,
+          weight_decay,
+          nesterov,
+          eps,
+          delta,
+          wd_ratio,
+          channel_axis=channel_axis,
+          mask=mask,
+      ),
+      optax.scale_by_learning_rate(learning_rate),
+  )

@@ -1,0 +1,256 @@
+"""`optimizers.registry`: every optimizer by name, with what a runner needs.
+
+An entry (`OptimizerSpec`) holds the factory, the reference defaults, an
+AlgoPerf-style tuning search space, and metadata (paper, reference
+implementation, optimizer-state bytes per float32 parameter). Later families
+add rows with `registry.register(OptimizerSpec(...))`.
+
+Search spaces use AlgoPerf's JSON form, `{"name": {"min", "max", "scaling"}}`
+or `{"name": {"feasible_points": [...]}}`. A name `one_minus_<arg>` tunes
+`1 - <arg>` (AlgoPerf's convention for betas, sampled on a log scale);
+`OptimizerSpec.build` translates it.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import inspect
+import types
+from typing import Any, Callable, Iterator, Mapping
+
+import optax
+
+# Functions, not modules: the package namespace maps each family's name to its
+# alias function (`optimizers.radam` is the optimizer, not the module).
+from optimizers.adabound import adabound
+from optimizers.adabound import amsbound
+from optimizers.adamod import adamod
+from optimizers.adamp import adamp
+from optimizers.adamp import sgdp
+from optimizers.radam import radam
+
+_ONE_MINUS = "one_minus_"
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+  """One registry entry.
+
+  Attributes:
+    name: registry name (the public alias name).
+    factory: `(learning_rate, ...) -> optax.GradientTransformation`.
+    defaults: the reference implementation's defaults, learning rate included.
+    search_space: AlgoPerf-style search space over factory arguments.
+    paper: citation of the method.
+    reference: the reference implementation the golden tests pin.
+    state_bytes_per_param: optimizer-state bytes per float32 parameter
+      (scalars such as step counters excluded).
+  """
+
+  name: str
+  factory: Callable[..., optax.GradientTransformation]
+  defaults: Mapping[str, Any]
+  search_space: Mapping[str, Mapping[str, Any]]
+  paper: str
+  reference: str
+  state_bytes_per_param: int
+
+  def __post_init__(self):
+    # Freeze the mappings so a caller cannot change the registry by accident.
+    object.__setattr__(self, "defaults", types.MappingProxyType(dict(self.defaults)))
+    object.__setattr__(
+        self, "search_space", types.MappingProxyType(dict(self.search_space))
+    )
+    unknown = [
+        key
+        for key in list(self.defaults) + list(self.search_space)
+        if _argument_name(key) not in self.arguments
+    ]
+    if unknown:
+      raise ValueError(
+          f"OptimizerSpec {self.name!r}: {unknown} are not arguments of"
+          f" {self.factory.__name__}; valid: {sorted(self.arguments)}"
+      )
+
+  @property
+  def arguments(self) -> tuple[str, ...]:
+    """The factory's argument names."""
+    return tuple(inspect.signature(self.factory).parameters)
+
+  def hyperparameters(self, **overrides: Any) -> dict[str, Any]:
+    """Defaults updated by `overrides` (which may use `one_minus_<arg>`).
+
+    Raises:
+      ValueError: for a name the factory does not take, listing valid names.
+    """
+    params = dict(self.defaults)
+    for key, value in overrides.items():
+      arg = _argument_name(key)
+      if arg not in self.arguments:
+        raise ValueError(
+            f"{self.name}: unknown hyperparameter {key!r}; valid names:"
+            f" {sorted(self.arguments)} (or one_minus_<name> for a beta)."
+        )
+      params[arg] = 1.0 - value if key.startswith(_ONE_MINUS) else value
+    return params
+
+  def build(self, **overrides: Any) -> optax.GradientTransformation:
+    """The optimizer with the reference defaults updated by `overrides`."""
+    return self.factory(**self.hyperparameters(**overrides))
+
+
+def _argument_name(key: str) -> str:
+  return key[len(_ONE_MINUS):] if key.startswith(_ONE_MINUS) else key
+
+
+class Registry(collections.abc.Mapping):
+  """A read-only name -> `OptimizerSpec` mapping with clear lookup errors."""
+
+  def __init__(self):
+    self._specs: dict[str, OptimizerSpec] = {}
+
+  def register(self, spec: OptimizerSpec) -> OptimizerSpec:
+    if spec.name in self._specs:
+      raise ValueError(f"registry: {spec.name!r} is already registered.")
+    self._specs[spec.name] = spec
+    return spec
+
+  def __getitem__(self, name: str) -> OptimizerSpec:
+    try:
+      return self._specs[name]
+    except KeyError:
+      raise KeyError(
+          f"unknown optimizer {name!r}; registered: {', '.join(sorted(self))}"
+      ) from None
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(self._specs)
+
+  def __len__(self) -> int:
+    return len(self._specs)
+
+
+registry = Registry()
+
+
+def _log(low: float, high: float) -> dict[str, Any]:
+  return {"min": low, "max": high, "scaling": "log"}
+
+
+def _linear(low: float, high: float) -> dict[str, Any]:
+  return {"min": low, "max": high, "scaling": "linear"}
+
+
+# The adaptive-moment search space shared by the Adam family: AlgoPerf's
+# NAdamW baseline space (learning rate, 1 - b1, 1 - b2, weight decay),
+# widened to cover each method's reference defaults.
+_ADAM_SPACE = {
+    "learning_rate": _log(1e-4, 1e-2),
+    "one_minus_b1": _log(3e-2, 0.3),
+    "one_minus_b2": _log(1e-3, 0.1),
+    "weight_decay": _log(1e-5, 1e-1),
+}
+
+for _spec in (
+    OptimizerSpec(
+        name="adamw",
+        factory=optax.adamw,
+        defaults=dict(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4),
+        search_space=_ADAM_SPACE,
+        paper="Loshchilov & Hutter, Decoupled Weight Decay Regularization, ICLR 2019",
+        reference="optax.adamw (baseline)",
+        state_bytes_per_param=8,
+    ),
+    OptimizerSpec(
+        name="nadamw",
+        factory=optax.nadamw,
+        defaults=dict(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4),
+        search_space=_ADAM_SPACE,
+        paper="Dozat, Incorporating Nesterov Momentum into Adam, ICLR 2016 workshop",
+        reference="optax.nadamw (AlgoPerf baseline)",
+        state_bytes_per_param=8,
+    ),
+    OptimizerSpec(
+        name="radam",
+        factory=radam,
+        defaults=dict(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0),
+        search_space=_ADAM_SPACE,
+        paper="Liu et al., On the Variance of the Adaptive Learning Rate and Beyond, ICLR 2020",
+        reference="torch.optim.RAdam (torch 2.13.0)",
+        state_bytes_per_param=8,
+    ),
+    OptimizerSpec(
+        name="adabound",
+        factory=adabound,
+        defaults=dict(
+            learning_rate=1e-3, b1=0.9, b2=0.999, final_lr=0.1, gamma=1e-3,
+            eps=1e-8, weight_decay=0.0,
+        ),
+        search_space={
+            **_ADAM_SPACE,
+            "final_lr": _log(1e-2, 1.0),
+            "gamma": _log(1e-4, 1e-2),
+        },
+        paper="Luo et al., Adaptive Gradient Methods with Dynamic Bound of Learning Rate, ICLR 2019",
+        reference="adabound 0.0.5 (Luolc/AdaBound)",
+        state_bytes_per_param=8,
+    ),
+    OptimizerSpec(
+        name="amsbound",
+        factory=amsbound,
+        defaults=dict(
+            learning_rate=1e-3, b1=0.9, b2=0.999, final_lr=0.1, gamma=1e-3,
+            eps=1e-8, weight_decay=0.0,
+        ),
+        search_space={
+            **_ADAM_SPACE,
+            "final_lr": _log(1e-2, 1.0),
+            "gamma": _log(1e-4, 1e-2),
+        },
+        paper="Luo et al., Adaptive Gradient Methods with Dynamic Bound of Learning Rate, ICLR 2019",
+        reference="adabound 0.0.5 (AdaBound(amsbound=True))",
+        state_bytes_per_param=12,
+    ),
+    OptimizerSpec(
+        name="adamod",
+        factory=adamod,
+        defaults=dict(learning_rate=1e-3, b1=0.9, b2=0.999, b3=0.999, eps=1e-8, weight_decay=0.0),
+        search_space={**_ADAM_SPACE, "one_minus_b3": _log(1e-4, 1e-1)},
+        paper="Ding et al., An Adaptive and Momental Bound Method for Stochastic Learning, 2019",
+        reference="adamod 0.0.3 (lancopku/AdaMod)",
+        state_bytes_per_param=12,
+    ),
+    OptimizerSpec(
+        name="adamp",
+        factory=adamp,
+        defaults=dict(
+            learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+            delta=0.1, wd_ratio=0.1, nesterov=False,
+        ),
+        search_space={**_ADAM_SPACE, "nesterov": {"feasible_points": [False, True]}},
+        paper="Heo et al., AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights, ICLR 2021",
+        reference="adamp 0.3.0 (clovaai/AdamP)",
+        state_bytes_per_param=8,
+    ),
+    OptimizerSpec(
+        name="sgdp",
+        factory=sgdp,
+        # The reference has no default learning rate; 0.1 is SGD's usual.
+        defaults=dict(
+            learning_rate=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0,
+            nesterov=False, eps=1e-8, delta=0.1, wd_ratio=0.1,
+        ),
+        search_space={
+            "learning_rate": _log(1e-3, 1.0),
+            "one_minus_momentum": _log(1e-2, 0.5),
+            "weight_decay": _log(1e-6, 1e-2),
+            "nesterov": {"feasible_points": [False, True]},
+        },
+        paper="Heo et al., AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights, ICLR 2021",
+        reference="adamp 0.3.0 (adamp.SGDP)",
+        state_bytes_per_param=4,
+    ),
+):
+  registry.register(_spec)
+del _spec
