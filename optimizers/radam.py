@@ -99,8 +99,8 @@ def scale_by_radam(
     bc1 = _numerics.bias_correction(b1, t)
     bc1_next = _numerics.bias_correction(b1, t + 1)
     bc2 = _numerics.bias_correction(b2, t)
-    rho_inf = 2.0 / (1.0 - jnp.asarray(b2, t.dtype)) - 1.0
-    rho_t = rho_inf - 2.0 * t * _numerics.power(b2, t) / bc2
+    rho_inf = 2.0 / jnp.asarray(_numerics.one_minus(b2), t.dtype) - 1.0
+    rho_t = _numerics.sma_length(b2, t)
     rectified = rho_t > threshold
     # Clamped so the untaken branch never produces NaN (rho_t < 4 early on).
     r_sq = (rho_t - 4.0) * (rho_t - 2.0) * rho_inf / (

@@ -46,6 +46,9 @@ class OptimizerSpec:
     reference: the reference implementation the golden tests pin.
     state_bytes_per_param: optimizer-state bytes per float32 parameter
       (scalars such as step counters excluded).
+    static_args: non-boolean arguments that shape the computation (e.g. a
+      channel axis) and so must stay static under `optax.inject_hyperparams`
+      (booleans always stay static there).
   """
 
   name: str
@@ -55,6 +58,7 @@ class OptimizerSpec:
   paper: str
   reference: str
   state_bytes_per_param: int
+  static_args: tuple[str, ...] = ()
 
   def __post_init__(self):
     # Freeze the mappings so a caller cannot change the registry by accident.
@@ -232,6 +236,7 @@ for _spec in (
         paper="Heo et al., AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights, ICLR 2021",
         reference="adamp 0.3.0 (clovaai/AdamP)",
         state_bytes_per_param=8,
+        static_args=("channel_axis",),
     ),
     OptimizerSpec(
         name="sgdp",
@@ -250,6 +255,7 @@ for _spec in (
         paper="Heo et al., AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights, ICLR 2021",
         reference="adamp 0.3.0 (adamp.SGDP)",
         state_bytes_per_param=4,
+        static_args=("channel_axis",),
     ),
 ):
   registry.register(_spec)

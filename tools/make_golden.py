@@ -1,0 +1,613 @@
+#!/usr/bin/env python3
+"""Generate golden optimizer trajectories from the PyTorch reference implementations.
+
+What it produces
+----------------
+For every case below (a reference optimizer + hyper-parameters + learning-rate
+schedule + small deterministic problem) and for each dtype in {float32, float64}
+the script runs the *reference* PyTorch optimizer for T steps and writes
+``{out}/{case}_{dtype}.npz``.  The steplab tests replay these trajectories with
+teacher forcing: they feed the stored gradient ``g_t`` (computed by torch
+autograd at ``p_t``) to the steplab optimizer and compare the resulting
+parameters with the stored ``p_{t+1}``.  Only the optimizer's math is pinned,
+not the loss function.
+
+References: ``torch.optim.RAdam`` (torch), ``adabound.AdaBound`` (adabound,
+also AMSBound via ``amsbound=True``), ``adamod.AdaMod`` (adamod),
+``adamp.AdamP`` and ``adamp.SGDP`` (adamp).
+
+How to run
+----------
+In a virtualenv holding the pinned reference versions::
+
+    python3 -m venv .venv-golden
+    .venv-golden/bin/pip install numpy torch==2.13.0 adabound==0.0.5 adamod==0.0.3 adamp==0.3.0
+    .venv-golden/bin/python tools/make_golden.py              # all cases -> tests/golden
+    .venv-golden/bin/python tools/make_golden.py --only adamp # cases whose name contains "adamp"
+    .venv-golden/bin/python tools/make_golden.py --out /tmp/g # another output folder
+
+The run is deterministic (fixed numpy seeds, single-threaded deterministic
+torch CPU ops) and takes a few seconds.  It prints one line per file written
+with a coverage summary and fails loudly (AssertionError) if a case did not hit
+the branches it exists for (e.g. RAdam's rectified and un-rectified regimes,
+AdaBound's lower and upper clip, AdamP's channel / layer / no projection).
+
+File format (contract with the tests)
+-------------------------------------
+One ``.npz`` (written with ``np.savez_compressed``) per (case, dtype); keys:
+
+* ``meta``: 0-d numpy unicode string holding JSON with
+  ``case``, ``optimizer`` (steplab name), ``kwargs`` (steplab keyword arguments
+  WITHOUT ``learning_rate``), ``reference`` (e.g. ``"torch.optim.RAdam"``),
+  ``reference_kwargs`` (exact kwargs passed to the reference constructor, lr is
+  ``lr[0]``), ``versions`` (package -> version), ``dtype``, ``num_steps`` (T),
+  ``param_names`` (ordered), ``torch_shapes`` (name -> torch shape),
+  ``coverage`` (counters proving which branches were hit), ``description``.
+* ``lr``: float64 array (T,), learning rate used at step t.  The reference is
+  constructed with ``lr=lr[0]`` and ``param_group["lr"] = lr[t]`` is set before
+  step t (AdaBound's bounds therefore follow ``final_lr * lr[t] / lr[0]``).
+* ``p/{name}``: (T+1, *flax_shape), ``p[0]`` initial value, ``p[t+1]`` after step t.
+* ``g/{name}``: (T, *flax_shape), gradient used at step t (autograd at ``p[t]``).
+
+Arrays have the file's dtype (except ``lr``).  Layout is Flax's (output channel
+LAST): a torch tensor of rank r >= 2 with shape (O, I, *K) is stored as
+``np.transpose(x, tuple(range(2, r)) + (1, 0))`` i.e. (*K, I, O); rank 1 is kept.
+
+Compatibility note: adabound 0.0.5 and adamod 0.0.3 use the deprecated
+overloads ``Tensor.add_(Number, Tensor)`` / ``addcmul_(Number, Tensor, Tensor)``
+/ ``Tensor.add(Number, Tensor)``.  torch 2.13 still accepts them (it only emits
+a UserWarning, silenced below), so no shim is installed; the script checks at
+start-up that the deprecated overloads give bit-identical results to the
+``alpha=`` / ``value=`` forms and aborts otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import importlib.metadata
+import json
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import adabound
+import adamod
+import adamp
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO_ROOT / "tests" / "golden"
+NUM_STEPS = 50
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# Branch decisions (AdamP/SGDP projection) must not be borderline: the relative
+# distance between max|cos| and its threshold must exceed this at every decision,
+# so that ulp-level differences in a replay cannot flip the branch.
+MIN_PROJECTION_MARGIN = 0.02
+# Same idea for RAdam's rho_t > 5 test (absolute distance).
+MIN_RHO_MARGIN = 1e-3
+
+warnings.filterwarnings("ignore", message=r"This overload of add", category=UserWarning)
+warnings.filterwarnings("ignore", message=r"This overload of addcmul", category=UserWarning)
+
+
+# ---------------------------------------------------------------------------
+# Environment
+# ---------------------------------------------------------------------------
+
+def versions() -> dict:
+    """torch.__version__ plus importlib.metadata versions of the other packages."""
+    out = {"torch": torch.__version__}
+    for dist in ("adabound", "adamod", "adamp", "numpy"):
+        out[dist] = importlib.metadata.version(dist)
+    assert importlib.metadata.version("torch") == torch.__version__
+    out["python"] = sys.version.split()[0]
+    return out
+
+
+def check_deprecated_overloads() -> None:
+    """The old packages call deprecated overloads; make sure they are the same math."""
+    for dt in DTYPES.values():
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(257, generator=g, dtype=dt)
+        b = torch.randn(257, generator=g, dtype=dt)
+        c = torch.randn(257, generator=g, dtype=dt)
+        for s in (0.1, 1 - 0.9, 1 - 0.999, -1e-3 * 0.1, 0.05):
+            assert torch.equal(a.clone().add_(s, b), a.clone().add_(b, alpha=s))
+            assert torch.equal(a.add(s, b), a.add(b, alpha=s))
+            assert torch.equal(a.clone().addcmul_(s, b, c), a.clone().addcmul_(b, c, value=s))
+
+
+# ---------------------------------------------------------------------------
+# Problems
+# ---------------------------------------------------------------------------
+
+BASE_SPECS = [("bias", (5,)), ("dense", (6, 4)), ("conv", (3, 2, 3, 2))]
+# Scale-invariant extras (AdamP / SGDP): the loss sees conv_si only through
+# w / |w| per output channel and dense_si only through w / |w|_F.
+SI_SPECS = [("conv_si", (4, 2, 3, 2)), ("dense_si", (5, 3))]
+
+
+class Problem:
+    """Deterministic smooth non-quadratic loss over an ordered dict of torch tensors."""
+
+    def __init__(self, kind: str, dtype: torch.dtype, seed: int):
+        assert kind in ("base", "si")
+        self.kind = kind
+        self.dtype = dtype
+        rng = np.random.default_rng(seed)
+        specs = BASE_SPECS + (SI_SPECS if kind == "si" else [])
+        self.specs = specs
+
+        def t(x):
+            return torch.tensor(np.asarray(x, dtype=np.float64), dtype=dtype)
+
+        self.init = {n: t(rng.normal(0.0, 0.8, s)) for n, s in specs}
+        self.consts = {}
+        for n, s in BASE_SPECS:
+            # log-uniform curvature spreads gradient scales (AdaBound clipping)
+            self.consts[f"a_{n}"] = t(np.exp(rng.uniform(-2.5, 2.0, s)))
+            self.consts[f"c_{n}"] = t(rng.normal(0.0, 0.3, s))
+        self.consts["x"] = t(rng.normal(0.0, 1.0, (4,)))
+        self.consts["z"] = t(rng.normal(0.0, 1.0, (1, 2, 5, 4)))
+        self.consts["u6"] = t(rng.normal(0.0, 1.0, (6,)))
+        self.consts["u3"] = t(rng.normal(0.0, 1.0, (3,)))
+        self.consts["v5"] = t(rng.normal(0.0, 1.0, (5,)))
+        if kind == "si":
+            cs = rng.normal(0.0, 1.0, (4, 12))
+            cs /= np.linalg.norm(cs, axis=1, keepdims=True)
+            self.consts["C_conv_si"] = t(cs.reshape(4, 2, 3, 2))
+            self.consts["A_conv_si"] = t(np.exp(rng.uniform(-1.0, 1.0, (4, 2, 3, 2))))
+            cd = rng.normal(0.0, 1.0, (5, 3))
+            cd /= np.linalg.norm(cd)
+            self.consts["C_dense_si"] = t(cd)
+            self.consts["A_dense_si"] = t(np.exp(rng.uniform(-1.0, 1.0, (5, 3))))
+            self.consts["u4"] = t(rng.normal(0.0, 1.0, (4,)))
+
+    def loss(self, P: dict) -> torch.Tensor:
+        k = self.consts
+        total = torch.zeros((), dtype=self.dtype)
+        for n, _ in BASE_SPECS:
+            p = P[n]
+            total = total + 0.5 * (k[f"a_{n}"] * (p - k[f"c_{n}"]) ** 2).sum() + 0.025 * (p ** 4).sum()
+        # Coupling term: tiny MLP/conv read-out mixing all base tensors.
+        h = torch.tanh(P["dense"] @ k["x"])                     # (6,)
+        s = F.conv2d(k["z"], P["conv"]).mean(dim=(0, 2, 3))     # (3,)
+        r = (k["u6"] * h).sum() + (k["u3"] * torch.tanh(s)).sum() + (k["v5"] * P["bias"]).sum() - 0.3
+        total = total + 0.25 * r ** 2 + 0.02 * r ** 4
+        if self.kind == "si":
+            w = P["conv_si"]
+            wn = w / w.flatten(1).norm(dim=1).view(-1, 1, 1, 1)  # per-output-channel normalised
+            total = total + 0.5 * (k["A_conv_si"] * (wn - k["C_conv_si"]) ** 2).sum()
+            s2 = F.conv2d(k["z"], wn).mean(dim=(0, 2, 3))       # (4,)
+            total = total + 0.3 * (k["u4"] * torch.tanh(s2)).sum()
+            d = P["dense_si"]
+            dn = d / d.norm()                                      # whole-tensor normalised
+            total = total + 2.0 * (k["A_dense_si"] * (dn - k["C_dense_si"]) ** 2).sum()
+            total = total + 0.5 * ((dn.sum(dim=1) - 0.2) ** 2).sum()
+        return total
+
+
+def to_flax(x: np.ndarray, rank: int) -> np.ndarray:
+    """Torch (O, I, *K) -> Flax (*K, I, O) on the trailing `rank` axes (leading axes kept)."""
+    if rank < 2:
+        return x
+    lead = x.ndim - rank
+    axes = tuple(range(lead)) + tuple(lead + a for a in tuple(range(2, rank)) + (1, 0))
+    return np.transpose(x, axes)
+
+
+# ---------------------------------------------------------------------------
+# Schedules
+# ---------------------------------------------------------------------------
+
+def constant(lr: float) -> Callable[[int], list]:
+    return lambda T: [float(lr)] * T
+
+
+def warmup_cosine(peak: float, warmup: int = 5, floor: float = 0.1) -> Callable[[int], list]:
+    def f(T):
+        out = []
+        for t in range(T):
+            if t < warmup:
+                out.append(peak * (t + 1) / warmup)
+            else:
+                frac = (t - warmup) / (T - warmup)
+                out.append(peak * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * frac))))
+        return out
+    return f
+
+
+# ---------------------------------------------------------------------------
+# Instrumentation (records branches; never changes the reference's math)
+# ---------------------------------------------------------------------------
+
+class Recorder:
+    def __init__(self):
+        self.cov: dict = {}
+
+    def inc(self, key: str, n: int = 1) -> None:
+        self.cov[key] = self.cov.get(key, 0) + int(n)
+
+    def set_min(self, key: str, v: float) -> None:
+        self.cov[key] = min(self.cov.get(key, math.inf), float(v))
+
+    # -- hooks, called after each reference step --------------------------------
+    def after_step(self, family: str, opt, names: dict) -> None:
+        getattr(self, f"_after_{family}", lambda *a: None)(opt, names)
+
+    def _after_radam(self, opt, names):
+        group = opt.param_groups[0]
+        beta2 = group["betas"][1]
+        p0 = group["params"][0]
+        step = float(opt.state[p0]["step"])  # same for all params
+        bias_correction2 = 1 - beta2 ** step
+        rho_inf = 2 / (1 - beta2) - 1
+        rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
+        self.inc("rectified_steps" if rho_t > 5.0 else "sgd_steps")
+        self.set_min("rho_min_abs_margin", abs(rho_t - 5.0))
+        if "first_rectified_step" not in self.cov and rho_t > 5.0:
+            self.cov["first_rectified_step"] = int(step)
+
+    def _after_adabound(self, opt, names):
+        group, base_lr = opt.param_groups[0], opt.base_lrs[0]
+        beta1, beta2 = group["betas"]
+        any_lo = any_hi = False
+        for p in group["params"]:
+            st = opt.state[p]
+            # Reference formulas, recomputed on the post-step state (the moments
+            # are updated before they are used, so they equal what the step used).
+            v = st["max_exp_avg_sq"] if group["amsbound"] else st["exp_avg_sq"]
+            denom = v.sqrt().add_(group["eps"])
+            bc1 = 1 - beta1 ** st["step"]
+            bc2 = 1 - beta2 ** st["step"]
+            step_size = group["lr"] * math.sqrt(bc2) / bc1
+            final_lr = group["final_lr"] * group["lr"] / base_lr
+            lower = final_lr * (1 - 1 / (group["gamma"] * st["step"] + 1))
+            upper = final_lr * (1 + 1 / (group["gamma"] * st["step"]))
+            raw = torch.full_like(denom, step_size).div_(denom)
+            lo = int((raw < lower).sum())
+            hi = int((raw > upper).sum())
+            self.inc("clip_lower_elems", lo)
+            self.inc("clip_upper_elems", hi)
+            self.inc("unclipped_elems", raw.numel() - lo - hi)
+            any_lo |= lo > 0
+            any_hi |= hi > 0
+            if group["amsbound"]:
+                self.inc("ams_max_gt_current_elems", int((st["max_exp_avg_sq"] > st["exp_avg_sq"]).sum()))
+        self.inc("steps_with_lower_clip", any_lo)
+        self.inc("steps_with_upper_clip", any_hi)
+
+    def _after_adamod(self, opt, names):
+        group = opt.param_groups[0]
+        beta1, beta2 = group["betas"]
+        for p in group["params"]:
+            st = opt.state[p]
+            denom = st["exp_avg_sq"].sqrt().add_(group["eps"])
+            bc1 = 1 - beta1 ** st["step"]
+            bc2 = 1 - beta2 ** st["step"]
+            step_size = group["lr"] * math.sqrt(bc2) / bc1
+            raw = torch.full_like(denom, step_size).div_(denom)
+            bound = int((st["exp_avg_lr"] < raw).sum())  # torch.min picks the smoothed lr
+            self.inc("momental_bound_active_elems", bound)
+            self.inc("momental_bound_inactive_elems", raw.numel() - bound)
+
+    # -- AdamP / SGDP projection wrapper ---------------------------------------
+    def wrap_projection(self, opt, names: dict, sgdp: bool) -> None:
+        orig = opt._projection  # bound method of the reference class
+
+        def projection(p, grad, perturb, delta, wd_ratio, eps):
+            name = names[id(p)]
+            hit = "none"
+            for vname, view_func in (("channel", opt._channel_view), ("layer", opt._layer_view)):
+                cos = opt._cosine_similarity(grad, p.data, eps, view_func)
+                thr = delta / math.sqrt(view_func(p.data).size(1))
+                cmax = cos.max()
+                self.set_min("min_rel_margin", abs(float(cmax) - thr) / thr)
+                if cmax < thr:  # identical test to the reference (tensor vs float)
+                    hit = vname
+                    break
+            in_place_buf = sgdp and perturb.data_ptr() == opt.state[p]["momentum"].data_ptr()
+            out, wd = orig(p, grad, perturb, delta, wd_ratio, eps)
+            assert (wd == wd_ratio) == (hit != "none"), (name, hit, wd)
+            self.inc(f"proj_{hit}")
+            self.inc(f"view[{name}]={hit}")
+            if in_place_buf and hit != "none":
+                self.inc("momentum_buffer_projected_in_place")
+            return out, wd
+
+        opt._projection = projection  # instance attribute shadows the method
+
+
+# ---------------------------------------------------------------------------
+# Cases
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Case:
+    name: str
+    optimizer: str                 # steplab name
+    family: str                    # radam | adabound | adamod | adamp | sgdp
+    kwargs: dict                   # steplab kwargs (no learning_rate)
+    reference: str
+    reference_kwargs: dict         # without params / lr
+    schedule: Callable[[int], list]
+    description: str
+    require: Callable[[dict], list] = field(default=lambda cov: [])
+    problem: str = "base"
+    seed: int = 0
+
+
+REFERENCES = {
+    "torch.optim.RAdam": torch.optim.RAdam,
+    "adabound.AdaBound": adabound.AdaBound,
+    "adamod.AdaMod": adamod.AdaMod,
+    "adamp.AdamP": adamp.AdamP,
+    "adamp.SGDP": adamp.SGDP,
+}
+
+
+def radam_case(name, lr, desc, b1=0.9, b2=0.999, eps=1e-8, wd=0.0, decoupled=True, seed=1):
+    return Case(
+        name, "radam", "radam",
+        dict(b1=b1, b2=b2, eps=eps, weight_decay=wd, decoupled_weight_decay=decoupled,
+             degenerated_to_sgd=True, nesterov=False),
+        "torch.optim.RAdam",
+        dict(betas=[b1, b2], eps=eps, weight_decay=wd, decoupled_weight_decay=decoupled, foreach=False),
+        lr, desc,
+        require=lambda c: [("rectified_steps", c.get("rectified_steps", 0) > 0),
+                           ("sgd_steps", c.get("sgd_steps", 0) > 0),
+                           ("rho margin", c["rho_min_abs_margin"] > MIN_RHO_MARGIN)],
+        seed=seed)
+
+
+def adabound_case(name, lr, desc, ams=False, b1=0.9, b2=0.999, final_lr=0.1, gamma=1e-3, eps=1e-8,
+                  wd=0.0, both=False, seed=2):
+    def req(c):
+        r = [("clip active", c["clip_lower_elems"] + c["clip_upper_elems"] > 0),
+             ("unclipped", c["unclipped_elems"] > 0)]
+        if both:
+            r += [("lower clip", c["clip_lower_elems"] > 0), ("upper clip", c["clip_upper_elems"] > 0)]
+        if ams:
+            r += [("ams max", c["ams_max_gt_current_elems"] > 0)]
+        return r
+    return Case(
+        name, "amsbound" if ams else "adabound", "adabound",
+        dict(b1=b1, b2=b2, final_lr=final_lr, gamma=gamma, eps=eps, weight_decay=wd),
+        "adabound.AdaBound",
+        dict(betas=[b1, b2], final_lr=final_lr, gamma=gamma, eps=eps, weight_decay=wd, amsbound=ams),
+        lr, desc, require=req, seed=seed)
+
+
+def adamod_case(name, lr, desc, b1=0.9, b2=0.999, b3=0.999, eps=1e-8, wd=0.0, both=False, seed=3):
+    def req(c):
+        r = [("bound active", c["momental_bound_active_elems"] > 0)]
+        if both:
+            r += [("bound inactive", c["momental_bound_inactive_elems"] > 0)]
+        return r
+    return Case(
+        name, "adamod", "adamod",
+        dict(b1=b1, b2=b2, b3=b3, eps=eps, weight_decay=wd),
+        "adamod.AdaMod",
+        dict(betas=[b1, b2], beta3=b3, eps=eps, weight_decay=wd),
+        lr, desc, require=req, seed=seed)
+
+
+def _proj_req(c, need_buf=False):
+    r = [("channel projection", c.get("proj_channel", 0) > 0),
+         ("layer projection", c.get("proj_layer", 0) > 0),
+         ("no projection", c.get("proj_none", 0) > 0),
+         ("projection margin", c["min_rel_margin"] > MIN_PROJECTION_MARGIN)]
+    if need_buf:
+        r.append(("momentum buffer projected in place", c.get("momentum_buffer_projected_in_place", 0) > 0))
+    return r
+
+
+def adamp_case(name, lr, desc, b1=0.9, b2=0.999, eps=1e-8, wd=0.0, delta=0.1, wd_ratio=0.1,
+               nesterov=False, seed=4):
+    kw = dict(b1=b1, b2=b2, eps=eps, weight_decay=wd, delta=delta, wd_ratio=wd_ratio, nesterov=nesterov)
+    return Case(
+        name, "adamp", "adamp", kw, "adamp.AdamP",
+        dict(betas=[b1, b2], eps=eps, weight_decay=wd, delta=delta, wd_ratio=wd_ratio, nesterov=nesterov),
+        lr, desc, require=_proj_req, problem="si", seed=seed)
+
+
+def sgdp_case(name, lr, desc, momentum=0.0, dampening=0.0, wd=0.0, nesterov=False, eps=1e-8,
+              delta=0.1, wd_ratio=0.1, need_buf=False, seed=5):
+    kw = dict(momentum=momentum, dampening=dampening, weight_decay=wd, nesterov=nesterov, eps=eps,
+              delta=delta, wd_ratio=wd_ratio)
+    return Case(
+        name, "sgdp", "sgdp", kw, "adamp.SGDP", dict(kw),
+        lr, desc, require=lambda c: _proj_req(c, need_buf), problem="si", seed=seed)
+
+
+CASES = [
+    radam_case("radam_const", constant(1e-2), "RAdam, constant lr, no weight decay."),
+    radam_case("radam_sched_dwd", warmup_cosine(2e-2), "RAdam, warmup+cosine lr, decoupled weight decay 0.5.",
+               wd=0.5, decoupled=True),
+    radam_case("radam_coupled_wd", constant(1e-2), "RAdam, constant lr, coupled (L2) weight decay 0.1.",
+               wd=0.1, decoupled=False),
+    radam_case("radam_betas_eps", constant(1e-2), "RAdam, betas (0.8, 0.99) and a large eps 1e-3 (pins eps placement).",
+               b1=0.8, b2=0.99, eps=1e-3),
+    adabound_case("adabound_const", constant(1e-2), "AdaBound, constant lr, default gamma and final_lr 0.1."),
+    adabound_case("adabound_sched_wd", warmup_cosine(1e-2),
+                  "AdaBound, warmup+cosine lr (bounds scale with lr_t/lr_0), coupled L2 weight decay 0.05.", wd=0.05),
+    adabound_case("adabound_clip", constant(1e-2),
+                  "AdaBound, gamma 0.1 and final_lr 0.02 so both the lower and the upper clip bind.",
+                  final_lr=0.02, gamma=0.1, both=True),
+    adabound_case("amsbound_const", constant(1e-2), "AMSBound, constant lr, default gamma.", ams=True),
+    adabound_case("amsbound_sched", warmup_cosine(1e-2),
+                  "AMSBound, warmup+cosine lr, gamma 0.05, final_lr 0.03, coupled weight decay 0.02.",
+                  ams=True, gamma=0.05, final_lr=0.03, wd=0.02, both=True),
+    adamod_case("adamod_const", constant(1e-2), "AdaMod, constant lr, default b3 0.999."),
+    adamod_case("adamod_sched_wd", warmup_cosine(2e-2), "AdaMod, warmup+cosine lr, decoupled weight decay 0.5.",
+                wd=0.5),
+    adamod_case("adamod_small_b3", constant(1e-2), "AdaMod, small b3 0.9 so the momental bound binds and releases.",
+                b3=0.9, both=True),
+    adamp_case("adamp_default", constant(1e-2), "AdamP, default hyper-parameters, constant lr."),
+    adamp_case("adamp_wd_nesterov", constant(1e-2), "AdamP, nesterov, weight decay 0.5 (wd_ratio on projected tensors).",
+               wd=0.5, nesterov=True),
+    adamp_case("adamp_sched", warmup_cosine(2e-2), "AdamP, warmup+cosine lr, weight decay 0.1, delta 0.2, wd_ratio 0.3.",
+               wd=0.1, delta=0.2, wd_ratio=0.3),
+    sgdp_case("sgdp_momentum_wd", constant(1e-2),
+              "SGDP, momentum 0.9 without nesterov, weight decay 0.05 (projection modifies the momentum buffer in place).",
+              momentum=0.9, wd=0.05, need_buf=True),
+    sgdp_case("sgdp_nesterov", constant(1e-2), "SGDP, momentum 0.9 with nesterov, weight decay 0.02.",
+              momentum=0.9, nesterov=True, wd=0.02),
+    sgdp_case("sgdp_dampening", warmup_cosine(3e-2), "SGDP, momentum 0.5, dampening 0.1, warmup+cosine lr.",
+              momentum=0.5, dampening=0.1),
+]
+
+
+# ---------------------------------------------------------------------------
+# Runner
+# ---------------------------------------------------------------------------
+
+def run_case(case: Case, dtype_name: str, T: int, vers: dict):
+    dtype = DTYPES[dtype_name]
+    prev_default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # any tensor the references create implicitly follows the run dtype
+    try:
+        problem = Problem(case.problem, dtype, case.seed)
+        params = {n: problem.init[n].clone().requires_grad_(True) for n, _ in problem.specs}
+        names = {id(p): n for n, p in params.items()}
+        lrs = [float(v) for v in case.schedule(T)]
+        assert len(lrs) == T and all(v > 0 for v in lrs)
+        ref_cls = REFERENCES[case.reference]
+        opt = ref_cls(list(params.values()), lr=lrs[0], **_ref_kwargs(case.reference_kwargs))
+        rec = Recorder()
+        if case.family in ("adamp", "sgdp"):
+            rec.wrap_projection(opt, names, sgdp=case.family == "sgdp")
+
+        p_hist = {n: [p.detach().clone()] for n, p in params.items()}
+        g_hist = {n: [] for n in params}
+        for t in range(T):
+            opt.zero_grad(set_to_none=True)
+            loss = problem.loss(params)
+            assert torch.isfinite(loss), (case.name, t)
+            loss.backward()
+            grads = {n: p.grad.detach().clone() for n, p in params.items()}
+            for g in opt.param_groups:
+                g["lr"] = lrs[t]
+            opt.step()
+            rec.after_step(case.family, opt, names)
+            for n, p in params.items():
+                assert torch.equal(p.grad, grads[n]), "reference mutated p.grad"
+                assert p.dtype == dtype and p.grad.dtype == dtype
+                g_hist[n].append(grads[n])
+                p_hist[n].append(p.detach().clone())
+        for st in opt.state.values():
+            for v in st.values():
+                if torch.is_tensor(v) and v.is_floating_point() and v.ndim > 0:
+                    assert v.dtype == dtype, (case.name, v.dtype)
+    finally:
+        torch.set_default_dtype(prev_default)
+
+    cov = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in sorted(rec.cov.items())}
+    failed = [what for what, ok in case.require(rec.cov) if not ok]
+    assert not failed, f"{case.name}_{dtype_name}: required coverage not hit: {failed}; coverage={cov}"
+
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
+    arrays = {"lr": np.asarray(lrs, dtype=np.float64)}
+    torch_shapes = {}
+    for n, _ in problem.specs:
+        r = params[n].ndim
+        torch_shapes[n] = list(params[n].shape)
+        arrays[f"p/{n}"] = to_flax(torch.stack(p_hist[n]).numpy(), r).astype(np_dtype, copy=False)
+        arrays[f"g/{n}"] = to_flax(torch.stack(g_hist[n]).numpy(), r).astype(np_dtype, copy=False)
+        assert arrays[f"p/{n}"].dtype == np_dtype and arrays[f"p/{n}"].shape[0] == T + 1
+        assert np.all(np.isfinite(arrays[f"p/{n}"])) and np.all(np.isfinite(arrays[f"g/{n}"]))
+    meta = {
+        "case": case.name,
+        "optimizer": case.optimizer,
+        "kwargs": case.kwargs,
+        "reference": case.reference,
+        "reference_kwargs": {"lr": lrs[0], **case.reference_kwargs},
+        "versions": vers,
+        "dtype": dtype_name,
+        "num_steps": T,
+        "param_names": [n for n, _ in problem.specs],
+        "torch_shapes": torch_shapes,
+        "coverage": cov,
+        "description": case.description,
+    }
+    arrays["meta"] = np.array(json.dumps(meta, sort_keys=False))
+    return arrays, cov
+
+
+def _ref_kwargs(kw: dict) -> dict:
+    out = dict(kw)
+    if "betas" in out:
+        out["betas"] = tuple(out["betas"])
+    return out
+
+
+def summarize(cov: dict) -> str:
+    views = {}
+    for k, v in cov.items():
+        if k.startswith("view["):
+            name, hit = k[5:].split("]=")
+            views.setdefault(name, []).append(f"{hit}:{v}")
+    parts = [f"{k}={v}" for k, v in cov.items() if not k.startswith("view[")]
+    if views:
+        parts.append("views{" + ", ".join(f"{n}:{'/'.join(h)}" for n, h in views.items()) + "}")
+    return " ".join(parts)
+
+
+def selected(name: str, only: str | None) -> bool:
+    if not only:
+        return True
+    for pat in only.split(","):
+        pat = pat.strip()
+        if any(ch in pat for ch in "*?["):
+            if fnmatch.fnmatch(name, pat):
+                return True
+        elif pat in name:
+            return True
+    return False
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated case-name filters: substrings, or globs if they contain *?[")
+    args = ap.parse_args(argv)
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    check_deprecated_overloads()
+    vers = versions()
+
+    cases = [c for c in CASES if selected(c.name, args.only)]
+    if not cases:
+        print(f"no case matches --only {args.only!r}; cases: {[c.name for c in CASES]}", file=sys.stderr)
+        return 2
+    assert len({c.name for c in CASES}) == len(CASES)
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    total = 0
+    for case in cases:
+        for dtype_name in DTYPES:
+            arrays, cov = run_case(case, dtype_name, NUM_STEPS, vers)
+            path = args.out / f"{case.name}_{dtype_name}.npz"
+            np.savez_compressed(path, **arrays)
+            size = path.stat().st_size
+            total += size
+            print(f"{path.name}: {case.optimizer} T={NUM_STEPS} {size / 1024:.0f} KiB | {summarize(cov)}", flush=True)
+    print(f"{2 * len(cases)} files, {total / 1024:.0f} KiB, {time.time() - t0:.1f} s "
+          f"(torch {torch.__version__}, adabound {vers['adabound']}, adamod {vers['adamod']}, "
+          f"adamp {vers['adamp']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
