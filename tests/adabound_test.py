@@ -1,0 +1,76 @@
+"""AdaBound / AMSBound: parity with `adabound` 0.0.5 and the bound behaviour."""
+
+from tests import test_util  # Sets up simulated CPU devices first.
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import optimizers
+
+
+class AdaBoundGoldenTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(test_util.golden_parameters("adabound", "amsbound"))
+  def test_matches_reference(self, path):
+    case, error = test_util.golden_error(path)
+    self.assertLess(error, test_util.TOLERANCE[case.dtype], case.meta["description"])
+
+
+class AdaBoundBehaviourTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    rng = np.random.default_rng(1)
+    self.params = {"w": jnp.asarray(rng.normal(size=(5,)), jnp.float32)}
+    self.grad = {"w": jnp.asarray(rng.normal(size=(5,)), jnp.float32)}
+
+  def test_late_steps_are_sgd_with_final_lr(self):
+    # gamma large: both bounds are within 1e-4 of final_lr after 1e4 steps.
+    optimizer = optimizers.adabound(1e-3, final_lr=0.1, gamma=1.0)
+    state = optimizer.init(self.params)
+    for _ in range(3):
+      updates, state = optimizer.update(self.grad, state, self.params)
+    # Jump the step counter: chain state is (decay, adabound, lr).
+    state = (state[0], state[1]._replace(count=jnp.asarray(10_000, jnp.int32)), state[2])
+    updates, state = optimizer.update(self.grad, state, self.params)
+    momentum = state[1].mu["w"]
+    np.testing.assert_allclose(updates["w"], -0.1 * momentum, rtol=2e-4)
+
+  def test_bounds_follow_the_schedule(self):
+    # Halving the learning rate halves the whole step, bounds included.
+    full = optimizers.adabound(1e-3, final_lr=0.1, gamma=0.5)
+    half = optimizers.adabound(lambda count: 0.5e-3, base_learning_rate=1e-3, final_lr=0.1, gamma=0.5)
+    u_full, _ = full.update(self.grad, full.init(self.params), self.params)
+    u_half, _ = half.update(self.grad, half.init(self.params), self.params)
+    np.testing.assert_allclose(u_half["w"], 0.5 * u_full["w"], rtol=1e-6)
+
+  def test_schedule_starting_at_zero_needs_base_learning_rate(self):
+    warmup = optax.linear_schedule(0.0, 1e-3, 10)
+    with self.assertRaisesRegex(ValueError, "base_learning_rate"):
+      optimizers.adabound(warmup)
+    optimizer = optimizers.adabound(warmup, base_learning_rate=1e-3)
+    updates, _ = optimizer.update(self.grad, optimizer.init(self.params), self.params)
+    np.testing.assert_array_equal(updates["w"], 0.0)
+
+  def test_amsbound_keeps_the_running_max(self):
+    optimizer = optimizers.scale_by_adabound(amsbound=True)
+    state = optimizer.init(self.params)
+    _, state = optimizer.update({"w": 10 * self.grad["w"]}, state)
+    _, state = optimizer.update({"w": jnp.zeros(5)}, state)  # v decays.
+    self.assertTrue(bool(jnp.all(state.nu_max["w"] >= state.nu["w"])))
+    self.assertTrue(bool(jnp.any(state.nu_max["w"] > state.nu["w"])))
+    self.assertIsNone(optimizers.scale_by_adabound().init(self.params).nu_max)
+
+  def test_decoupled_weight_decay(self):
+    decayed = optimizers.adabound(1e-2, weight_decay=0.5, decoupled_weight_decay=True)
+    plain = optimizers.adabound(1e-2)
+    u_d, _ = decayed.update(self.grad, decayed.init(self.params), self.params)
+    u_p, _ = plain.update(self.grad, plain.init(self.params), self.params)
+    np.testing.assert_allclose(u_d["w"], u_p["w"] - 1e-2 * 0.5 * self.params["w"], rtol=1e-6)
+
+
+if __name__ == "__main__":
+  absltest.main()

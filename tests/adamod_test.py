@@ -1,0 +1,59 @@
+"""AdaMod: parity with `adamod` 0.0.3 and its step-size EMA."""
+
+from tests import test_util  # Sets up simulated CPU devices first.
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax.numpy as jnp
+import numpy as np
+
+import optimizers
+
+
+class AdaModGoldenTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(test_util.golden_parameters("adamod"))
+  def test_matches_reference(self, path):
+    case, error = test_util.golden_error(path)
+    self.assertLess(error, test_util.TOLERANCE[case.dtype], case.meta["description"])
+
+
+class AdaModBehaviourTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    rng = np.random.default_rng(2)
+    self.params = {"w": jnp.asarray(rng.normal(size=(6,)), jnp.float32)}
+    self.grad = {"w": jnp.asarray(rng.normal(size=(6,)), jnp.float32)}
+
+  def test_first_step_is_bounded_by_the_unbiased_ema(self):
+    # s_1 = (1 - b3) eta_1 < eta_1, so the first step is (1 - b3) eta_1 m_1.
+    lr, b1, b3 = 0.1, 0.9, 0.9
+    optimizer = optimizers.adamod(lr, b1=b1, b3=b3)
+    updates, _ = optimizer.update(self.grad, optimizer.init(self.params), self.params)
+    g = self.grad["w"]
+    eta = lr * np.sqrt(1 - 0.999) / (1 - b1) / (np.sqrt((1 - 0.999) * g**2) + 1e-8)
+    np.testing.assert_allclose(updates["w"], -(1 - b3) * eta * (1 - b1) * g, rtol=1e-5)
+
+  def test_b3_zero_is_adam_with_uncorrected_momentum_scaling(self):
+    # With b3 = 0, s_t = eta_t and the bound never binds.
+    optimizer = optimizers.adamod(0.1, b3=0.0)
+    updates, state = optimizer.update(self.grad, optimizer.init(self.params), self.params)
+    eta_times_m = state[0].eta_avg["w"] * state[0].mu["w"]
+    np.testing.assert_allclose(updates["w"], -eta_times_m, rtol=1e-6)
+
+  def test_weight_decay_follows_the_schedule(self):
+    schedule = lambda count: 0.1 / (1.0 + count)
+    decayed = optimizers.adamod(schedule, weight_decay=0.5)
+    plain = optimizers.adamod(schedule)
+    s_d, s_p = decayed.init(self.params), plain.init(self.params)
+    for step in range(3):
+      u_d, s_d = decayed.update(self.grad, s_d, self.params)
+      u_p, s_p = plain.update(self.grad, s_p, self.params)
+      np.testing.assert_allclose(
+          u_d["w"], u_p["w"] - schedule(step) * 0.5 * self.params["w"], rtol=1e-6
+      )
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,336 @@
+"""Invariants every registered optimizer must satisfy (table-driven).
+
+Adding an optimizer to `optimizers.registry` means adding one row to `ROWS`
+(the learning rates at which it should solve the two test problems); the
+suite then checks convergence, jit stability, `inject_hyperparams`, mixed
+precision, masks, `lax.cond`, `chain`/`MultiSteps`, `apply_if_finite`,
+sharding and the declared state size for it.
+"""
+
+from tests import test_util  # Sets up simulated CPU devices first.
+
+import functools
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import optimizers
+
+# Per optimizer: hyperparameters for the quadratic and for Rosenbrock. The
+# quadratic's are the defaults with a larger learning rate; Rosenbrock needs
+# the choices its gradients (|g| ~ 200 at the start) call for.
+ROWS = {
+    "adamw": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2, weight_decay=0.0)),
+    "nadamw": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2, weight_decay=0.0)),
+    # Before rectification torch's RAdam takes raw momentum-SGD steps, which
+    # diverge on Rosenbrock's large gradients; the original's no-step
+    # fallback does not.
+    "radam": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2, degenerated_to_sgd=False)),
+    # AdaBound ends as SGD with final_lr: it must be stable for Rosenbrock.
+    "adabound": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2, final_lr=1e-3)),
+    "amsbound": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2, final_lr=1e-3)),
+    "adamod": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=3e-2)),
+    "adamp": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2)),
+    "sgdp": dict(quadratic=dict(learning_rate=0.1, momentum=0.9), rosenbrock=dict(learning_rate=1e-3, momentum=0.9)),
+}
+
+NAMES = sorted(ROWS)
+PARAMETERS = [dict(testcase_name=name, name=name) for name in NAMES]
+
+
+def _params(dtype=jnp.float32, seed=0):
+  """A small Flax-shaped tree: dense kernel and bias, conv kernel, a scalar."""
+  keys = jax.random.split(jax.random.key(seed), 4)
+  return {
+      "dense": {
+          "kernel": jax.random.normal(keys[0], (4, 6), dtype),
+          "bias": jax.random.normal(keys[1], (6,), dtype) * 0.1,
+      },
+      "conv": {"kernel": jax.random.normal(keys[2], (3, 3, 2, 4), dtype)},
+      "scale": jnp.asarray(1.5, dtype),
+  }
+
+
+def _loss(params):
+  """Smooth, non-quadratic, couples all leaves."""
+  leaves = jax.tree.leaves(params)
+  total = sum(jnp.sum(jnp.sin(p.astype(jnp.float32)) * p.astype(jnp.float32)) for p in leaves)
+  return total + 0.1 * sum(jnp.sum(p.astype(jnp.float32) ** 4) for p in leaves)
+
+
+def _grads(params):
+  return jax.tree.map(lambda g, p: g.astype(p.dtype), jax.grad(_loss)(params), params)
+
+
+def _build(name, **overrides):
+  return optimizers.registry[name].build(**overrides)
+
+
+def _run(optimizer, loss, params, steps):
+  def step(carry, _):
+    params, state = carry
+    updates, state = optimizer.update(jax.grad(loss)(params), state, params)
+    return (optax.apply_updates(params, updates), state), None
+
+  (params, _), _ = jax.jit(
+      lambda p: jax.lax.scan(step, (p, optimizer.init(p)), None, length=steps)
+  )(params)
+  return params
+
+
+def _assert_trees_close(test, a, b, rtol=1e-6, atol=0.0):
+  test.assertEqual(jax.tree.structure(a), jax.tree.structure(b))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=rtol, atol=atol)
+
+
+def _moment_leaves(state):
+  """Array leaves of a state that have parameter shape (not counters)."""
+  return [x for x in jax.tree.leaves(state) if jnp.ndim(x) > 0]
+
+
+class RegistryCoverageTest(absltest.TestCase):
+
+  def test_every_registered_optimizer_has_a_row(self):
+    self.assertEqual(set(optimizers.registry), set(ROWS))
+
+
+class InvariantsTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(PARAMETERS)
+  def test_converges_on_quadratic(self, name):
+    rng = np.random.default_rng(0)
+    target = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), _params())
+    curvature = jax.tree.map(lambda p: jnp.asarray(rng.uniform(0.5, 2.0, size=p.shape), jnp.float32), _params())
+
+    def loss(p):
+      terms = jax.tree.map(lambda x, c, a: 0.5 * jnp.sum(a * (x - c) ** 2), p, target, curvature)
+      return sum(jax.tree.leaves(terms))
+
+    start = _params()
+    final = _run(_build(name, **ROWS[name]["quadratic"]), loss, start, 2000)
+    self.assertLess(float(loss(final)), 1e-3 * float(loss(start)))
+
+  @parameterized.named_parameters(PARAMETERS)
+  def test_converges_on_rosenbrock(self, name):
+    def rosenbrock(p):
+      x, y = p["xy"][0], p["xy"][1]
+      return (1.0 - x) ** 2 + 100.0 * (y - x**2) ** 2
+
+    start = {"xy": jnp.asarray([-1.2, 1.0], jnp.float32)}
+    final = _run(_build(name, **ROWS[name]["rosenbrock"]), rosenbrock, start, 10_000)
+    self.assertLess(float(rosenbrock(final)), 1e-2)  # From 24.2 at the start.
+    np.testing.assert_allclose(final["xy"], [1.0, 1.0], atol=0.2)
+
+  @parameterized.named_parameters(PARAMETERS)
+  def test_jit_does_not_recompile(self, name):
+    optimizer = _build(name)
+    traces = []
+
+    @jax.jit
+    def update(grads, state, params):
+      traces.append(1)
+      return optimizer.update(grads, state, params)
+
+    params = _params()
+    state = optimizer.init(params)
+    for _ in range(3):
+      updates, state = update(_grads(params), state, params)
+      params = optax.apply_updates(params, updates)
+    self.assertLen(traces, 1)
+
+  @parameterized.named_parameters(PARAMETERS)
+  def test_inject_hyperparams_gives_identical_updates_and_state(self, name):
+    spec = optimizers.registry[name]
+    overrides = dict(weight_decay=1e-2) if "weight_decay" in spec.arguments else {}
+    # inject_hyperparams stores hyperparameters as float32 arrays, so the
+    # plain optimizer gets the same float32-rounded values (1 - f32(0.999)
+    # differs from 1 - 0.999 by 1e-5 relative).
+    hparams = {
+        k: np.float32(v) if isinstance(v, float) else v
+        for k, v in spec.hyperparameters(**overrides).items()
+    }
+    plain = spec.factory(**hparams)
+    injected = optax.inject_hyperparams(spec.factory, static_args=spec.static_args)(**hparams)
+    params_a = params_b = _params()
+    state_a, state_b = plain.init(params_a), injected.init(params_b)
+    for _ in range(7):  # Past RAdam's rectification threshold.
+      updates_a, state_a = jax.jit(plain.update)(_grads(params_a), state_a, params_a)
+      updates_b, state_b = jax.jit(injected.update)(_grads(params_b), state_b, params_b)
+      _assert_trees_close(self, updates_a, updates_b, rtol=1e-6, atol=1e-12)
+      params_a = optax.apply_updates(params_a, updates_a)
+      params_b = optax.apply_updates(params_b, updates_b)
+    _assert_trees_close(self, state_a, state_b.inner_state, rtol=1e-6, atol=1e-12)
+
+  @parameterized.named_parameters(PARAMETERS)
+  def test_bf16_params_with_float32_state(self, name):
+    optimizer = _build(name)
+    params16 = _params(jnp.bfloat16)
+    state = optimizer.init(params16)
+    own_moments = [
+        x for x in _moment_leaves(state)
+        if not name.endswith("adamw")  # optax keeps moments in param dtype.
+    ]
+    for leaf in own_moments:
+      self.assertEqual(leaf.dtype, jnp.float32)
+    updates, state = jax.jit(optimizer.update)(_grads(params16), state, params16)
+    for leaf in jax.tree.leaves(updates):
+      self.assertEqual(leaf.dtype, jnp.bfloat16)
+    new_params = optax.apply_updates(params16, updates)
+    for leaf in jax.tree.leaves(new_params):
+      self.assertEqual(leaf.dtype, jnp.bfloat16)
+      self.assertTrue(bool(jnp.all(jnp.isfinite(leaf))))
+    # The first update agrees with the float32 run to bfloat16 precision.
+    params32 = jax.tree.map(lambda p: p.astype(jnp.float32), params16)
+    optimizer32 = _build(name)
+    updates32, _ = optimizer32.update(_grads(params32), optimizer32.init(params32), params32)
+    _assert_trees_close(self, updates, updates32, rtol=0.05, atol=1e-4)
+
+  @parameterized.named_parameters(PARAMETERS)
+  def test_optax_masked_freezes_unselected_leaves(self, name):
+    params = _params()
+    mask = {"dense": {"kernel": True, "bias": False}, "conv": {"kernel": True}, "scale": False}
+    optimizer = optax.masked(_build(name), mask)
+    updates, _ = optimizer.update(_grads(params), optimizer.init(params), params)
+    # optax.masked passes unselected gradients through unchanged.
+    np.testing.assert_array_equal(updates["dense"]["bias"], _grads(params)["dense"]["bias"])
+    self.assertFalse(np.allclose(updates["dense"]["kernel"], _grads(params)["dense"]["kernel"]))
+
+  @parameterized.named_parameters(PARAMETERS)
+  def test_weight_decay_mask(self, name):
+    spec = optimizers.registry[name]
+    if "weight_decay" not in spec.arguments or "mask" not in spec.arguments:
+      self.skipTest(f"{name} has no weight decay with a mask")
+    params = _params()
+    mask = {"dense": {"kernel": True, "bias": False}, "conv": {"kernel": True}, "scale": False}
+    # The test loss is separable, so each leaf's trajectory depends on its
+    # own decay only: masked-out leaves follow the undecayed run, the others
+    # the run with decay everywhere.
+    def trajectory(**kwargs):
+      return _run(spec.build(**kwargs), _loss, params, 10)
+
+    masked = trajectory(weight_decay=1.0, mask=mask)
+    undecayed = trajectory(weight_decay=0.0)
+    decayed = trajectory(weight_decay=1.0)
+    for leaf, chosen in (("dense", "bias"), ("dense", "kernel")):
+      reference = decayed if mask[leaf][chosen] else undecayed
+      np.testing.assert_allclose(masked[leaf][chosen], reference[leaf][chosen], rtol=1e-6)
+    np.testing.assert_allclose(masked["scale"], undecayed["scale"], rtol=1e-6)
+    np.testing.assert_allclose(masked["conv"]["kernel"], decayed["conv"]["kernel"], rtol=1e-6)
+    # Not vacuous: the decay changes the decayed leaves.
+    self.assertFalse(np.allclose(decayed["conv"]["kernel"], undecayed["conv"]["kernel"], rtol=1e-6))
+    # A callable mask gives the same as the tree.
+    by_callable = trajectory(weight_decay=1.0, mask=lambda p: mask)
+    _assert_trees_close(self, by_callable, masked, rtol=0.0)
+
+  @parameterized.named_parameters(PARAMETERS)
+  def test_state_shapes_and_dtypes_stable_under_cond(self, name):
+    optimizer = _build(name)
+    params = _params()
+    state = optimizer.init(params)
+
+    @functools.partial(jax.jit, static_argnums=3)
+    def maybe_update(grads, state, params, _):
+      return jax.lax.cond(
+          jnp.sum(grads["scale"]) > 0,
+          lambda: optimizer.update(grads, state, params),
+          lambda: (jax.tree.map(jnp.zeros_like, grads), state),
+      )
+
+    for _ in range(2):
+      _, new_state = maybe_update(_grads(params), state, params, None)
+      self.assertEqual(jax.tree.structure(new_state), jax.tree.structure(state))
+      for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state)):
+        self.assertEqual((a.shape, a.dtype), (b.shape, b.dtype))
+      state = new_state
+    counters = [x for x in jax.tree.leaves(state) if jnp.issubdtype(x.dtype, jnp.integer)]
+    for counter in counters:
+      self.assertEqual(counter.dtype, jnp.int32)
+
+  @parameterized.named_parameters(PARAMETERS)
+  def test_works_inside_chain_and_multisteps(self, name):
+    params = _params()
+    grads = _grads(params)
+    chained = optax.chain(optax.clip_by_global_norm(1e6), _build(name))
+    alone = _build(name)
+    updates_c, _ = chained.update(grads, chained.init(params), params)
+    updates_a, _ = alone.update(grads, alone.init(params), params)
+    _assert_trees_close(self, updates_c, updates_a, rtol=1e-6)
+    # Two micro-steps of the same gradient equal one step with it.
+    multi = optax.MultiSteps(_build(name), every_k_schedule=2)
+    state = multi.init(params)
+    first, state = multi.update(grads, state, params)
+    for leaf in jax.tree.leaves(first):
+      np.testing.assert_array_equal(leaf, 0.0)
+    second, state = multi.update(grads, state, params)
+    _assert_trees_close(self, second, updates_a, rtol=1e-5, atol=1e-8)
+
+  @parameterized.named_parameters(PARAMETERS)
+  def test_apply_if_finite_skips_non_finite_gradients(self, name):
+    params = _params()
+    optimizer = optax.apply_if_finite(_build(name), max_consecutive_errors=3)
+    state = optimizer.init(params)
+    bad = jax.tree.map(lambda g: g.at[...].set(jnp.nan), _grads(params))
+    updates, bad_state = optimizer.update(bad, state, params)
+    for leaf in jax.tree.leaves(updates):
+      np.testing.assert_array_equal(leaf, 0.0)
+    self.assertEqual(int(bad_state.notfinite_count), 1)
+    _assert_trees_close(self, bad_state.inner_state, state.inner_state, rtol=0.0)
+    good, _ = optimizer.update(_grads(params), bad_state, params)
+    for leaf in jax.tree.leaves(good):
+      self.assertTrue(bool(jnp.all(jnp.isfinite(leaf))))
+
+  @parameterized.named_parameters(PARAMETERS)
+  def test_sharded_params_keep_their_sharding(self, name):
+    devices = jax.devices()
+    self.assertGreaterEqual(len(devices), 4, "needs simulated CPU devices")
+    mesh = jax.sharding.Mesh(np.asarray(devices[:4]).reshape(2, 2), ("data", "model"))
+    P = jax.sharding.PartitionSpec
+    specs = {
+        "dense": {"kernel": P("data", "model"), "bias": P("model")},
+        "conv": {"kernel": P(None, None, "data", "model")},
+        "scale": P(),
+    }
+    shardings = jax.tree.map(lambda s: jax.sharding.NamedSharding(mesh, s), specs)
+    params = jax.device_put(_params(), shardings)
+    optimizer = _build(name)
+    state = jax.jit(optimizer.init)(params)
+
+    @jax.jit
+    def step(params, state):
+      updates, state = optimizer.update(_grads(params), state, params)
+      return optax.apply_updates(params, updates), state
+
+    first_params, first_state = step(params, state)
+    new_params, new_state = step(first_params, first_state)
+    for p, q in zip(jax.tree.leaves(params), jax.tree.leaves(new_params)):
+      self.assertTrue(q.sharding.is_equivalent_to(p.sharding, p.ndim), (q.sharding, p.sharding))
+    # Moments are sharded like their parameters: nothing was gathered.
+    param_shardings = {p.shape: p.sharding for p in jax.tree.leaves(params)}
+    for leaf in _moment_leaves(new_state):
+      self.assertTrue(leaf.sharding.is_equivalent_to(param_shardings[leaf.shape], leaf.ndim))
+    # And the numbers equal the unsharded run's.
+    unsharded = jax.device_put(_params(), devices[0])
+    reference, _ = step(unsharded, optimizer.init(unsharded))
+    _assert_trees_close(self, jax.device_get(first_params), jax.device_get(reference), rtol=1e-5, atol=1e-7)
+
+  @parameterized.named_parameters(PARAMETERS)
+  def test_declared_state_bytes_per_param(self, name):
+    spec = optimizers.registry[name]
+    params = _params()
+    state = spec.build().init(params)
+    num_params = sum(p.size for p in jax.tree.leaves(params))
+    state_bytes = sum(x.nbytes for x in _moment_leaves(state))
+    # Scalar parameters (`scale`) make moment leaves of ndim 0: count them too.
+    scalar_moments = sum(
+        x.nbytes for x in jax.tree.leaves(state) if jnp.ndim(x) == 0 and jnp.issubdtype(x.dtype, jnp.floating)
+    )
+    self.assertEqual((state_bytes + scalar_moments) / num_params, spec.state_bytes_per_param)
+
+
+if __name__ == "__main__":
+  absltest.main()

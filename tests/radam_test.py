@@ -1,0 +1,109 @@
+"""RAdam: parity with torch.optim.RAdam and the behaviour around rectification."""
+
+from tests import test_util  # Sets up simulated CPU devices first.
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import optimizers
+
+
+class RAdamGoldenTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(test_util.golden_parameters("radam"))
+  def test_matches_torch(self, path):
+    case, error = test_util.golden_error(path)
+    self.assertLess(error, test_util.TOLERANCE[case.dtype], case.meta["description"])
+
+
+def _steps(optimizer, grads_per_step, params):
+  state = optimizer.init(params)
+  out = []
+  for g in grads_per_step:
+    updates, state = optimizer.update(g, state, params)
+    out.append(updates)
+    params = optax.apply_updates(params, updates)
+  return out
+
+
+class RAdamBehaviourTest(parameterized.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    rng = np.random.default_rng(0)
+    self.params = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)}
+    self.grads = [{"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32)} for _ in range(8)]
+
+  def test_first_steps_are_momentum_sgd_as_torch(self):
+    updates = _steps(optimizers.radam(0.1), self.grads[:1], self.params)
+    # Step 1: m / (1 - b1) is the gradient itself.
+    np.testing.assert_allclose(updates[0]["w"], -0.1 * self.grads[0]["w"], rtol=1e-6)
+
+  def test_original_fallback_does_not_move_before_rectification(self):
+    updates = _steps(optimizers.radam(0.1, degenerated_to_sgd=False), self.grads, self.params)
+    # With b2 = 0.999, rho_t > 5 first at step 6.
+    for u in updates[:5]:
+      np.testing.assert_array_equal(u["w"], 0.0)
+    self.assertGreater(float(jnp.abs(updates[5]["w"]).max()), 0.0)
+
+  def test_rectification_switches_on_at_step_six(self):
+    sgd_like = _steps(optimizers.radam(0.1), self.grads, self.params)
+    frozen = _steps(optimizers.radam(0.1, degenerated_to_sgd=False), self.grads, self.params)
+    for t in range(5):
+      self.assertFalse(np.allclose(sgd_like[t]["w"], frozen[t]["w"]))
+    np.testing.assert_allclose(sgd_like[5]["w"], frozen[5]["w"], rtol=1e-6)
+
+  @parameterized.parameters(False, True)
+  def test_matches_optax_radam_when_eps_is_zero(self, nesterov):
+    # optax.radam puts eps on the bias-corrected sqrt(v) and rectifies at
+    # rho_t >= 5; with eps = 0 (and rho_t never exactly 5) the two agree,
+    # which pins our Nesterov form to optax's. In float64: optax computes
+    # rho_t by cancellation, which in float32 is off by ~1% at step 6.
+    with jax.enable_x64(True):
+      params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), self.params)
+      grads = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), self.grads)
+      ours = _steps(optimizers.radam(0.1, eps=0.0, nesterov=nesterov), grads, params)
+      theirs = _steps(optax.radam(0.1, eps=0.0, nesterov=nesterov), grads, params)
+    for a, b in zip(ours, theirs):
+      np.testing.assert_allclose(a["w"], b["w"], rtol=1e-10)
+
+  def test_decoupled_weight_decay_is_the_default(self):
+    params = self.params
+    decayed = optimizers.radam(0.1, weight_decay=0.5)
+    plain = optimizers.radam(0.1)
+    u_d, _ = decayed.update(self.grads[0], decayed.init(params), params)
+    u_p, _ = plain.update(self.grads[0], plain.init(params), params)
+    np.testing.assert_allclose(u_d["w"], u_p["w"] - 0.1 * 0.5 * params["w"], rtol=1e-6)
+
+  def test_coupled_weight_decay_adds_to_the_gradient(self):
+    params = self.params
+    coupled = optimizers.radam(0.1, weight_decay=0.5, decoupled_weight_decay=False)
+    plain = optimizers.radam(0.1)
+    shifted = {"w": self.grads[0]["w"] + 0.5 * params["w"]}
+    u_c, _ = coupled.update(self.grads[0], coupled.init(params), params)
+    u_p, _ = plain.update(shifted, plain.init(params), params)
+    np.testing.assert_allclose(u_c["w"], u_p["w"], rtol=1e-6)
+
+  def test_mu_dtype(self):
+    optimizer = optimizers.scale_by_radam(mu_dtype=jnp.bfloat16)
+    state = optimizer.init(self.params)
+    self.assertEqual(state.mu["w"].dtype, jnp.bfloat16)
+    _, state = jax.jit(optimizer.update)(self.grads[0], state)
+    self.assertEqual(state.mu["w"].dtype, jnp.bfloat16)
+    self.assertEqual(state.nu["w"].dtype, jnp.float32)
+
+  def test_sma_length_is_accurate_in_float32(self):
+    from optimizers import _numerics  # pylint: disable=g-import-not-at-top
+    for b2 in (0.999, 0.99, 0.9):
+      for t in (1, 5, 6, 7, 20, 100, 10_000):
+        exact = (2 / (1 - b2) - 1) - 2 * t * b2**t / (1 - b2**t)
+        got = float(_numerics.sma_length(b2, jnp.float32(t)))
+        self.assertLess(abs(got - exact), 1e-6 * max(abs(exact), 1.0), (b2, t, got, exact))
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,86 @@
+"""The registry: lookups, defaults, search spaces and hyperparameter names."""
+
+from tests import test_util  # pylint: disable=unused-import  # Device set-up.
+
+import inspect
+import math
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import optax
+
+import optimizers
+
+NAMES = sorted(optimizers.registry)
+
+
+class RegistryTest(parameterized.TestCase):
+
+  def test_unknown_name_lists_the_registered_ones(self):
+    with self.assertRaisesRegex(KeyError, "unknown optimizer 'adamx'.*radam"):
+      optimizers.registry["adamx"]  # pylint: disable=pointless-statement
+
+  def test_covers_the_design_names(self):
+    for name in ("radam", "adabound", "amsbound", "adamod", "adamp", "sgdp", "adamw", "nadamw"):
+      self.assertIn(name, optimizers.registry)
+
+  @parameterized.parameters(NAMES)
+  def test_defaults_are_the_factory_defaults(self, name):
+    # The factories carry the reference defaults; the registry must not drift.
+    spec = optimizers.registry[name]
+    signature = inspect.signature(spec.factory).parameters
+    for key, value in spec.defaults.items():
+      default = signature[key].default
+      if default is not inspect.Parameter.empty:
+        self.assertEqual(value, default, f"{name}.{key}")
+
+  @parameterized.parameters(NAMES)
+  def test_search_space_is_valid_algoperf_json(self, name):
+    spec = optimizers.registry[name]
+    self.assertIn("learning_rate", spec.search_space)
+    for key, space in spec.search_space.items():
+      if "feasible_points" in space:
+        self.assertNotEmpty(space["feasible_points"])
+        continue
+      self.assertIn(space["scaling"], ("linear", "log"), key)
+      self.assertLess(space["min"], space["max"], key)
+      if space["scaling"] == "log":
+        self.assertGreater(space["min"], 0.0, key)
+      # Every point of the space builds an optimizer.
+      for value in (space["min"], space["max"]):
+        self.assertIsInstance(spec.build(**{key: value}), optax.GradientTransformation)
+
+  @parameterized.parameters(NAMES)
+  def test_metadata(self, name):
+    spec = optimizers.registry[name]
+    self.assertTrue(spec.paper)
+    self.assertTrue(spec.reference)
+    self.assertGreater(spec.state_bytes_per_param, 0)
+
+  def test_one_minus_names_translate(self):
+    hparams = optimizers.registry["radam"].hyperparameters(one_minus_b2=1e-2)
+    self.assertTrue(math.isclose(hparams["b2"], 0.99))
+
+  def test_unknown_hyperparameter_lists_valid_names(self):
+    with self.assertRaisesRegex(ValueError, "unknown hyperparameter 'beta1'.*'b1'"):
+      optimizers.registry["radam"].build(beta1=0.9)
+
+  def test_registry_is_read_only_and_rejects_duplicates(self):
+    spec = optimizers.registry["radam"]
+    with self.assertRaises(TypeError):
+      optimizers.registry["radam"] = spec  # pytype: disable=unsupported-operands
+    with self.assertRaisesRegex(ValueError, "already registered"):
+      optimizers.registry.register(spec)
+    with self.assertRaises(TypeError):
+      spec.defaults["learning_rate"] = 1.0  # pytype: disable=unsupported-operands
+
+  def test_spec_rejects_unknown_arguments(self):
+    with self.assertRaisesRegex(ValueError, "not arguments of radam"):
+      optimizers.OptimizerSpec(
+          name="bad", factory=optimizers.radam, defaults=dict(beta1=0.9), search_space={},
+          paper="p", reference="r", state_bytes_per_param=8,
+      )
+
+
+if __name__ == "__main__":
+  absltest.main()

@@ -1,0 +1,135 @@
+"""Shared test machinery: simulated devices and golden-trajectory replay.
+
+Golden files (`tests/golden/{case}_{dtype}.npz`, written by
+`tools/make_golden.py` from the reference PyTorch packages) hold, for each
+parameter N, the reference trajectory `p/N` (T+1 steps) and the gradients
+`g/N` (T steps) the reference used, in Flax layout, plus the learning rate per
+step and a JSON `meta` record. Replay feeds the stored gradients to the steplab
+optimizer (teacher forcing), so a comparison pins the optimizer's arithmetic
+and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import json
+import os
+from typing import Any
+
+_FLAG = "--xla_force_host_platform_device_count=8"
+if _FLAG not in os.environ.get("XLA_FLAGS", ""):
+  # Effective only if JAX has not initialised yet (Bazel runs each file alone).
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+
+import jax  # pylint: disable=g-import-not-at-top
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+import optax  # pylint: disable=g-import-not-at-top
+
+import optimizers  # pylint: disable=g-import-not-at-top
+
+GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
+
+# Worst relative error allowed between our trajectory and the reference's:
+# float64 where the math is the same, float32 rounding otherwise.
+TOLERANCE = {"float64": 1e-10, "float32": 1e-5}
+
+
+@dataclasses.dataclass(frozen=True)
+class GoldenCase:
+  path: str
+  meta: dict[str, Any]
+  lr: np.ndarray
+  params: dict[str, np.ndarray]  # name -> (T+1, *shape)
+  grads: dict[str, np.ndarray]  # name -> (T, *shape)
+
+  @property
+  def name(self) -> str:
+    return os.path.basename(self.path)[: -len(".npz")]
+
+  @property
+  def dtype(self) -> str:
+    return self.meta["dtype"]
+
+
+def golden_paths(*optimizer_names: str) -> list[str]:
+  """Golden files whose `meta.optimizer` is one of `optimizer_names`."""
+  paths = sorted(glob.glob(os.path.join(GOLDEN_DIR, "*.npz")))
+  chosen = [p for p in paths if load_golden(p).meta["optimizer"] in optimizer_names]
+  if not chosen:
+    raise FileNotFoundError(
+        f"no golden data for {optimizer_names} in {GOLDEN_DIR}; run"
+        " tools/make_golden.py"
+    )
+  return chosen
+
+
+def golden_parameters(*optimizer_names: str) -> list[tuple[str, str]]:
+  """(test name, path) pairs for `parameterized.named_parameters`."""
+  return [(os.path.basename(p)[: -len(".npz")], p) for p in golden_paths(*optimizer_names)]
+
+
+def load_golden(path: str) -> GoldenCase:
+  with np.load(path, allow_pickle=False) as data:
+    meta = json.loads(str(data["meta"]))
+    names = meta["param_names"]
+    return GoldenCase(
+        path=path,
+        meta=meta,
+        lr=np.asarray(data["lr"]),
+        params={n: np.asarray(data[f"p/{n}"]) for n in names},
+        grads={n: np.asarray(data[f"g/{n}"]) for n in names},
+    )
+
+
+def learning_rate_of(case: GoldenCase) -> Any:
+  """A float for a constant learning rate, else an Optax schedule over `lr`."""
+  lr = case.lr
+  if np.all(lr == lr[0]):
+    return float(lr[0])
+  table = jnp.asarray(lr, jnp.float64 if case.dtype == "float64" else jnp.float32)
+  return lambda count: table[jnp.minimum(count, len(lr) - 1)]
+
+
+def replay(case: GoldenCase, optimizer: optax.GradientTransformation | None = None):
+  """Runs our optimizer on the stored gradients; returns name -> trajectory."""
+  if optimizer is None:
+    factory = optimizers.registry[case.meta["optimizer"]].factory
+    optimizer = factory(learning_rate=learning_rate_of(case), **case.meta["kwargs"])
+  names = case.meta["param_names"]
+  params = {n: jnp.asarray(case.params[n][0]) for n in names}
+  grads = {n: jnp.asarray(case.grads[n]) for n in names}
+
+  def step(carry, g):
+    params, state = carry
+    updates, state = optimizer.update(g, state, params)
+    params = optax.apply_updates(params, updates)
+    return (params, state), params
+
+  _, trajectory = jax.jit(lambda p, s, g: jax.lax.scan(step, (p, s), g))(
+      params, optimizer.init(params), grads
+  )
+  return {n: np.concatenate([case.params[n][:1], np.asarray(trajectory[n])]) for n in names}
+
+
+def worst_relative_error(ours: dict[str, np.ndarray], case: GoldenCase) -> float:
+  """max over parameters and steps of |ours - ref|_inf / |ref|_inf."""
+  worst = 0.0
+  for name, ref in case.params.items():
+    ref = ref.astype(np.float64)
+    diff = np.abs(ours[name].astype(np.float64) - ref)
+    axes = tuple(range(1, ref.ndim))
+    scale = np.maximum(np.max(np.abs(ref), axis=axes), np.finfo(np.float64).tiny)
+    worst = max(worst, float(np.max(np.max(diff, axis=axes) / scale)))
+  return worst
+
+
+def golden_error(path: str) -> tuple[GoldenCase, float]:
+  """Replays one golden file in its own precision; returns the worst error."""
+  case = load_golden(path)
+  with jax.enable_x64(case.dtype == "float64"):
+    ours = replay(case)
+  for name, traj in ours.items():
+    assert traj.dtype == np.dtype(case.dtype), (name, traj.dtype, case.dtype)
+  return case, worst_relative_error(ours, case)
