@@ -187,7 +187,7 @@ class InvariantsTest(parameterized.TestCase):
     # The first update agrees with the float32 run to bfloat16 precision.
     params32 = jax.tree.map(lambda p: p.astype(jnp.float32), params16)
     optimizer32 = _build(name)
-    updates32, _ = optimizer32.update(_grads(params32), optimizer32.init(params32), params32)
+    updates32, _ = jax.jit(optimizer32.update)(_grads(params32), optimizer32.init(params32), params32)
     _assert_trees_close(self, updates, updates32, rtol=0.05, atol=1e-4)
 
   @parameterized.named_parameters(PARAMETERS)
@@ -195,7 +195,7 @@ class InvariantsTest(parameterized.TestCase):
     params = _params()
     mask = {"dense": {"kernel": True, "bias": False}, "conv": {"kernel": True}, "scale": False}
     optimizer = optax.masked(_build(name), mask)
-    updates, _ = optimizer.update(_grads(params), optimizer.init(params), params)
+    updates, _ = jax.jit(optimizer.update)(_grads(params), optimizer.init(params), params)
     # optax.masked passes unselected gradients through unchanged.
     np.testing.assert_array_equal(updates["dense"]["bias"], _grads(params)["dense"]["bias"])
     self.assertFalse(np.allclose(updates["dense"]["kernel"], _grads(params)["dense"]["kernel"]))
@@ -257,16 +257,16 @@ class InvariantsTest(parameterized.TestCase):
     grads = _grads(params)
     chained = optax.chain(optax.clip_by_global_norm(1e6), _build(name))
     alone = _build(name)
-    updates_c, _ = chained.update(grads, chained.init(params), params)
-    updates_a, _ = alone.update(grads, alone.init(params), params)
+    updates_c, _ = jax.jit(chained.update)(grads, chained.init(params), params)
+    updates_a, _ = jax.jit(alone.update)(grads, alone.init(params), params)
     _assert_trees_close(self, updates_c, updates_a, rtol=1e-6)
     # Two micro-steps of the same gradient equal one step with it.
     multi = optax.MultiSteps(_build(name), every_k_schedule=2)
     state = multi.init(params)
-    first, state = multi.update(grads, state, params)
+    first, state = jax.jit(multi.update)(grads, state, params)
     for leaf in jax.tree.leaves(first):
       np.testing.assert_array_equal(leaf, 0.0)
-    second, state = multi.update(grads, state, params)
+    second, state = jax.jit(multi.update)(grads, state, params)
     _assert_trees_close(self, second, updates_a, rtol=1e-5, atol=1e-8)
 
   @parameterized.named_parameters(PARAMETERS)
@@ -275,12 +275,12 @@ class InvariantsTest(parameterized.TestCase):
     optimizer = optax.apply_if_finite(_build(name), max_consecutive_errors=3)
     state = optimizer.init(params)
     bad = jax.tree.map(lambda g: g.at[...].set(jnp.nan), _grads(params))
-    updates, bad_state = optimizer.update(bad, state, params)
+    updates, bad_state = jax.jit(optimizer.update)(bad, state, params)
     for leaf in jax.tree.leaves(updates):
       np.testing.assert_array_equal(leaf, 0.0)
     self.assertEqual(int(bad_state.notfinite_count), 1)
     _assert_trees_close(self, bad_state.inner_state, state.inner_state, rtol=0.0)
-    good, _ = optimizer.update(_grads(params), bad_state, params)
+    good, _ = jax.jit(optimizer.update)(_grads(params), bad_state, params)
     for leaf in jax.tree.leaves(good):
       self.assertTrue(bool(jnp.all(jnp.isfinite(leaf))))
 
