@@ -69,20 +69,6 @@ class ScaleBySGDPState(NamedTuple):
   momentum: optax.Updates
 
 
-def _cosine_max(x, y, axes, eps):
-  """max |cos(x, y)| over the slices that `axes` reduce (all, if None)."""
-  dot = jnp.sum(x * y, axis=axes)
-  nx = jnp.maximum(jnp.sqrt(jnp.sum(x * x, axis=axes)), eps)
-  ny = jnp.maximum(jnp.sqrt(jnp.sum(y * y, axis=axes)), eps)
-  return jnp.max(jnp.abs(dot) / (nx * ny))
-
-
-def _remove_radial(w, u, axes, eps):
-  """u - w^ <w^, u> per slice, with w^ = w / (|w| + eps)."""
-  w_hat = w / (jnp.sqrt(jnp.sum(w * w, axis=axes, keepdims=True)) + eps)
-  return u - w_hat * jnp.sum(w_hat * u, axis=axes, keepdims=True)
-
-
 def project(
     w: jax.Array,
     g: jax.Array,
@@ -94,6 +80,15 @@ def project(
     channel_axis: int = -1,
 ) -> tuple[jax.Array, jax.Array]:
   """AdamP's projection of update `u` for weight `w` with raw gradient `g`.
+
+  Four per-channel sums (g.w, g.g, w.w, w.u) carry everything: the
+  whole-tensor sums are their totals, and with w^ = w / (|w| + eps)
+
+      u - w^ <w^, u> = u - w <w, u> / (|w| + eps)^2,
+
+  so the update is one elementwise pass after one fused reduction, whichever
+  view applies (the reference's math, without materialising w^ or both
+  candidate projections).
 
   Args:
     w, g, u: same-shaped arrays of rank > 1 (computed in u's dtype).
@@ -109,22 +104,30 @@ def project(
   w = w.astype(u.dtype)
   g = g.astype(u.dtype)
   channel_axis = channel_axis % w.ndim
-  channel_axes = tuple(a for a in range(w.ndim) if a != channel_axis)
+  axes = tuple(a for a in range(w.ndim) if a != channel_axis)
+  gw, gg, ww, wu = (
+      jnp.sum(x * y, axis=axes, keepdims=True)
+      for x, y in ((g, w), (g, g), (w, w), (w, u))
+  )
+
+  def max_abs_cosine(gw, gg, ww):
+    # cos(g, w) = g.w / (max(|g|, eps) max(|w|, eps)), as torch's.
+    norms = jnp.maximum(jnp.sqrt(gg), eps) * jnp.maximum(jnp.sqrt(ww), eps)
+    return jnp.max(jnp.abs(gw) / norms)
+
   channel_size = w.size // w.shape[channel_axis]
-  # Thresholds are Python/NumPy scalars or traced hyperparameters: no branching.
-  use_channel = _cosine_max(g, w, channel_axes, eps) < delta / jnp.sqrt(
+  # Thresholds may be traced hyperparameters: select, never branch.
+  use_channel = max_abs_cosine(gw, gg, ww) < delta / jnp.sqrt(
       jnp.asarray(channel_size, u.dtype)
   )
-  use_layer = _cosine_max(g, w, None, eps) < delta / jnp.sqrt(
-      jnp.asarray(w.size, u.dtype)
+  use_layer = max_abs_cosine(jnp.sum(gw), jnp.sum(gg), jnp.sum(ww)) < (
+      delta / jnp.sqrt(jnp.asarray(w.size, u.dtype))
   )
-  projected = jnp.where(
-      use_channel,
-      _remove_radial(w, u, channel_axes, eps),
-      jnp.where(use_layer, _remove_radial(w, u, None, eps), u),
-  )
+  channel_coef = wu / (jnp.sqrt(ww) + eps) ** 2
+  layer_coef = jnp.sum(wu) / (jnp.sqrt(jnp.sum(ww)) + eps) ** 2
+  coef = jnp.where(use_channel, channel_coef, jnp.where(use_layer, layer_coef, 0.0))
   wd_factor = jnp.where(use_channel | use_layer, wd_ratio, 1.0).astype(u.dtype)
-  return projected, wd_factor
+  return u - w * coef, wd_factor
 
 
 def _project_if_matrix(w, g, u, delta, wd_ratio, eps, channel_axis):

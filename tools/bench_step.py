@@ -1,0 +1,357 @@
+#!/usr/bin/env python3
+"""Benchmark one jitted optimizer step of every registry optimizer.
+
+What it measures
+----------------
+For a parameter tree shaped like a small Transformer (token embedding, then
+per layer q/k/v/o kernels (d, d), MLP kernels (d, 4d) and (4d, d), their
+biases and two layer norms; about `--num_params` parameters in ~130 leaves)
+and fixed random gradients, it times
+
+    updates, state = opt.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+
+as ONE jitted function that donates params and state (so XLA may update them
+in place), called repeatedly with its outputs fed back. Each optimizer is built
+with `registry[name].build()` (the reference defaults). Measurements are
+interleaved against drift: every round times each optimizer (and a copy
+kernel) for `--steps_per_round` steps, in a rotated order; a round's time is
+the median of its steps, and every reported figure is the median over rounds.
+
+How to run
+----------
+    python tools/bench_step.py                          # ~10M params, all optimizers
+    python tools/bench_step.py --optimizers=adamw,radam --rounds=11
+    python tools/bench_step.py --num_params=1e8         # on an accelerator
+    python tools/bench_step.py --dtype=bfloat16 --csv=/tmp/step.csv
+
+Progress goes to stderr (one line per round); the table (markdown) to stdout.
+
+How to read it
+--------------
+* `ms/step`: median time of one step.
+* `x adamw`: step time over `optax.adamw`'s, in the same round, median over
+  rounds, with the min-max across rounds in brackets: the bracket is the noise.
+* `x optax`: step time over optax's own version of the same algorithm
+  (`OPTAX_COUNTERPARTS`, e.g. `optax.radam` for radam) in the same round;
+  `self` where the registry entry IS optax's function; blank where optax has
+  none. Counterparts appear as their own rows, `<name> (optax)`.
+* `state B/p`: optimizer-state bytes per parameter, measured from `opt.init`
+  (for float32 it must equal `OptimizerSpec.state_bytes_per_param`, checked).
+
+The floor model
+---------------
+An element-wise optimizer step must at least read params, grads and state and
+write params and state: (3 P + 2 S) bytes per parameter, with P the parameter
+itemsize (4 for float32: 4 + 4 + S + 4 + S) and S the state bytes per
+parameter. `floor ms` is that traffic divided by the copy bandwidth measured in
+the same run (a donated, jitted `x * 1.0000001` on a float32 array of
+4 x num_params elements, so that it moves about as many bytes as an AdamW step
+and does not fit in cache; bandwidth = bytes read + written / time).
+`step / floor` near 1 means the step is memory-bound and fused well; much
+above 1 means extra passes over memory (unfused reductions, recomputation,
+layout copies) or compute-bound math.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import math
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import optax
+
+from optimizers import registry
+
+# Optax's own version of a registry algorithm, built with the same learning
+# rate as the registry defaults. "adamw" is also the baseline of every ratio.
+# Add rows here as optax gains counterparts, e.g.
+#   "prodigy": lambda: optax.contrib.prodigy(1.0),
+#   "schedule_free_adamw": lambda: optax.contrib.schedule_free_adamw(1e-3),
+#   "dog": lambda: optax.contrib.dog(1.0),
+OPTAX_COUNTERPARTS: dict[str, Callable[[], optax.GradientTransformation]] = {
+    "adamw": lambda: optax.adamw(1e-3),
+    "nadamw": lambda: optax.nadamw(1e-3),
+    "radam": lambda: optax.radam(1e-3),
+}
+BASELINE = "adamw"
+
+_NUM_PARAMS = flags.DEFINE_float(
+    "num_params", 10_000_000, "Approximate parameter count (1e8 accepted)."
+)
+_OPTIMIZERS = flags.DEFINE_list(
+    "optimizers", None, "Registry names to time (default: all)."
+)
+_ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved measurement rounds.")
+_STEPS = flags.DEFINE_integer(
+    "steps_per_round", 5, "Timed steps per optimizer per round."
+)
+_DTYPE = flags.DEFINE_enum(
+    "dtype", "float32", ["float32", "bfloat16"], "Parameter/gradient dtype."
+)
+_CSV = flags.DEFINE_string("csv", None, "Also write the table to this CSV path.")
+
+
+@flags.validator("optimizers")
+def _known_optimizers(names):
+  unknown = [n for n in names or () if n not in registry]
+  if unknown:
+    raise flags.ValidationError(
+        f"unknown optimizer(s) {', '.join(unknown)}; valid: {', '.join(registry)}")
+  return True
+
+
+_NUM_LAYERS = 8
+_COPY = "copy kernel"
+
+
+def transformer_shapes(num_params: int) -> dict[str, Any]:
+  """A nested dict of shapes: 8 Transformer layers, vocab sized to fill."""
+  L = _NUM_LAYERS
+  # 12 d^2 per layer plus an embedding of ~32 d^2; d a multiple of 32.
+  d = max(32, 32 * round(math.sqrt(num_params / (12 * L + 32)) / 32))
+  per_layer = 12 * d * d + 13 * d
+  vocab = max(1, round((num_params - L * per_layer - 2 * d) / d))
+  dense = lambda i, o: {"kernel": (i, o), "bias": (o,)}
+  norm = {"scale": (d,), "bias": (d,)}
+  tree = {"embed": {"embedding": (vocab, d)}}
+  for i in range(L):
+    tree[f"layer_{i:02d}"] = {
+        "attention": {k: dense(d, d) for k in ("query", "key", "value", "out")},
+        "mlp": {"fc1": dense(d, 4 * d), "fc2": dense(4 * d, d)},
+        "ln_attention": dict(norm),
+        "ln_mlp": dict(norm),
+    }
+  tree["ln_final"] = dict(norm)
+  return tree
+
+
+def random_tree(shapes, dtype, scale: float, seed: int):
+  is_shape = lambda x: isinstance(x, tuple)
+  leaves, treedef = jax.tree.flatten(shapes, is_leaf=is_shape)
+  keys = jax.random.split(jax.random.key(seed), len(leaves))
+  return treedef.unflatten([
+      (scale * jax.random.normal(k, s, jnp.float32)).astype(dtype)
+      for k, s in zip(keys, leaves)
+  ])
+
+
+def tree_bytes(tree) -> int:
+  return sum(x.nbytes for x in jax.tree.leaves(tree))
+
+
+class Case:
+  """One timed jitted function with its live (donated) buffers."""
+
+  def __init__(self, label, opt, params, grads, spec=None, counterpart=None):
+    self.label, self.spec, self.counterpart = label, spec, counterpart
+    self.params = jax.tree.map(jnp.copy, params)  # own buffers: they are donated
+    self.state = opt.init(self.params)
+    self.state_bytes = tree_bytes(self.state) / _count(params)
+    self.grads = grads
+
+    def step(params, state, grads):
+      updates, state = opt.update(grads, state, params)
+      return optax.apply_updates(params, updates), state
+
+    self.step = jax.jit(step, donate_argnums=(0, 1))
+
+  def run(self):
+    self.params, self.state = self.step(self.params, self.state, self.grads)
+    jax.block_until_ready((self.params, self.state))
+
+
+class CopyCase:
+  """x * 1.0000001 in place: the streaming bandwidth for the floor."""
+
+  label = _COPY
+
+  def __init__(self, num_elements):
+    self.x = jnp.ones((num_elements,), jnp.float32)
+    self.bytes_moved = 2 * self.x.nbytes  # read + write
+    self.step = jax.jit(lambda x: x * 1.0000001, donate_argnums=0)
+
+  def run(self):
+    self.x = jax.block_until_ready(self.step(self.x))
+
+
+def _count(tree) -> int:
+  return sum(x.size for x in jax.tree.leaves(tree))
+
+
+def _is_optax_own(spec) -> bool:
+  """Whether the registry entry is an optax function (e.g. optax.nadamw, a partial)."""
+  factory = spec.factory
+  while isinstance(factory, functools.partial):
+    factory = factory.func
+  return factory.__module__.partition(".")[0] == "optax"
+
+
+def build_cases(names, params, grads) -> tuple[list[Case], str]:
+  """Registry rows, then the optax counterparts that are not the row itself.
+
+  Returns the cases and the label of the baseline (optax.adamw): the registry
+  row when that is optax's own, else an extra row.
+  """
+  cases, extra = [], []
+  for name in names:
+    spec = registry[name]
+    own = name in OPTAX_COUNTERPARTS and _is_optax_own(spec)
+    cases.append(Case(name, spec.build(), params, grads, spec,
+                      counterpart=name if own else None))
+    if name in OPTAX_COUNTERPARTS and not own:
+      cases[-1].counterpart = label = f"{name} (optax)"
+      extra.append(Case(label, OPTAX_COUNTERPARTS[name](), params, grads))
+  baseline = next((c.counterpart for c in cases if c.label == BASELINE), None)
+  if baseline is None:
+    baseline = f"{BASELINE} (optax)"
+    extra.insert(0, Case(baseline, OPTAX_COUNTERPARTS[BASELINE](), params, grads))
+  return cases + extra, baseline
+
+
+def check_state_bytes(cases, dtype):
+  """At float32 the measured state must match the registry's metadata."""
+  if dtype != jnp.float32:
+    return
+  for c in cases:
+    if c.spec and abs(c.state_bytes - c.spec.state_bytes_per_param) > 0.5:
+      print(f"WARNING: {c.label}: state is {c.state_bytes:.2f} B/param, registry"
+            f" says {c.spec.state_bytes_per_param}", file=sys.stderr)
+
+
+def measure(cases, copy, rounds, steps):
+  """{label: [per-round median seconds]}, rotating the order every round."""
+  everything = [copy] + cases
+  start = time.perf_counter()
+  for c in everything:  # compile + warm up
+    for _ in range(2):
+      c.run()
+  print(f"compiled and warmed up in {time.perf_counter() - start:.0f} s",
+        file=sys.stderr, flush=True)
+  times = {c.label: [] for c in everything}
+  for r in range(rounds):
+    shift = r % len(everything)
+    for c in everything[shift:] + everything[:shift]:
+      samples = []
+      for _ in range(steps):
+        t0 = time.perf_counter()
+        c.run()
+        samples.append(time.perf_counter() - t0)
+      times[c.label].append(statistics.median(samples))
+    print(f"round {r + 1}/{rounds}: copy {copy.bytes_moved / times[_COPY][-1] / 1e9:.1f} GB/s, "
+          + ", ".join(f"{c.label} {1e3 * times[c.label][-1]:.1f}" for c in cases)
+          + " ms", file=sys.stderr, flush=True)
+  return times
+
+
+def _ratio(a, b) -> tuple[float, float, float]:
+  """Median, min and max over rounds of a[i] / b[i]."""
+  r = [x / y for x, y in zip(a, b)]
+  return statistics.median(r), min(r), max(r)
+
+
+def results(cases, times, copy, baseline, itemsize) -> list[dict[str, Any]]:
+  """One record of numbers per case (ratios as (median, min, max))."""
+  bandwidth = [copy.bytes_moved / t for t in times[_COPY]]
+  records = []
+  for c in cases:
+    t = times[c.label]
+    traffic = _count(c.params) * (3 * itemsize + 2 * c.state_bytes)
+    floor = [traffic / b for b in bandwidth]  # per round: drift cancels
+    records.append({
+        "optimizer": c.label,
+        "ms_per_step": 1e3 * statistics.median(t),
+        "vs_adamw": _ratio(t, times[baseline]),
+        "vs_optax": _ratio(t, times[c.counterpart]) if c.counterpart else None,
+        "self": c.counterpart == c.label,
+        "state_bytes_per_param": c.state_bytes,
+        "floor_ms": 1e3 * statistics.median(floor),
+        "step_over_floor": _ratio(t, floor)[0],
+    })
+  return records
+
+
+def _spread(r) -> str:
+  return "{:.2f} [{:.2f}-{:.2f}]".format(*r)
+
+
+def markdown(records) -> str:
+  rows = [{
+      "optimizer": r["optimizer"],
+      "ms/step": f"{r['ms_per_step']:.2f}",
+      "x adamw [min-max]": _spread(r["vs_adamw"]),
+      "x optax [min-max]": "self" if r["self"] else _spread(r["vs_optax"]) if r["vs_optax"] else "",
+      "state B/p": f"{r['state_bytes_per_param']:.1f}",
+      "floor ms": f"{r['floor_ms']:.2f}",
+      "step / floor": f"{r['step_over_floor']:.2f}",
+  } for r in records]
+  cols = list(rows[0])
+  width = {k: max(len(k), *(len(r[k]) for r in rows)) for k in cols}
+  # First column left-aligned, numbers right-aligned (also in rendered markdown).
+  align = lambda k, text: text.ljust(width[k]) if k == cols[0] else text.rjust(width[k])
+  line = lambda cells: "| " + " | ".join(cells) + " |"
+  rule = ["-" * width[k] if k == cols[0] else "-" * (width[k] - 1) + ":" for k in cols]
+  return "\n".join([line(align(k, k) for k in cols), line(rule)]
+                   + [line(align(k, r[k]) for k in cols) for r in rows])
+
+
+def write_csv(path, records):
+  with open(path, "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["optimizer", "ms_per_step", "vs_adamw", "vs_adamw_min",
+                     "vs_adamw_max", "vs_optax", "vs_optax_min", "vs_optax_max",
+                     "state_bytes_per_param", "floor_ms", "step_over_floor"])
+    for r in records:
+      writer.writerow([r["optimizer"], r["ms_per_step"], *r["vs_adamw"],
+                       *(r["vs_optax"] or ("", "", "")), r["state_bytes_per_param"],
+                       r["floor_ms"], r["step_over_floor"]])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  names = _OPTIMIZERS.value or list(registry)
+  dtype = jnp.dtype(_DTYPE.value)
+  wall = time.perf_counter()
+
+  shapes = transformer_shapes(int(_NUM_PARAMS.value))
+  params = random_tree(shapes, dtype, 0.02, seed=0)
+  grads = random_tree(shapes, dtype, 1e-3, seed=1)
+  n = _count(params)
+  cases, baseline = build_cases(names, params, grads)
+  check_state_bytes(cases, dtype)
+  copy = CopyCase(4 * n)
+  print(f"{n:,} params; compiling {len(cases)} steps...", file=sys.stderr, flush=True)
+
+  times = measure(cases, copy, _ROUNDS.value, _STEPS.value)
+  records = results(cases, times, copy, baseline, dtype.itemsize)
+  bw = sorted(copy.bytes_moved / t / 1e9 for t in times[_COPY])
+
+  d = shapes["layer_00"]["mlp"]["fc1"]["kernel"][0]
+  vocab = shapes["embed"]["embedding"][0]
+  # Trailing double spaces: markdown line breaks when pasted into a note.
+  print(f"jax {jax.__version__}, optax {optax.__version__}, backend"
+        f" {jax.default_backend()}, device {jax.devices()[0].device_kind}  ")
+  print(f"params: {n:,} {dtype.name} in {len(jax.tree.leaves(params))} leaves"
+        f" ({_NUM_LAYERS} layers, d={d}, vocab={vocab})  ")
+  print(f"copy bandwidth: {statistics.median(bw):.1f} GB/s [{bw[0]:.1f}-{bw[-1]:.1f}]"
+        f" ({copy.bytes_moved / 1e6:.0f} MB moved per call)  ")
+  print(f"baseline: {baseline}; {_ROUNDS.value} rounds x {_STEPS.value} steps;"
+        " ratios are medians over rounds [min-max]")
+  print()
+  print(markdown(records))
+  if _CSV.value:
+    write_csv(_CSV.value, records)
+  print(f"wall time {time.perf_counter() - wall:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  app.run(main)
