@@ -119,6 +119,21 @@ def zeros_like_state(params: Any, dtype: Any = None) -> Any:
   )
 
 
+def adam_moments(
+    g: jax.Array, m: jax.Array, v: jax.Array, b1: Any, b2: Any
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """One leaf's EMA update of g and g^2, computed in the state dtype of v.
+
+  Returns (g, m, v) all in v's dtype (at least float32, see `state_dtype`),
+  so bf16 gradients and a bf16 `mu_dtype` first moment are widened before
+  they are averaged; the caller casts m back to its storage dtype.
+  """
+  g = g.astype(v.dtype)
+  m = b1 * m.astype(v.dtype) + (1.0 - b1) * g
+  v = b2 * v + (1.0 - b2) * g * g
+  return g, m, v
+
+
 def safe_increment(count: jax.Array) -> jax.Array:
   """int32 counter + 1 that saturates instead of wrapping (Optax's)."""
   return optax.safe_increment(count)

@@ -111,9 +111,7 @@ def scale_by_adabound(
     upper = final * (1.0 + 1.0 / (gamma * t))
 
     def leaf(g, m, v, v_max):
-      g32 = g.astype(v.dtype)
-      m = b1 * m.astype(v.dtype) + (1.0 - b1) * g32
-      v = b2 * v + (1.0 - b2) * g32 * g32
+      g32, m, v = _numerics.adam_moments(g, m, v, b1, b2)
       if amsbound:
         v_max = jnp.maximum(v_max, v)
       denom = jnp.sqrt(v_max if amsbound else v) + eps

@@ -92,9 +92,7 @@ def scale_by_adamod(
     )
 
     def leaf(g, m, v, s):
-      g32 = g.astype(v.dtype)
-      m = b1 * m.astype(v.dtype) + (1.0 - b1) * g32
-      v = b2 * v + (1.0 - b2) * g32 * g32
+      g32, m, v = _numerics.adam_moments(g, m, v, b1, b2)
       eta = _numerics.cast_like(step_coef, v) / (jnp.sqrt(v) + eps)
       s = b3 * s + (1.0 - b3) * eta
       step = jnp.minimum(eta, s) * m

@@ -207,9 +207,7 @@ def scale_by_adamp(
     decay_on = _weight_decay.mask_tree(mask, params)
 
     def leaf(g, m, v, p, on):
-      g32 = g.astype(v.dtype)
-      m = b1 * m.astype(v.dtype) + (1.0 - b1) * g32
-      v = b2 * v + (1.0 - b2) * g32 * g32
+      g32, m, v = _numerics.adam_moments(g, m, v, b1, b2)
       denom = jnp.sqrt(v) / _numerics.cast_like(sqrt_bc2, v) + eps
       direction = b1 * m + (1.0 - b1) * g32 if nesterov else m
       u, wd_factor = _project_if_matrix(

@@ -112,9 +112,7 @@ def scale_by_radam(
     sgd_coef = jnp.where(rectified, 0.0, 1.0 if degenerated_to_sgd else 0.0)
 
     def leaf(g, m, v):
-      g32 = g.astype(v.dtype)
-      m = b1 * m.astype(v.dtype) + (1.0 - b1) * g32
-      v = b2 * v + (1.0 - b2) * g32 * g32
+      g32, m, v = _numerics.adam_moments(g, m, v, b1, b2)
       if nesterov:
         m_hat = (
             _numerics.cast_like(b1 / bc1_next, v) * m

@@ -156,6 +156,12 @@ _ADAM_SPACE = {
     "weight_decay": _log(1e-5, 1e-1),
 }
 
+_ADABOUND_DEFAULTS = dict(
+    learning_rate=1e-3, b1=0.9, b2=0.999, final_lr=0.1, gamma=1e-3, eps=1e-8,
+    weight_decay=0.0,
+)
+_ADABOUND_SPACE = {**_ADAM_SPACE, "final_lr": _log(1e-2, 1.0), "gamma": _log(1e-4, 1e-2)}
+
 for _spec in (
     OptimizerSpec(
         name="adamw",
@@ -187,15 +193,8 @@ for _spec in (
     OptimizerSpec(
         name="adabound",
         factory=adabound,
-        defaults=dict(
-            learning_rate=1e-3, b1=0.9, b2=0.999, final_lr=0.1, gamma=1e-3,
-            eps=1e-8, weight_decay=0.0,
-        ),
-        search_space={
-            **_ADAM_SPACE,
-            "final_lr": _log(1e-2, 1.0),
-            "gamma": _log(1e-4, 1e-2),
-        },
+        defaults=_ADABOUND_DEFAULTS,
+        search_space=_ADABOUND_SPACE,
         paper="Luo et al., Adaptive Gradient Methods with Dynamic Bound of Learning Rate, ICLR 2019",
         reference="adabound 0.0.5 (Luolc/AdaBound)",
         state_bytes_per_param=8,
@@ -203,15 +202,8 @@ for _spec in (
     OptimizerSpec(
         name="amsbound",
         factory=amsbound,
-        defaults=dict(
-            learning_rate=1e-3, b1=0.9, b2=0.999, final_lr=0.1, gamma=1e-3,
-            eps=1e-8, weight_decay=0.0,
-        ),
-        search_space={
-            **_ADAM_SPACE,
-            "final_lr": _log(1e-2, 1.0),
-            "gamma": _log(1e-4, 1e-2),
-        },
+        defaults=_ADABOUND_DEFAULTS,
+        search_space=_ADABOUND_SPACE,
         paper="Luo et al., Adaptive Gradient Methods with Dynamic Bound of Learning Rate, ICLR 2019",
         reference="adabound 0.0.5 (AdaBound(amsbound=True))",
         state_bytes_per_param=12,
