@@ -272,6 +272,7 @@ def scale_by_sgdp(
     wd_ratio: float = 0.1,
     *,
     channel_axis: int = -1,
+    mu_dtype: Any | None = None,
     mask: Any = None,
 ) -> optax.GradientTransformation:
   """SGDP's projected momentum direction plus its decay (no lr, no sign).
@@ -282,6 +283,8 @@ def scale_by_sgdp(
     weight_decay: decoupled decay, `wd wd_factor / (1 - momentum)` per step.
     nesterov: Nesterov momentum (reference False).
     eps, delta, wd_ratio, channel_axis, mask: as `scale_by_adamp`.
+    mu_dtype: storage dtype of the momentum buffer (default: the state
+      dtype, at least float32); the arithmetic is in the state dtype.
 
   Returns:
     An `optax.GradientTransformation` returning
@@ -295,7 +298,7 @@ def scale_by_sgdp(
   )
 
   def init_fn(params):
-    return ScaleBySGDPState(momentum=_numerics.zeros_like_state(params))
+    return ScaleBySGDPState(momentum=_numerics.zeros_like_state(params, mu_dtype))
 
   def update_fn(updates, state, params=None):
     _require_params(owner, params)
@@ -303,8 +306,9 @@ def scale_by_sgdp(
     decay_on = _weight_decay.mask_tree(mask, params)
 
     def leaf(g, buf, p, on):
-      g32 = g.astype(buf.dtype)
-      buf = momentum * buf + (1.0 - dampening) * g32
+      dtype = _numerics.state_dtype(g.dtype)
+      g32 = g.astype(dtype)
+      buf = momentum * buf.astype(dtype) + (1.0 - dampening) * g32
       direction = g32 + momentum * buf if nesterov else buf
       d, wd_factor = _project_if_matrix(
           p, g32, direction, delta, wd_ratio, eps, channel_axis
@@ -315,10 +319,10 @@ def scale_by_sgdp(
           weight_decay
           * wd_factor
           / (1.0 - momentum)
-          * _weight_decay.as_multiplier(on, buf.dtype)
+          * _weight_decay.as_multiplier(on, dtype)
       )
-      out = d + decay * p.astype(buf.dtype)
-      return out.astype(g.dtype), buf
+      out = d + decay * p.astype(dtype)
+      return out.astype(g.dtype), buf.astype(mu_dtype or dtype)
 
     u, buf = _numerics.tree_map_unzip(
         leaf, 2, updates, state.momentum, params, decay_on
@@ -339,6 +343,7 @@ def sgdp(
     wd_ratio: float = 0.1,
     *,
     channel_axis: int = -1,
+    mu_dtype: Any | None = None,
     mask: Any = None,
 ) -> optax.GradientTransformation:
   """SGDP (the reference requires lr; momentum 0, delta 0.1, wd_ratio 0.1).
@@ -357,6 +362,7 @@ def sgdp(
           delta,
           wd_ratio,
           channel_axis=channel_axis,
+          mu_dtype=mu_dtype,
           mask=mask,
       ),
       optax.scale_by_learning_rate(learning_rate),
