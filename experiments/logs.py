@@ -1,0 +1,109 @@
+"""Per-trial logs as AlgoPerf writes them, written atomically.
+
+A trial directory holds `hparams.json`, `flags.json`, `meta_data.json`,
+`measurements.csv` (one row per training step logged) and
+`eval_measurements.csv` (one row per evaluation). Every write goes to a
+temporary file in the same directory and is `os.replace`d into place, so a
+run killed at any moment (SIGKILL included) leaves each file either as it
+was or as it is now, never half-written.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from typing import Any, Iterable, Mapping
+
+
+def write_atomic(path: str, text: str) -> None:
+  """Writes `text` to `path` so that readers never see a partial file."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def _jsonable(value: Any) -> Any:
+  if isinstance(value, float) and not math.isfinite(value):
+    return None  # JSON has no inf/nan; null reads back as "not reached".
+  if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+    return _jsonable(value.item())
+  if isinstance(value, Mapping):
+    return {str(k): _jsonable(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_jsonable(v) for v in value]
+  return value
+
+
+def write_json(path: str, obj: Mapping[str, Any]) -> None:
+  write_atomic(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str) -> dict[str, Any]:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}); the trial log is corrupt.") from None
+
+
+class CsvLog:
+  """A CSV file rewritten atomically on every append (logs are small).
+
+  Columns are the union of the keys seen so far, in first-seen order, so a
+  metric that appears later (e.g. test metrics) gets its own column.
+  """
+
+  def __init__(self, path: str, rows: Iterable[Mapping[str, Any]] = ()):
+    self.path = path
+    self.rows: list[dict[str, Any]] = [dict(r) for r in rows]
+
+  @classmethod
+  def resume(cls, path: str, max_step: int | None = None) -> "CsvLog":
+    """Reopens a log, dropping rows past `max_step` (work redone after resume)."""
+    rows = []
+    if os.path.exists(path):
+      with open(path, newline="", encoding="utf-8") as f:
+        rows = [_parse_row(r) for r in csv.DictReader(f)]
+    if max_step is not None:
+      rows = [r for r in rows if r.get("global_step", 0) <= max_step]
+    return cls(path, rows)
+
+  def append(self, row: Mapping[str, Any]) -> None:
+    self.rows.append(dict(row))
+    columns: dict[str, None] = {}
+    for r in self.rows:
+      columns.update(dict.fromkeys(r))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for r in self.rows:
+      writer.writerow({k: _jsonable(v) for k, v in r.items()})
+    write_atomic(self.path, out.getvalue())
+
+
+def _parse_row(row: Mapping[str, str]) -> dict[str, Any]:
+  parsed: dict[str, Any] = {}
+  for key, text in row.items():
+    if text in ("", None):
+      parsed[key] = None
+      continue
+    try:
+      number = float(text)
+      parsed[key] = int(number) if key == "global_step" else number
+    except ValueError:
+      parsed[key] = text
+  return parsed

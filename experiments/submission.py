@@ -1,0 +1,231 @@
+"""AlgoPerf's submission API, and a generic adapter for registry optimizers.
+
+A submission is a Python module (or any object) with AlgoPerf's functions:
+
+    get_batch_size(workload_name) -> int
+    init_optimizer_state(workload, model_params, model_state, hyperparameters, rng)
+        -> optimizer_state
+    update_params(workload, current_param_container, current_params_types,
+                  model_state, hyperparameters, batch, loss_type,
+                  optimizer_state, eval_results, global_step, rng,
+                  train_state=None) -> (optimizer_state, params, model_state)
+    data_selection(workload, input_queue, optimizer_state,
+                   current_param_container, model_state, hyperparameters,
+                   global_step, rng) -> batch
+    prepare_for_eval(workload, current_param_container, current_params_types,
+                     model_state, hyperparameters, loss_type, optimizer_state,
+                     eval_results, global_step, rng)
+        -> (optimizer_state, params, model_state)          # optional
+
+As in AlgoPerf's JAX submissions, `optimizer_state` is a pair
+`(opt_state, update_fn)`; only `opt_state` (a pytree of arrays) is
+checkpointed, and `update_fn` is re-attached on resume.
+
+`hyperparameters` is a namespace (attribute access, `hyperparameters.learning_rate`)
+built from one point of the search space. `registry_submission(name)` turns
+any `optimizers.registry` entry into a submission; its `prepare_for_eval`
+returns `optimizers.eval_params`, so schedule-free and averaging methods are
+evaluated at the right parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import importlib.util
+import os
+import types
+from typing import Any, Callable, Mapping
+
+import jax
+import optax
+
+import optimizers
+
+REQUIRED = ("get_batch_size", "init_optimizer_state", "update_params", "data_selection")
+
+
+@dataclasses.dataclass(frozen=True)
+class Submission:
+  """The functions of a submission, plus its name and default search space."""
+
+  name: str
+  get_batch_size: Callable[..., int]
+  init_optimizer_state: Callable[..., Any]
+  update_params: Callable[..., Any]
+  data_selection: Callable[..., Any]
+  prepare_for_eval: Callable[..., Any] | None = None
+  search_space: Mapping[str, Any] | None = None
+
+
+def hyperparameters_namespace(point: Mapping[str, Any]) -> types.SimpleNamespace:
+  return types.SimpleNamespace(**dict(point))
+
+
+def load_submission(path_or_module: str) -> Submission:
+  """Loads a submission from a `.py` file path or a dotted module name.
+
+  Raises:
+    ValueError: if it cannot be found or lacks one of the required functions.
+  """
+  if path_or_module.endswith(".py"):
+    if not os.path.exists(path_or_module):
+      raise ValueError(f"--submission_path: no such file {path_or_module!r}.")
+    name = os.path.splitext(os.path.basename(path_or_module))[0]
+    spec = importlib.util.spec_from_file_location(f"submission_{name}", path_or_module)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  else:
+    try:
+      module = importlib.import_module(path_or_module)
+    except ImportError as e:
+      raise ValueError(f"--submission_path: cannot import {path_or_module!r}: {e}") from None
+    name = path_or_module.rsplit(".", 1)[-1]
+  missing = [f for f in REQUIRED if not callable(getattr(module, f, None))]
+  if missing:
+    raise ValueError(
+        f"submission {path_or_module!r} lacks {missing}; a submission defines"
+        f" {list(REQUIRED)} and optionally prepare_for_eval."
+    )
+  return Submission(
+      name=getattr(module, "NAME", name),
+      get_batch_size=module.get_batch_size,
+      init_optimizer_state=module.init_optimizer_state,
+      update_params=module.update_params,
+      data_selection=module.data_selection,
+      prepare_for_eval=getattr(module, "prepare_for_eval", None),
+      search_space=getattr(module, "SEARCH_SPACE", None),
+  )
+
+
+# --- The generic adapter -------------------------------------------------------
+
+# Hyperparameters the adapter consumes itself; the rest go to the optimizer.
+SCHEDULE_KEYS = ("warmup_factor",)
+LOSS_KEYS = ("label_smoothing",)
+
+
+def build_optimizer(
+    factory: Callable[..., optax.GradientTransformation],
+    point: Mapping[str, Any],
+    step_hint: int,
+    defaults: Mapping[str, Any] = (),
+) -> optax.GradientTransformation:
+  """The optimizer for one search-space point.
+
+  `warmup_factor` (AlgoPerf's baseline hyperparameter) turns the learning
+  rate into linear warmup over `warmup_factor * step_hint` steps followed by
+  cosine decay to zero at `step_hint`; without it the rate is constant.
+  `one_minus_<name>` sets `<name> = 1 - value`.
+  """
+  kwargs = dict(defaults)
+  for key, value in point.items():
+    if key in SCHEDULE_KEYS or key in LOSS_KEYS:
+      continue
+    if key.startswith("one_minus_"):
+      kwargs[key[len("one_minus_"):]] = 1.0 - value
+    else:
+      kwargs[key] = value
+  if "warmup_factor" in point:
+    peak = kwargs["learning_rate"]
+    warmup = max(1, int(point["warmup_factor"] * step_hint))
+    kwargs["learning_rate"] = optax.warmup_cosine_decay_schedule(
+        0.0, peak, warmup_steps=warmup, decay_steps=max(step_hint, warmup + 1)
+    )
+    if "base_learning_rate" in _arguments(factory):
+      kwargs.setdefault("base_learning_rate", peak)  # AdaBound's bounds follow it.
+  unknown = sorted(set(kwargs) - set(_arguments(factory)))
+  if unknown:
+    raise ValueError(
+        f"hyperparameters {unknown} are not arguments of {factory.__name__};"
+        f" valid: {sorted(_arguments(factory))} (plus {list(SCHEDULE_KEYS + LOSS_KEYS)})."
+    )
+  return factory(**kwargs)
+
+
+def _arguments(factory) -> tuple[str, ...]:
+  import inspect  # pylint: disable=g-import-not-at-top
+  return tuple(inspect.signature(factory).parameters)
+
+
+@functools.lru_cache(maxsize=None)
+def _train_step(workload, optimizer: optax.GradientTransformation, label_smoothing: float):
+  """The jitted step: loss, gradients, optimizer update, new params."""
+
+  def loss_fn(params, model_state, batch, rng):
+    logits, new_model_state = workload.model_fn(
+        params, batch, model_state, "train", rng, update_batch_norm=True
+    )
+    losses = workload.loss_fn(batch["targets"], logits, batch.get("weights"), label_smoothing)
+    return losses["summed"] / losses["n_valid_examples"], new_model_state
+
+  @jax.jit
+  def step(params, model_state, opt_state, batch, rng):
+    (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, model_state, batch, rng
+    )
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), model_state, opt_state, loss
+
+  return step
+
+
+def registry_submission(name: str, batch_sizes: Mapping[str, int] | None = None) -> Submission:
+  """A submission that trains with `optimizers.registry[name]`.
+
+  Args:
+    name: registry name (raises the registry's KeyError listing names).
+    batch_sizes: per-workload batch size; default: the workload's default.
+  """
+  spec = optimizers.registry[name]
+
+  def get_batch_size(workload_name: str) -> int:
+    from experiments import workloads  # pylint: disable=g-import-not-at-top
+    if batch_sizes and workload_name in batch_sizes:
+      return batch_sizes[workload_name]
+    return workloads.get_workload(workload_name).default_batch_size
+
+  def init_optimizer_state(workload, model_params, model_state, hyperparameters, rng):
+    del model_state, rng
+    optimizer = build_optimizer(
+        spec.factory, vars(hyperparameters), workload.targets.step_hint, spec.defaults
+    )
+    label_smoothing = float(getattr(hyperparameters, "label_smoothing", 0.0))
+    update_fn = _train_step(workload, optimizer, label_smoothing)
+    return jax.jit(optimizer.init)(model_params), update_fn
+
+  def update_params(workload, current_param_container, current_params_types, model_state,
+                    hyperparameters, batch, loss_type, optimizer_state, eval_results,
+                    global_step, rng, train_state=None):
+    del workload, current_params_types, hyperparameters, loss_type, eval_results
+    del global_step, train_state
+    opt_state, update_fn = optimizer_state
+    params, model_state, opt_state, _ = update_fn(
+        current_param_container, model_state, opt_state, batch, rng
+    )
+    return (opt_state, update_fn), params, model_state
+
+  def data_selection(workload, input_queue, optimizer_state, current_param_container,
+                     model_state, hyperparameters, global_step, rng):
+    del workload, optimizer_state, current_param_container, model_state
+    del hyperparameters, global_step, rng
+    return next(input_queue)
+
+  def prepare_for_eval(workload, current_param_container, current_params_types, model_state,
+                       hyperparameters, loss_type, optimizer_state, eval_results,
+                       global_step, rng):
+    del workload, current_params_types, hyperparameters, loss_type, eval_results
+    del global_step, rng
+    params = optimizers.eval_params(optimizer_state[0], current_param_container)
+    return optimizer_state, params, model_state
+
+  return Submission(
+      name=name,
+      get_batch_size=get_batch_size,
+      init_optimizer_state=init_optimizer_state,
+      update_params=update_params,
+      data_selection=data_selection,
+      prepare_for_eval=prepare_for_eval,
+      search_space=dict(spec.search_space),
+  )

@@ -1,0 +1,264 @@
+"""One trial: train a submission on a workload under AlgoPerf's clock rules.
+
+The clock starts after data, model and optimizer initialisation. It counts
+data selection, `update_params` (compilation included) and
+`prepare_for_eval`, with the device synchronised before every reading, and
+excludes evaluation, logging and checkpointing, which are timed separately.
+An evaluation happens once at least `eval_period_time_sec` of submission time
+has passed since the last one (and at the end); training stops when the
+validation target is reached, when the submission time exceeds the budget, or
+at `max_global_steps`. Steps-to-target, which does not depend on machine
+speed, is logged next to time-to-target.
+
+Data-parallel over all local devices: the batch is sharded along a "data"
+mesh axis and parameters and optimizer state are replicated, so the same code
+runs on one CPU, simulated CPU devices, a GPU or a TPU slice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Callable, Mapping
+
+from absl import logging
+import jax
+import numpy as np
+
+from experiments import checkpoints
+from experiments import logs
+from experiments.submission import Submission
+from experiments.submission import hyperparameters_namespace
+from experiments.workloads.base import Workload
+
+
+@dataclasses.dataclass
+class Clock:
+  """Accumulated seconds, by what they were spent on."""
+
+  submission: float = 0.0
+  eval: float = 0.0
+  logging: float = 0.0
+  checkpoint: float = 0.0
+
+  def as_dict(self) -> dict[str, float]:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialResult:
+  reached_target: bool
+  time_to_target_sec: float  # inf if not reached
+  steps_to_target: int | None
+  global_step: int
+  final_metrics: Mapping[str, float]
+  clock: Mapping[str, float]
+
+
+class BatchQueue:
+  """The input queue: batches for steps start_step, start_step + 1, ...
+
+  Its position is the next global step, so it is checkpointed as that step.
+  """
+
+  def __init__(self, workload: Workload, seed: int, batch_size: int, start_step: int, sharding):
+    self.workload, self.seed, self.batch_size = workload, seed, batch_size
+    self.step = start_step
+    self._sharding = sharding
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = self.workload.train_batch(self.seed, self.step, self.batch_size)
+    self.step += 1
+    return jax.device_put(dict(batch), self._sharding)
+
+
+def _mesh_shardings():
+  devices = np.asarray(jax.devices())
+  mesh = jax.sharding.Mesh(devices, ("data",))
+  data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return data, replicated
+
+
+def run_trial(
+    workload: Workload,
+    submission: Submission,
+    hyperparameters: Mapping[str, Any],
+    *,
+    trial_dir: str,
+    rng_seed: int,
+    record: Mapping[str, Any],
+    max_global_steps: int | None = None,
+    resume: bool = False,
+    save_checkpoints: bool = True,
+    time_fn: Callable[[], float] = time.perf_counter,
+    budget_sec: float | None = None,
+    progress: Callable[[str], None] = logging.info,
+) -> TrialResult:
+  """Trains until target, budget or `max_global_steps`; writes the trial logs.
+
+  Args:
+    workload, submission: what to run.
+    hyperparameters: one point of the search space.
+    trial_dir: where logs and checkpoints go.
+    rng_seed: seeds data order, initialisation and per-step RNG.
+    record: identity of the run (workload, submission, hyperparameters,
+      rng_seed, ...), written to meta_data.json and checked on resume.
+    max_global_steps: optional step cap (for quick runs and tests).
+    resume: continue from the latest checkpoint (an error if it does not
+      belong to this run).
+    save_checkpoints: checkpoint after every evaluation.
+    time_fn: the clock's time source (tests pass a fake one).
+    budget_sec: submission-time budget; default the workload's.
+    progress: where one-line progress messages go.
+
+  Returns:
+    A `TrialResult`.
+  """
+  targets = workload.targets
+  budget = targets.max_allowed_runtime_sec if budget_sec is None else budget_sec
+  target_key = f"validation/{targets.metric}"
+  os.makedirs(trial_dir, exist_ok=True)
+  hparams = hyperparameters_namespace(hyperparameters)
+  batch_size = submission.get_batch_size(workload.name)
+  num_devices = jax.device_count()
+  if batch_size % num_devices:
+    raise ValueError(
+        f"batch size {batch_size} for {workload.name} is not divisible by the"
+        f" {num_devices} devices it is sharded over."
+    )
+  data_sharding, replicated = _mesh_shardings()
+
+  # --- Initialisation (not timed) --------------------------------------------
+  base_rng = jax.random.key(rng_seed)
+  model_rng, opt_rng, step_rng_base = jax.random.split(base_rng, 3)
+  params, model_state = workload.init_model_fn(model_rng)
+  params, model_state = jax.device_put((params, model_state), replicated)
+  optimizer_state = submission.init_optimizer_state(workload, params, model_state, hparams, opt_rng)
+  opt_state, update_fn = optimizer_state
+  # Replicated like the params (an optimizer's scalars may come out of init
+  # committed to one device, which jit refuses to mix with replicated params).
+  opt_state = jax.device_put(opt_state, replicated)
+
+  step, clock = 0, Clock()
+  last_eval_time = 0.0
+  checkpointer = checkpoints.TrialCheckpointer(trial_dir) if (save_checkpoints or resume) else None
+  meta = dict(record)
+  meta.update(
+      target_metric=target_key, target_value=targets.validation, target_mode=targets.mode,
+      max_allowed_runtime_sec=budget, status="running", reached_target=False,
+      time_to_target_sec=None, steps_to_target=None, num_devices=num_devices,
+      batch_size=batch_size,
+  )
+  if resume:
+    state = dict(params=params, model_state=model_state, opt_state=opt_state)
+    step, restored, saved = checkpointer.restore(state, record)
+    params, model_state, opt_state = jax.device_put(
+        (restored["params"], restored["model_state"], restored["opt_state"]), replicated
+    )
+    clock = Clock(**saved["clock"])
+    last_eval_time = saved["last_eval_time"]
+    progress(f"resumed {trial_dir} at step {step} ({clock.submission:.1f}s of submission time)")
+  optimizer_state = (opt_state, update_fn)
+  eval_log = logs.CsvLog.resume(os.path.join(trial_dir, "eval_measurements.csv"), max_step=step if resume else -1)
+  train_log = logs.CsvLog.resume(os.path.join(trial_dir, "measurements.csv"), max_step=step if resume else -1)
+  logs.write_json(os.path.join(trial_dir, "hparams.json"), dict(hyperparameters))
+  logs.write_json(os.path.join(trial_dir, "meta_data.json"), meta)
+  queue = BatchQueue(workload, rng_seed, batch_size, step, data_sharding)
+  eval_results: list[tuple[int, dict[str, float]]] = []
+  reached_at: tuple[float, int] | None = None
+  metrics: dict[str, float] = {}
+
+  def sync(tree):
+    jax.block_until_ready(tree)
+
+  # --- Training loop ------------------------------------------------------------
+  while True:
+    step_rng = jax.random.fold_in(step_rng_base, step)
+    start = time_fn()
+    batch = submission.data_selection(
+        workload, queue, optimizer_state, params, model_state, hparams, step, step_rng
+    )
+    optimizer_state, params, model_state = submission.update_params(
+        workload, params, None, model_state, hparams, batch, workload.loss_type,
+        optimizer_state, eval_results, step, step_rng,
+    )
+    sync((optimizer_state[0], params, model_state))
+    clock.submission += time_fn() - start
+    step += 1
+
+    over_budget = clock.submission >= budget
+    at_cap = max_global_steps is not None and step >= max_global_steps
+    due = clock.submission - last_eval_time >= targets.eval_period_time_sec
+    if not (due or over_budget or at_cap):
+      continue
+
+    # prepare_for_eval counts as submission time (AlgoPerf v0.6).
+    start = time_fn()
+    eval_params, eval_model_state = params, model_state
+    if submission.prepare_for_eval is not None:
+      _, eval_params, eval_model_state = submission.prepare_for_eval(
+          workload, params, None, model_state, hparams, workload.loss_type,
+          optimizer_state, eval_results, step, step_rng,
+      )
+      sync(eval_params)
+    clock.submission += time_fn() - start
+    last_eval_time = clock.submission
+    if clock.submission > budget and reached_at is None:
+      # Never evaluate past the budget: the run ends without this eval.
+      progress(f"budget of {budget:.0f}s exhausted at step {step}")
+      break
+
+    start = time_fn()
+    metrics = {}
+    for split in ("train", "validation", "test"):
+      for name, value in workload.eval_model(eval_params, eval_model_state, step_rng, split).items():
+        metrics[f"{split}/{name}"] = float(value)
+    clock.eval += time_fn() - start
+    eval_results.append((step, metrics))
+    reached = targets.reached(metrics[target_key])
+    if reached and reached_at is None:
+      reached_at = (clock.submission, step)
+
+    start = time_fn()
+    row = dict(global_step=step, accumulated_submission_time=clock.submission,
+               accumulated_eval_time=clock.eval, accumulated_logging_time=clock.logging,
+               accumulated_checkpoint_time=clock.checkpoint, **metrics)
+    eval_log.append(row)
+    train_log.append(dict(global_step=step, train_loss=metrics.get("train/loss"),
+                          accumulated_submission_time=clock.submission))
+    progress(
+        f"{workload.name} step {step}: {target_key}={metrics[target_key]:.4f}"
+        f" (target {targets.validation}), {clock.submission:.1f}s/{budget:.0f}s"
+    )
+    clock.logging += time_fn() - start
+
+    if checkpointer is not None and save_checkpoints:
+      start = time_fn()
+      state = dict(params=params, model_state=model_state, opt_state=optimizer_state[0])
+      checkpointer.save(step, state, dict(record, clock=clock.as_dict(), last_eval_time=last_eval_time))
+      clock.checkpoint += time_fn() - start
+
+    if reached or over_budget or at_cap:
+      break
+
+  meta.update(
+      status="complete", global_step=step, reached_target=reached_at is not None,
+      time_to_target_sec=reached_at[0] if reached_at else None,
+      steps_to_target=reached_at[1] if reached_at else None, clock=clock.as_dict(),
+      final_metrics=metrics,
+  )
+  logs.write_json(os.path.join(trial_dir, "meta_data.json"), meta)
+  if checkpointer is not None:
+    checkpointer.close()
+  return TrialResult(
+      reached_target=reached_at is not None,
+      time_to_target_sec=reached_at[0] if reached_at else math.inf,
+      steps_to_target=reached_at[1] if reached_at else None,
+      global_step=step, final_metrics=metrics, clock=clock.as_dict(),
+  )

@@ -1,0 +1,246 @@
+"""The trial loop: AlgoPerf's clock, the submission API, logs, checkpoints, resume."""
+
+from tests import test_util  # pylint: disable=unused-import  # Device set-up first.
+
+import os
+import shutil
+import tempfile
+
+from absl.testing import absltest
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from experiments import checkpoints
+from experiments import logs
+from experiments import submission as submission_lib
+from experiments import trainer
+from experiments.workloads import base
+
+
+class FakeTime:
+  """A clock that moves only when told: 1 s per training step, 90 s per eval."""
+
+  def __init__(self):
+    self.now = 0.0
+
+  def __call__(self):
+    return self.now
+
+
+class TinyWorkload(base.Workload):
+  """Two Gaussian blobs, a linear classifier; time is simulated."""
+
+  name = "tiny"
+  loss_type = "softmax_cross_entropy"
+  default_batch_size = 16
+
+  def __init__(self, clock: FakeTime, target=0.9, fail_at_step=None, eval_seconds=90.0,
+               step_seconds=1.0, eval_period=5.0, budget=1000.0):
+    self.clock, self.fail_at_step = clock, fail_at_step
+    self.eval_seconds, self.step_seconds = eval_seconds, step_seconds
+    self.targets = base.Targets(
+        metric="accuracy", mode="max", validation=target, test=target,
+        max_allowed_runtime_sec=budget, eval_period_time_sec=eval_period, step_hint=100,
+        how_set="fixed for tests",
+    )
+    rng = np.random.default_rng(0)
+    self.x = np.concatenate([rng.normal(-1, 1, (64, 2)), rng.normal(1, 1, (64, 2))]).astype(np.float32)
+    self.y = np.concatenate([np.zeros(64), np.ones(64)]).astype(np.int32)
+    self.model = nn.Dense(2)
+
+  def train_batch(self, seed, step, batch_size):
+    if self.fail_at_step is not None and step == self.fail_at_step:
+      raise KeyboardInterrupt(f"simulated kill at step {step}")
+    self.clock.now += self.step_seconds  # "Spent" in data selection + update.
+    idx = np.random.default_rng([seed, step]).integers(0, len(self.x), batch_size)
+    return {"inputs": self.x[idx], "targets": self.y[idx]}
+
+  def eval_batches(self, split, batch_size):
+    yield {"inputs": self.x, "targets": self.y, "weights": np.ones(len(self.x), np.float32)}
+
+  def init_model_fn(self, rng):
+    return self.model.init(rng, self.x[:1]), None
+
+  def model_fn(self, params, batch, model_state, mode, rng, update_batch_norm):
+    return self.model.apply(params, batch["inputs"]), model_state
+
+  def loss_fn(self, label_batch, logits_batch, mask_batch=None, label_smoothing=0.0):
+    per_example = optax.softmax_cross_entropy_with_integer_labels(logits_batch, label_batch)
+    weights = jnp.ones_like(per_example) if mask_batch is None else mask_batch
+    return {"summed": jnp.sum(per_example * weights), "n_valid_examples": jnp.sum(weights),
+            "per_example": per_example}
+
+  def eval_model(self, params, model_state, rng, split):
+    self.clock.now += self.eval_seconds / 3  # Three splits per evaluation.
+    logits, _ = self.model_fn(params, {"inputs": self.x}, model_state, "eval", rng, False)
+    loss = self.loss_fn(self.y, logits)
+    return {"loss": float(loss["summed"] / loss["n_valid_examples"]),
+            "accuracy": float(jnp.mean(jnp.argmax(logits, -1) == self.y))}
+
+
+def _tempdir(test):
+  # absltest's create_tempdir needs parsed flags, which pytest does not do.
+  path = tempfile.mkdtemp()
+  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
+  return path
+
+
+def _run(tmp, workload, clock, **kwargs):
+  sub = submission_lib.registry_submission("adamw", batch_sizes={"tiny": 16})
+  point = {"learning_rate": 0.05}
+  record = dict(workload="tiny", submission="adamw", hyperparameters=point, rng_seed=0)
+  return trainer.run_trial(
+      workload, sub, point, trial_dir=tmp, rng_seed=0, record=record, time_fn=clock,
+      progress=lambda m: None, **kwargs,
+  )
+
+
+def _final_params(tmp):
+  ckpt = checkpoints.TrialCheckpointer(tmp)
+  step = ckpt.latest_step()
+  ckpt.close()
+  return step
+
+
+class ClockTest(absltest.TestCase):
+
+  def test_eval_time_is_excluded_and_evals_follow_the_period(self):
+    clock = FakeTime()
+    tmp = _tempdir(self)
+    workload = TinyWorkload(clock, target=2.0)  # Unreachable: runs to the cap.
+    result = _run(tmp, workload, clock, max_global_steps=12, save_checkpoints=False)
+    rows = logs.CsvLog.resume(os.path.join(tmp, "eval_measurements.csv")).rows
+    # 1 s per step, evals every >= 5 s of submission time: steps 5, 10, then the cap at 12.
+    self.assertEqual([r["global_step"] for r in rows], [5, 10, 12])
+    self.assertEqual([r["accumulated_submission_time"] for r in rows], [5.0, 10.0, 12.0])
+    self.assertEqual(rows[-1]["accumulated_eval_time"], 270.0)
+    self.assertEqual(result.clock["submission"], 12.0)
+    self.assertFalse(result.reached_target)
+
+  def test_checkpoint_time_is_excluded(self):
+    clock = FakeTime()
+    tmp = _tempdir(self)
+    result = _run(tmp, TinyWorkload(clock, target=2.0), clock, max_global_steps=10)
+    self.assertEqual(result.clock["submission"], 10.0)
+    self.assertEqual(_final_params(tmp), 10)
+
+  def test_stops_at_target_with_steps_and_time_to_target(self):
+    clock = FakeTime()
+    tmp = _tempdir(self)
+    result = _run(tmp, TinyWorkload(clock, target=0.8), clock, max_global_steps=500)
+    self.assertTrue(result.reached_target)
+    self.assertEqual(result.global_step, result.steps_to_target)
+    self.assertEqual(result.time_to_target_sec, float(result.steps_to_target))
+    meta = logs.read_json(os.path.join(tmp, "meta_data.json"))
+    self.assertEqual(meta["status"], "complete")
+    self.assertEqual(meta["steps_to_target"], result.steps_to_target)
+    self.assertTrue(meta["reached_target"])
+    for name in ("hparams.json", "meta_data.json", "measurements.csv", "eval_measurements.csv"):
+      self.assertTrue(os.path.exists(os.path.join(tmp, name)), name)
+
+  def test_never_evaluates_past_the_budget(self):
+    clock = FakeTime()
+    tmp = _tempdir(self)
+    workload = TinyWorkload(clock, target=2.0, budget=12.5, eval_period=5.0)
+    result = _run(tmp, workload, clock, save_checkpoints=False)
+    rows = logs.CsvLog.resume(os.path.join(tmp, "eval_measurements.csv")).rows
+    self.assertTrue(all(r["accumulated_submission_time"] <= 12.5 for r in rows))
+    self.assertEqual(result.global_step, 13)
+
+
+class ResumeTest(absltest.TestCase):
+
+  def test_resume_after_kill_gives_the_same_trajectory(self):
+    straight_dir = _tempdir(self)
+    clock = FakeTime()
+    straight = _run(straight_dir, TinyWorkload(clock, target=2.0), clock, max_global_steps=23)
+
+    killed_dir = _tempdir(self)
+    clock = FakeTime()
+    with self.assertRaises(KeyboardInterrupt):  # Dies mid-way, after the step-15 checkpoint.
+      _run(killed_dir, TinyWorkload(clock, target=2.0, fail_at_step=17), clock, max_global_steps=23)
+    clock = FakeTime()
+    resumed = _run(killed_dir, TinyWorkload(clock, target=2.0), clock, max_global_steps=23, resume=True)
+
+    self.assertEqual(resumed.global_step, straight.global_step)
+    self.assertEqual(resumed.final_metrics, straight.final_metrics)
+    self.assertEqual(resumed.clock["submission"], straight.clock["submission"])
+    rows = lambda d: logs.CsvLog.resume(os.path.join(d, "eval_measurements.csv")).rows
+    self.assertEqual(rows(killed_dir), rows(straight_dir))
+
+  def test_checkpoint_of_another_run_is_an_error(self):
+    tmp = _tempdir(self)
+    clock = FakeTime()
+    _run(tmp, TinyWorkload(clock, target=2.0), clock, max_global_steps=5)
+    sub = submission_lib.registry_submission("adamw", batch_sizes={"tiny": 16})
+    other = {"learning_rate": 0.1}
+    with self.assertRaisesRegex(checkpoints.CheckpointError, "belongs to another run.*hyperparameters"):
+      trainer.run_trial(
+          TinyWorkload(clock), sub, other, trial_dir=tmp, rng_seed=0,
+          record=dict(workload="tiny", submission="adamw", hyperparameters=other, rng_seed=0),
+          time_fn=clock, resume=True, progress=lambda m: None,
+      )
+
+  def test_mismatched_state_is_an_error(self):
+    tmp = _tempdir(self)
+    clock = FakeTime()
+    _run(tmp, TinyWorkload(clock, target=2.0), clock, max_global_steps=5)
+    sub = submission_lib.registry_submission("radam", batch_sizes={"tiny": 16})
+    point = {"learning_rate": 0.05}
+    with self.assertRaisesRegex(checkpoints.CheckpointError, "belongs to another run.*submission"):
+      trainer.run_trial(
+          TinyWorkload(clock), sub, point, trial_dir=tmp, rng_seed=0,
+          record=dict(workload="tiny", submission="radam", hyperparameters=point, rng_seed=0),
+          time_fn=clock, resume=True, progress=lambda m: None,
+      )
+
+  def test_corrupt_checkpoint_is_an_error(self):
+    tmp = _tempdir(self)
+    clock = FakeTime()
+    _run(tmp, TinyWorkload(clock, target=2.0), clock, max_global_steps=5)
+    for root, _, files in os.walk(os.path.join(tmp, "checkpoints")):
+      for name in files:
+        with open(os.path.join(root, name), "wb") as f:
+          f.write(b"garbage")
+    with self.assertRaises(checkpoints.CheckpointError):
+      _run(tmp, TinyWorkload(clock, target=2.0), clock, max_global_steps=10, resume=True)
+
+  def test_resume_without_checkpoint_is_an_error(self):
+    tmp = _tempdir(self)
+    clock = FakeTime()
+    with self.assertRaisesRegex(checkpoints.CheckpointError, "no checkpoint"):
+      _run(tmp, TinyWorkload(clock), clock, max_global_steps=5, resume=True)
+
+
+class SubmissionTest(absltest.TestCase):
+
+  def test_registry_submission_end_to_end_evaluates_at_eval_params(self):
+    clock = FakeTime()
+    tmp = _tempdir(self)
+    result = _run(tmp, TinyWorkload(clock, target=0.8), clock, max_global_steps=300, save_checkpoints=False)
+    self.assertTrue(result.reached_target)
+
+  def test_load_submission_checks_the_api(self):
+    path = os.path.join(_tempdir(self), "partial.py")
+    with open(path, "w") as f:
+      f.write("def get_batch_size(name):\n  return 8\n")
+    with self.assertRaisesRegex(ValueError, "lacks.*init_optimizer_state"):
+      submission_lib.load_submission(path)
+    with self.assertRaisesRegex(ValueError, "no such file"):
+      submission_lib.load_submission("/nonexistent/sub.py")
+
+  def test_warmup_factor_builds_a_schedule_and_unknown_names_fail(self):
+    import optimizers  # pylint: disable=g-import-not-at-top
+    opt = submission_lib.build_optimizer(optimizers.radam, {"learning_rate": 1e-3, "warmup_factor": 0.1}, 100)
+    params = {"w": jnp.ones(3)}
+    updates, _ = opt.update({"w": jnp.ones(3)}, opt.init(params), params)
+    np.testing.assert_array_equal(updates["w"], 0.0)  # Warmup starts at zero.
+    with self.assertRaisesRegex(ValueError, "not arguments of radam"):
+      submission_lib.build_optimizer(optimizers.radam, {"beta1": 0.9}, 100)
+
+
+if __name__ == "__main__":
+  absltest.main()
