@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import inspect
 import importlib.util
 import os
 import types
@@ -119,17 +120,18 @@ def build_optimizer(
   cosine decay to zero at `step_hint`; without it the rate is constant.
   `one_minus_<name>` sets `<name> = 1 - value`.
   """
-  kwargs = dict(defaults)
-  for key, value in point.items():
+  merged = {**dict(defaults), **dict(point)}
+  kwargs = {}
+  for key, value in merged.items():
     if key in SCHEDULE_KEYS or key in LOSS_KEYS:
       continue
     if key.startswith("one_minus_"):
       kwargs[key[len("one_minus_"):]] = 1.0 - value
     else:
       kwargs[key] = value
-  if "warmup_factor" in point:
+  if "warmup_factor" in merged:
     peak = kwargs["learning_rate"]
-    warmup = max(1, int(point["warmup_factor"] * step_hint))
+    warmup = max(1, int(merged["warmup_factor"] * step_hint))
     kwargs["learning_rate"] = optax.warmup_cosine_decay_schedule(
         0.0, peak, warmup_steps=warmup, decay_steps=max(step_hint, warmup + 1)
     )
@@ -145,7 +147,6 @@ def build_optimizer(
 
 
 def _arguments(factory) -> tuple[str, ...]:
-  import inspect  # pylint: disable=g-import-not-at-top
   return tuple(inspect.signature(factory).parameters)
 
 
@@ -171,14 +172,23 @@ def _train_step(workload, optimizer: optax.GradientTransformation, label_smoothi
   return step
 
 
-def registry_submission(name: str, batch_sizes: Mapping[str, int] | None = None) -> Submission:
-  """A submission that trains with `optimizers.registry[name]`.
+def optimizer_submission(
+    name: str,
+    factory: Callable[..., optax.GradientTransformation],
+    *,
+    defaults: Mapping[str, Any] = (),
+    search_space: Mapping[str, Any] | None = None,
+    batch_sizes: Mapping[str, int] | None = None,
+) -> Submission:
+  """A submission that trains with `factory(**defaults, **point)`.
 
   Args:
-    name: registry name (raises the registry's KeyError listing names).
+    name: the submission's name (used in log paths).
+    factory: an optimizer factory taking `learning_rate` and friends.
+    defaults: hyperparameters a point does not set.
+    search_space: the default tuning search space.
     batch_sizes: per-workload batch size; default: the workload's default.
   """
-  spec = optimizers.registry[name]
 
   def get_batch_size(workload_name: str) -> int:
     from experiments import workloads  # pylint: disable=g-import-not-at-top
@@ -189,7 +199,7 @@ def registry_submission(name: str, batch_sizes: Mapping[str, int] | None = None)
   def init_optimizer_state(workload, model_params, model_state, hyperparameters, rng):
     del model_state, rng
     optimizer = build_optimizer(
-        spec.factory, vars(hyperparameters), workload.targets.step_hint, spec.defaults
+        factory, vars(hyperparameters), workload.targets.step_hint, defaults
     )
     label_smoothing = float(getattr(hyperparameters, "label_smoothing", 0.0))
     update_fn = _train_step(workload, optimizer, label_smoothing)
@@ -227,5 +237,27 @@ def registry_submission(name: str, batch_sizes: Mapping[str, int] | None = None)
       update_params=update_params,
       data_selection=data_selection,
       prepare_for_eval=prepare_for_eval,
-      search_space=dict(spec.search_space),
+      search_space=dict(search_space) if search_space is not None else None,
+  )
+
+
+def registry_submission(name: str, batch_sizes: Mapping[str, int] | None = None) -> Submission:
+  """A submission for `optimizers.registry[name]` (its defaults and space)."""
+  spec = optimizers.registry[name]
+  return optimizer_submission(
+      name, spec.factory, defaults=spec.defaults, search_space=spec.search_space,
+      batch_sizes=batch_sizes,
+  )
+
+
+def as_module_api(sub: Submission) -> dict[str, Any]:
+  """The module-level names a submission file exports (see submissions/)."""
+  return dict(
+      NAME=sub.name,
+      SEARCH_SPACE=sub.search_space,
+      get_batch_size=sub.get_batch_size,
+      init_optimizer_state=sub.init_optimizer_state,
+      update_params=sub.update_params,
+      data_selection=sub.data_selection,
+      prepare_for_eval=sub.prepare_for_eval,
   )

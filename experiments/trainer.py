@@ -21,7 +21,7 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
 import jax
@@ -77,8 +77,8 @@ class BatchQueue:
     return jax.device_put(dict(batch), self._sharding)
 
 
-def _mesh_shardings():
-  devices = np.asarray(jax.devices())
+def _mesh_shardings(devices):
+  devices = np.asarray(devices)
   mesh = jax.sharding.Mesh(devices, ("data",))
   data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
@@ -99,6 +99,7 @@ def run_trial(
     time_fn: Callable[[], float] = time.perf_counter,
     budget_sec: float | None = None,
     progress: Callable[[str], None] = logging.info,
+    devices: Sequence[jax.Device] | None = None,
 ) -> TrialResult:
   """Trains until target, budget or `max_global_steps`; writes the trial logs.
 
@@ -116,6 +117,7 @@ def run_trial(
     time_fn: the clock's time source (tests pass a fake one).
     budget_sec: submission-time budget; default the workload's.
     progress: where one-line progress messages go.
+    devices: devices to train on, data-parallel (default: all of them).
 
   Returns:
     A `TrialResult`.
@@ -126,13 +128,14 @@ def run_trial(
   os.makedirs(trial_dir, exist_ok=True)
   hparams = hyperparameters_namespace(hyperparameters)
   batch_size = submission.get_batch_size(workload.name)
-  num_devices = jax.device_count()
+  devices = list(jax.devices() if devices is None else devices)
+  num_devices = len(devices)
   if batch_size % num_devices:
     raise ValueError(
         f"batch size {batch_size} for {workload.name} is not divisible by the"
         f" {num_devices} devices it is sharded over."
     )
-  data_sharding, replicated = _mesh_shardings()
+  data_sharding, replicated = _mesh_shardings(devices)
 
   # --- Initialisation (not timed) --------------------------------------------
   base_rng = jax.random.key(rng_seed)

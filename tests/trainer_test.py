@@ -2,6 +2,7 @@
 
 from tests import test_util  # pylint: disable=unused-import  # Device set-up first.
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -151,6 +152,26 @@ class ClockTest(absltest.TestCase):
     self.assertEqual(result.global_step, 13)
 
 
+class MultiDeviceTest(absltest.TestCase):
+
+  def test_data_parallel_over_simulated_devices_matches_one_device(self):
+    self.assertGreaterEqual(jax.device_count(), 8, "needs simulated CPU devices")
+    results = {}
+    for n in (1, 8):
+      clock = FakeTime()
+      results[n] = _run(_tempdir(self), TinyWorkload(clock, target=2.0), clock,
+                        max_global_steps=20, save_checkpoints=False, devices=jax.devices()[:n])
+    for key, value in results[1].final_metrics.items():
+      self.assertAlmostEqual(value, results[8].final_metrics[key], places=5, msg=key)
+
+  def test_batch_must_divide_over_devices(self):
+    clock = FakeTime()
+    sub = submission_lib.registry_submission("adamw", batch_sizes={"tiny": 12})
+    with self.assertRaisesRegex(ValueError, "not divisible by the 8 devices"):
+      trainer.run_trial(TinyWorkload(clock), sub, {}, trial_dir=_tempdir(self), rng_seed=0,
+                        record={}, time_fn=clock, devices=jax.devices()[:8])
+
+
 class ResumeTest(absltest.TestCase):
 
   def test_resume_after_kill_gives_the_same_trajectory(self):
@@ -231,6 +252,20 @@ class SubmissionTest(absltest.TestCase):
       submission_lib.load_submission(path)
     with self.assertRaisesRegex(ValueError, "no such file"):
       submission_lib.load_submission("/nonexistent/sub.py")
+
+  def test_submission_files_implement_the_api(self):
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments", "submissions")
+    for name in ("nadamw.py", "steplab_radam.py"):
+      sub = submission_lib.load_submission(os.path.join(root, name))
+      self.assertTrue(sub.search_space)
+      clock = FakeTime()
+      point = {"learning_rate": 0.05, "one_minus_b1": 0.1, "weight_decay": 1e-4}
+      result = trainer.run_trial(
+          TinyWorkload(clock, target=0.8), dataclasses.replace(sub, get_batch_size=lambda _: 16),
+          point, trial_dir=_tempdir(self), rng_seed=0, record={"submission": sub.name},
+          max_global_steps=300, save_checkpoints=False, time_fn=clock, progress=lambda m: None,
+      )
+      self.assertTrue(result.reached_target, name)
 
   def test_warmup_factor_builds_a_schedule_and_unknown_names_fail(self):
     import optimizers  # pylint: disable=g-import-not-at-top
