@@ -1,0 +1,341 @@
+"""Scoring: a hand-computed benchmark, AlgoPerf's defects, and `score` end to end."""
+
+from tests import test_util  # Sets up simulated CPU devices first.
+
+import contextlib
+import importlib.util
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from fractions import Fraction
+
+from absl import flags
+from absl.testing import absltest
+from absl.testing import flagsaver
+from absl.testing import parameterized
+import numpy as np
+
+from experiments import score as score_lib
+from experiments import scoring
+
+INF = math.inf
+
+# Hand-computed example: 3 submissions x 3 workloads (seconds).
+#   best per workload:  w1 100 (A), w2 150 (B), w3 500 (B)
+#   ratios: A: 100/100 = 1, 300/150 = 2, inf (miss)
+#           B: 200/100 = 2, 150/150 = 1, 500/500 = 1
+#           C: 500/100 = 5 > 4 -> inf, 600/150 = 4, 1000/500 = 2
+#   B_s = (1/3) int_1^4 rho_s = sum_w max(0, 4 - r_sw) / (3 * 3):
+#           A: (3 + 2 + 0) / 9 = 5/9,  B: (2 + 3 + 3) / 9 = 8/9,  C: (0 + 0 + 2) / 9 = 2/9
+TIMES = {
+    "A": {"w1": 100.0, "w2": 300.0, "w3": INF},
+    "B": {"w1": 200.0, "w2": 150.0, "w3": 500.0},
+    "C": {"w1": 500.0, "w2": 600.0, "w3": 1000.0},
+}
+RATIOS = {
+    "A": {"w1": 1.0, "w2": 2.0, "w3": INF},
+    "B": {"w1": 2.0, "w2": 1.0, "w3": 1.0},
+    "C": {"w1": INF, "w2": 4.0, "w3": 2.0},
+}
+TAUS = [1.0, 1.5, 2.0, 3.0, 3.999, 4.0]
+RHO = {
+    "A": [Fraction(1, 3), Fraction(1, 3), Fraction(2, 3), Fraction(2, 3), Fraction(2, 3), Fraction(2, 3)],
+    "B": [Fraction(2, 3), Fraction(2, 3), Fraction(1), Fraction(1), Fraction(1), Fraction(1)],
+    "C": [Fraction(0), Fraction(0), Fraction(1, 3), Fraction(1, 3), Fraction(1, 3), Fraction(2, 3)],
+}
+SCORES = {"A": Fraction(5, 9), "B": Fraction(8, 9), "C": Fraction(2, 9)}
+
+
+class HandComputedTest(parameterized.TestCase):
+
+  def test_ratios(self):
+    self.assertEqual(scoring.performance_ratios(TIMES), RATIOS)
+
+  def test_profiles(self):
+    profiles = scoring.performance_profiles(TIMES, TAUS)
+    for s, expected in RHO.items():
+      np.testing.assert_allclose(profiles[s], [float(x) for x in expected], err_msg=s)
+
+  @parameterized.named_parameters(
+      ("jumps_only", None),
+      ("jumps_and_grid", 301),
+      ("integer_grid", [1.0, 2.0, 3.0, 4.0]),  # Holds every jump (1, 2, 4) here.
+  )
+  def test_score_is_exact(self, taus):
+    if taus is None or isinstance(taus, int):
+      taus = scoring.profile_taus(TIMES, num=taus or 0)
+    scores = scoring.benchmark_score(scoring.performance_profiles(TIMES, taus), taus)
+    for s, expected in SCORES.items():
+      self.assertAlmostEqual(scores[s], float(expected), places=12, msg=s)
+      self.assertAlmostEqual(scoring.benchmark_scores(TIMES)[s], float(expected), places=12, msg=s)
+
+  def test_trapezoid_would_be_wrong(self):
+    # Why the step-function sum: a trapezoid on [1, 2, 3, 4] gives A 11/18, not 10/18.
+    taus = np.array([1.0, 2.0, 3.0, 4.0])
+    rho = scoring.performance_profiles(TIMES, taus)["A"]
+    self.assertAlmostEqual(np.trapezoid(rho, taus) / 3, 11 / 18)
+    self.assertAlmostEqual(scoring.benchmark_score(rho, taus), 10 / 18)
+
+  def test_all_fail_workload_counts_in_denominator(self):
+    times = {s: dict(t, w4=INF) for s, t in TIMES.items()}
+    self.assertEqual({s: r["w4"] for s, r in scoring.performance_ratios(times).items()},
+                     {"A": INF, "B": INF, "C": INF})
+    rho4 = {s: float(p[-1]) for s, p in scoring.performance_profiles(times, [1.0, 4.0]).items()}
+    self.assertEqual(rho4, {"A": 2 / 4, "B": 3 / 4, "C": 2 / 4})
+    # Scores scale by 3/4: A 5/12, B 8/12, C 2/12.
+    expected = {"A": 5 / 12, "B": 8 / 12, "C": 2 / 12}
+    for s, v in scoring.benchmark_scores(times).items():
+      self.assertAlmostEqual(v, expected[s], places=12)
+
+  def test_speedups_with_failure(self):
+    budgets = {"w1": 1000.0, "w2": 1000.0, "w3": 2000.0}
+    got = scoring.speedups(TIMES, "C", budgets)
+    # A misses w3: it counts as 2000 + 1 s. (500/100 * 600/300 * 1000/2001)^(1/3).
+    self.assertAlmostEqual(got["A"], (10000 / 2001) ** (1 / 3), places=12)
+    self.assertAlmostEqual(got["B"], (500 / 200 * 600 / 150 * 1000 / 500) ** (1 / 3), places=12)
+    self.assertAlmostEqual(got["C"], 1.0, places=12)
+    # Two misses tie (ratio 1) whatever the budget.
+    both_fail = {s: dict(t, w4=INF) for s, t in TIMES.items()}
+    got = scoring.speedups(both_fail, "C", dict(budgets, w4=50.0))
+    self.assertAlmostEqual(got["A"], (10000 / 2001) ** (1 / 4), places=12)
+
+  def test_speedup_errors(self):
+    with self.assertRaisesRegex(ValueError, r"unknown baseline 'D'; submissions are \['A', 'B', 'C'\]"):
+      scoring.speedups(TIMES, "D", {})
+    with self.assertRaisesRegex(ValueError, r"no budget for workload\(s\) \['w3'\]"):
+      scoring.speedups(TIMES, "C", {"w1": 1.0, "w2": 1.0})
+
+  def test_bad_times(self):
+    with self.assertRaisesRegex(ValueError, r"'B' has no time for workload\(s\) \['w2'\]"):
+      scoring.performance_ratios({"A": {"w1": 1.0, "w2": 2.0}, "B": {"w1": 1.0}})
+    with self.assertRaisesRegex(ValueError, "positive seconds or inf"):
+      scoring.performance_ratios({"A": {"w1": math.nan}})
+    with self.assertRaisesRegex(ValueError, "contain 1.0 and reach 4.0"):
+      scoring.benchmark_score([0.5, 1.0], [1.5, 4.0])
+
+
+class WorkloadTimeTest(absltest.TestCase):
+
+  def test_fastest_per_study_then_median(self):
+    studies = {0: {0: 300.0, 1: 200.0, 2: INF}, 1: {0: INF, 1: INF}, 2: {0: 250.0, 1: 400.0}}
+    # Fastest per study: 200, inf, 250 -> median 250.
+    self.assertEqual(scoring.workload_time(studies), 250.0)
+    self.assertEqual(scoring.workload_time({0: [100.0], 1: [300.0]}), 200.0)  # Mean of the middle two.
+    self.assertEqual(scoring.workload_time({0: [100.0], 1: [INF]}), INF)
+    self.assertEqual(scoring.workload_time({0: [120.0], 1: [80.0], 2: [100.0]}), 100.0)  # Self-tuning.
+
+  def test_algoperf_defect_min_over_dict_keys(self):
+    trials = {1: 500.0, 2: 100.0}  # trial id -> seconds.
+    self.assertEqual(min(trials), 1)  # AlgoPerf's min(all_timings): a trial id, not a time.
+    self.assertEqual(scoring.workload_time({0: trials}), 100.0)
+    with self.assertRaisesRegex(ValueError, "expected a mapping trial -> seconds"):
+      scoring.workload_time(trials)  # A flat {trial: seconds} is rejected, not misread.
+
+  def test_algoperf_defect_best_by_eval_index(self):
+    # Trial 0 reaches the target at its 4th eval (200 s); trial 1 at its 1st (300 s).
+    frequent = [_row(50, 0.5), _row(100, 0.6), _row(150, 0.9), _row(200, 0.98)]
+    rare = [_row(300, 0.98)]
+    times = [scoring.time_to_target(rows, "validation/accuracy", 0.97, "max", 600.0)[0]
+             for rows in (frequent, rare)]
+    self.assertEqual(times, [200.0, 300.0])
+    first_index = [next(i for i, r in enumerate(rows) if r["validation/accuracy"] >= 0.97)
+                   for rows in (frequent, rare)]
+    self.assertEqual(int(np.argmin(first_index)), 1)  # By eval index: the slower trial.
+    self.assertEqual(scoring.workload_time({0: times}), 200.0)
+
+
+def _row(seconds, metric, column="validation/accuracy"):
+  return {"global_step": int(seconds * 10), "accumulated_submission_time": seconds, column: metric}
+
+
+class TimeToTargetTest(absltest.TestCase):
+
+  def test_first_reaching_eval(self):
+    rows = [_row(10, 0.5), _row(20, 0.97), _row(30, 0.99)]
+    self.assertEqual(scoring.time_to_target(rows, "validation/accuracy", 0.97, "max", 100.0), (20.0, 200))
+
+  def test_min_mode_budget_and_blanks(self):
+    rows = [_row(10, "", "validation/loss"), _row(20, "nan", "validation/loss"),
+            _row(30, 2.5, "validation/loss"), _row(40, 1.5, "validation/loss")]
+    self.assertEqual(scoring.time_to_target(rows, "validation/loss", 2.0, "min", 100.0), (40.0, 400))
+    self.assertEqual(scoring.time_to_target(rows, "validation/loss", 2.0, "min", 39.0), (INF, None))
+    self.assertEqual(scoring.time_to_target([], "validation/loss", 2.0, "min", 39.0), (INF, None))
+
+  def test_errors(self):
+    with self.assertRaisesRegex(ValueError, "target mode must be"):
+      scoring.time_to_target([], "m", 1.0, "up", 1.0)
+    with self.assertRaisesRegex(ValueError, "no 'accumulated_submission_time' column"):
+      scoring.time_to_target([{"global_step": 1, "m": 1.0}], "m", 1.0, "max", 1.0)
+
+
+# --- Fake experiment directories -------------------------------------------------
+
+WORKLOADS = {  # name -> (target metric, target, mode, budget)
+    "mnist": ("validation/accuracy", 0.97, "max", 600.0),
+    "lm": ("validation/loss", 2.0, "min", 1000.0),
+}
+
+
+def _write_trial(root, submission, workload, study, trial, reach_at=None, *, status="complete",
+                 rows=None, ruleset="external", meta=None):
+  """A trial directory in the runner's layout; reaches the target at `reach_at` s."""
+  metric, target, mode, budget = WORKLOADS[workload]
+  hit, miss = (0.98, 0.5) if mode == "max" else (1.9, 5.0)
+  if rows is None:
+    times = [reach_at / 2, reach_at] if reach_at else [budget / 2, 0.9 * budget]
+    values = [miss, hit] if reach_at else [miss, miss]
+    rows = [{metric: v, "accumulated_submission_time": t, "global_step": int(10 * t)}
+            for t, v in zip(times, values)]
+  path = os.path.join(root, submission, workload, f"study_{study}", f"trial_{trial}")
+  os.makedirs(path)
+  columns = ["global_step", "accumulated_submission_time", "accumulated_eval_time",
+             "accumulated_logging_time", "train/loss", metric]
+  with open(os.path.join(path, "eval_measurements.csv"), "w", newline="") as f:
+    writer = csv.DictWriter(f, columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    for i, r in enumerate(rows):
+      writer.writerow(dict(r, **{"accumulated_eval_time": 1.0 + i, "accumulated_logging_time": 0.1,
+                                 "train/loss": 2.0 / (i + 1)}))
+  steps = int(10 * reach_at) if reach_at else None
+  record = dict(submission=submission, workload=workload, study=study, trial=trial,
+                target_metric=metric, target_value=target, target_mode=mode,
+                max_allowed_runtime_sec=budget, tuning_ruleset=ruleset, status=status,
+                reached_target=reach_at is not None, time_to_target_sec=reach_at, steps_to_target=steps)
+  record.update(meta or {})
+  with open(os.path.join(path, "meta_data.json"), "w") as f:
+    json.dump(record, f)
+
+
+# study -> trial times to target (None: miss).
+EXPERIMENT = {
+    "nadamw": {"mnist": [[100, None], [120, 90], [None, None]],  # fastest 100, 90, inf -> 100
+               "lm": [[400], [500], [450]]},  # -> 450
+    "sfadam": {"mnist": [[50, 80], [60], [None]],  # fastest 50, 60, inf -> 60 (+ a running trial)
+               "lm": [[None], [None], [900]]},  # fastest inf, inf, 900 -> inf
+}
+# Ratios: mnist nadamw 100/60 = 5/3, sfadam 1; lm nadamw 1, sfadam inf.
+# Scores: nadamw ((4 - 5/3) + 3) / 6 = 8/9; sfadam (3 + 0) / 6 = 1/2.
+# Speedup of sfadam over nadamw: sqrt(100/60 * 450/(1000 + 1)) = sqrt(750/1001).
+
+
+def _write_experiment(root):
+  for sub, by_w in EXPERIMENT.items():
+    for w, studies in by_w.items():
+      for study, trials in enumerate(studies):
+        for trial, reach_at in enumerate(trials):
+          _write_trial(root, sub, w, study, trial, reach_at)
+  # Fast but unfinished: skipped, else sfadam's mnist median would become 50.
+  _write_trial(root, "sfadam", "mnist", 2, 1, 10, status="running")
+
+
+def setUpModule():
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()  # pytest does not parse absl flags.
+
+
+class ExperimentTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.root = self.create_tempdir().full_path
+
+  def test_load_and_results(self):
+    _write_experiment(self.root)
+    with self.assertLogs(logger="absl", level="WARNING") as logs:
+      exp = scoring.load_experiment(self.root)
+    self.assertIn("status 'running'", "\n".join(logs.output))
+    self.assertLen(exp.skipped, 1)
+    self.assertEqual((exp.submissions, exp.workloads, exp.ruleset), (["nadamw", "sfadam"], ["lm", "mnist"], "external"))
+    results = scoring.workload_results(exp)
+    got = {s: {w: (r.time, r.steps) for w, r in by_w.items()} for s, by_w in results.items()}
+    self.assertEqual(got, {"nadamw": {"mnist": (100.0, 1000), "lm": (450.0, 4500)},
+                           "sfadam": {"mnist": (60.0, 600), "lm": (INF, None)}})
+    self.assertEqual((results["nadamw"]["mnist"].trial.study, results["nadamw"]["mnist"].trial.trial), (0, 0))
+    self.assertEqual(results["nadamw"]["lm"].trial.study, 2)
+    np.testing.assert_allclose(results["nadamw"]["lm"].trial.evals["validation/loss"], [5.0, 1.9])
+
+  def test_best_trial_by_time_not_eval_index(self):
+    frequent = [_row(t, v) for t, v in ((50, 0.5), (100, 0.6), (150, 0.9), (200, 0.98))]
+    _write_trial(self.root, "x", "mnist", 0, 0, 200, rows=frequent)
+    _write_trial(self.root, "x", "mnist", 0, 1, 300, rows=[_row(300, 0.98)])
+    result = scoring.workload_results(scoring.load_experiment(self.root))["x"]["mnist"]
+    self.assertEqual((result.time, result.steps, result.trial.trial), (200.0, 2000, 0))
+
+  def test_csv_wins_over_meta(self):
+    _write_trial(self.root, "x", "mnist", 0, 0, 100, meta={"time_to_target_sec": 90.0})
+    with self.assertLogs(logger="absl", level="WARNING") as logs:
+      exp = scoring.load_experiment(self.root)
+    self.assertIn("using the CSV", "\n".join(logs.output))
+    self.assertEqual(exp.trials["x"]["mnist"][0][0].time_to_target, 100.0)
+
+  def test_errors(self):
+    with self.assertRaisesRegex(ValueError, "does not exist"):
+      scoring.load_experiment(os.path.join(self.root, "nope"))
+    with self.assertRaisesRegex(ValueError, "no trials under"):
+      scoring.load_experiment(self.root)
+    _write_trial(self.root, "x", "mnist", 0, 0, status="running")
+    with self.assertRaisesRegex(ValueError, "no complete trials"):
+      scoring.load_experiment(self.root)
+    _write_trial(self.root, "y", "mnist", 0, 0, 100)
+    _write_trial(self.root, "z", "mnist", 0, 0, 100, ruleset="self")
+    with self.assertRaisesRegex(ValueError, r"mixed tuning rulesets.*'self': \['z'\]"):
+      scoring.load_experiment(self.root)
+
+  def test_self_tuning_one_trial_per_study(self):
+    _write_trial(self.root, "z", "mnist", 0, 0, 100, ruleset="self")
+    _write_trial(self.root, "z", "mnist", 0, 1, 100, ruleset="self")
+    with self.assertRaisesRegex(ValueError, "z/mnist study 0: the self-tuning ruleset runs one trial"):
+      scoring.load_experiment(self.root)
+
+
+class ScoreMainTest(absltest.TestCase):
+
+  def test_end_to_end(self):
+    root = self.create_tempdir().full_path
+    _write_experiment(root)
+    out = io.StringIO()
+    with flagsaver.flagsaver(experiment_dir=root, baseline="nadamw", output_dir=None), \
+        contextlib.redirect_stdout(out):
+      score_lib.main(["score"])
+    scores_dir = os.path.join(root, "scores")
+    speedup = math.sqrt(750 / 1001)
+    self.assertIn("| submission | score | speedup vs nadamw | lm time (s) | lm steps | mnist time (s) | mnist steps |",
+                  out.getvalue())
+    with open(os.path.join(scores_dir, "scores.md")) as f:
+      markdown = f.read()
+    self.assertIn("| nadamw | 0.8889 | 1.000x | 450.0 | 4500 | 100.0 | 1000 |", markdown)
+    self.assertIn(f"| sfadam | 0.5000 | {speedup:.3f}x | inf | - | 60.0 | 600 |", markdown)
+    self.assertIn("status 'running'", markdown)
+    with open(os.path.join(scores_dir, "scores.csv")) as f:
+      rows = {r["submission"]: r for r in csv.DictReader(f)}
+    self.assertAlmostEqual(float(rows["nadamw"]["score"]), 8 / 9, places=12)
+    self.assertAlmostEqual(float(rows["sfadam"]["score"]), 1 / 2, places=12)
+    self.assertAlmostEqual(float(rows["sfadam"]["speedup"]), speedup, places=12)
+    self.assertEqual((rows["sfadam"]["lm/time_to_target_sec"], rows["sfadam"]["lm/steps_to_target"]), ("inf", ""))
+    self.assertEqual(float(rows["sfadam"]["mnist/time_to_target_sec"]), 60.0)
+    if importlib.util.find_spec("matplotlib") is None:
+      self.skipTest("matplotlib is not installed: no plots to check")
+    for name in ("performance_profile.png", "curves_mnist.png", "curves_lm.png"):
+      path = os.path.join(scores_dir, name)
+      self.assertTrue(os.path.exists(path), name)
+      with open(path, "rb") as f:
+        self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n", name)
+
+  def test_unknown_baseline(self):
+    root = self.create_tempdir().full_path
+    _write_experiment(root)
+    with self.assertRaisesRegex(ValueError, "unknown baseline 'adam'; submissions in .*: nadamw, sfadam"):
+      score_lib.score(root, "adam", plots=False)
+    with flagsaver.flagsaver(experiment_dir=root, baseline="adam"):
+      with self.assertRaisesRegex(Exception, "unknown baseline 'adam'"):
+        score_lib.main(["score"])
+    result = score_lib.score(root, "", plots=False)  # No baseline: no speedups.
+    self.assertIsNone(result.speedups)
+    self.assertNotIn("speedup", result.markdown)
+
+
+if __name__ == "__main__":
+  absltest.main()
