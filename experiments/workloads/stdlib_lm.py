@@ -1,0 +1,73 @@
+"""Byte-level language modelling of the Python standard library's own source.
+
+A text workload that needs no download: the bytes of the `*.py` files next to
+`os.__file__` (top level only), in sorted order, whole files up to `max_bytes`
+(default 3 MB: 104 files on CPython 3.11), split by file (see
+`transformer.py`). The default model -- 2 layers, 96 wide, 64-byte context,
+batch 16 (about 280k parameters, ~50 ms a step on one CPU core) -- learns it
+in a couple of minutes.
+
+The text depends on the Python version (the standard library changes), so
+targets hold for the version they were calibrated on; `data_digest` names the
+exact bytes used.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+
+from absl import logging
+
+from experiments.workloads import base
+from experiments.workloads import transformer
+
+DEFAULT_MAX_BYTES = 3_000_000
+CALIBRATED_DIGEST = "2e72a8573d1203e8"  # The default text on CPython 3.11, as calibrated.
+
+
+def stdlib_dir() -> str:
+  return os.path.dirname(os.path.abspath(os.__file__))
+
+
+class StdlibLM(transformer.ByteLMWorkload):
+  """Small Transformer LM on the standard library's bytes (perplexity per byte)."""
+
+  name = "stdlib_lm"
+  default_batch_size = 16
+  targets = base.Targets(
+      metric="perplexity", mode="min", validation=5.431, test=5.941,
+      max_allowed_runtime_sec=80.0, eval_period_time_sec=8.0, step_hint=1200,
+      how_set=(
+          "median over 2 seeds of tuned AdamW (lr in {0.001, 0.003, 0.01}, best 0.003; 1200"
+          " steps) best perplexity, loosened 5% in loss; budget 48.3 ms/step x step_hint /"
+          " 0.75; CPython 3.11 stdlib (data_digest 2e72a8573d1203e8);"
+          " tools/calibrate_targets.py, 2026-11-22"
+      ),
+  )
+
+  def __init__(
+      self,
+      *,
+      data_dir: str | None = None,
+      max_bytes: int = DEFAULT_MAX_BYTES,
+      context_length: int = 64,
+      model_dim: int = 96,
+      num_layers: int = 2,
+      num_heads: int = 4,
+      mlp_dim: int = 384,
+      **kwargs,
+  ):
+    root = stdlib_dir() if data_dir is None else data_dir
+    files = transformer.read_files(glob.glob(os.path.join(root, "*.py")), root, max_bytes)
+    self.data_digest = hashlib.sha256(b"".join(d for _, d in files)).hexdigest()[:16]
+    if self.data_digest != CALIBRATED_DIGEST and data_dir is None and max_bytes == DEFAULT_MAX_BYTES:
+      logging.warning(
+          "stdlib_lm: this Python's standard library (digest %s) is not the one the targets were"
+          " calibrated on (%s); the targets are approximate", self.data_digest, CALIBRATED_DIGEST,
+      )
+    super().__init__(
+        files, context_length=context_length, model_dim=model_dim, num_layers=num_layers,
+        num_heads=num_heads, mlp_dim=mlp_dim, **kwargs,
+    )

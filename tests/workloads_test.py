@@ -1,0 +1,321 @@
+"""Workloads: data pipelines, models and evaluation on tiny inputs."""
+
+from tests import test_util  # Sets up simulated CPU devices first.
+
+import functools
+import os
+import pickle
+import random
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from experiments import workloads
+from experiments.workloads import _common
+from experiments.workloads import cifar10
+from experiments.workloads import transformer
+
+del test_util  # Imported for its side effect.
+
+_TMP = tempfile.TemporaryDirectory()  # Fake data files, shared by the tests of one process.
+_LM = dict(context_length=16, model_dim=16, num_layers=1, num_heads=2, mlp_dim=32,
+           num_eval_windows=10, eval_batch_size=4)
+
+
+def _fake_cifar(path: str, n_train: int = 8, n_test: int = 10, skip: str = "") -> str:
+  """CIFAR-10's python-pickle layout with `n_train` random images per batch."""
+  os.makedirs(path, exist_ok=True)
+  rng = np.random.default_rng(0)
+  for name, n in [(f"data_batch_{i}", n_train) for i in range(1, 6)] + [("test_batch", n_test)]:
+    if name == skip:
+      continue
+    batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+             b"labels": rng.integers(0, 10, n).tolist(), b"batch_label": name.encode()}
+    with open(os.path.join(path, name), "wb") as f:
+      pickle.dump(batch, f, protocol=2)
+  return path
+
+
+def _fake_text(path: str) -> str:
+  """Six text files of distinct words (and a hidden file to be skipped)."""
+  rng = np.random.default_rng(0)
+  os.makedirs(os.path.join(path, "sub"), exist_ok=True)
+  for i in range(6):
+    words = [f"w{i}_{int(k)}" for k in rng.integers(0, 50, 400)]
+    with open(os.path.join(path, "sub" if i % 2 else "", f"f{i}.txt"), "w") as f:
+      f.write(" ".join(words))
+  with open(os.path.join(path, ".hidden"), "w") as f:
+    f.write("x" * 100_000)
+  return path
+
+
+TINY = {
+    "mnist1d_mlp": dict(num_samples=300, num_validation=40, hidden=(16,)),
+    "mnist1d_cnn": dict(num_samples=300, num_validation=40, channels=4),
+    "logreg": dict(),
+    "stdlib_lm": dict(max_bytes=200_000, **_LM),
+    "cifar10_resnet": dict(num_validation=6, stage_sizes=(1, 1), width=4, eval_batch_size=8),
+    "lm_transformer": dict(dtype=jnp.float32, **_LM),
+}
+NAMES = [(name, name) for name in TINY]
+
+
+@functools.lru_cache(maxsize=None)
+def tiny(name: str) -> workloads.Workload:
+  options = dict(TINY[name])
+  if name == "cifar10_resnet":
+    options["data_dir"] = _fake_cifar(os.path.join(_TMP.name, "cifar"))
+  elif name == "lm_transformer":
+    options["data_dir"] = _fake_text(os.path.join(_TMP.name, "text"))
+  return workloads.get_workload(name, **options)
+
+
+class WorkloadTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(NAMES)
+  def test_declares_the_interface(self, name):
+    w = tiny(name)
+    self.assertEqual(w.name, name)
+    self.assertIs(workloads.WORKLOADS[name], type(w))
+    self.assertIsInstance(w.targets, workloads.Targets)
+    self.assertIn(w.targets.mode, ("min", "max"))
+    self.assertGreater(w.targets.step_hint, 0)
+    self.assertGreater(w.targets.max_allowed_runtime_sec, w.targets.eval_period_time_sec)
+    self.assertNotIn("PLACEHOLDER", w.targets.how_set)
+    self.assertEqual(w.loss_type, "softmax_cross_entropy")
+    self.assertGreater(w.default_batch_size, 0)
+
+  @parameterized.named_parameters(NAMES)
+  def test_train_batch_is_a_pure_function_of_seed_and_step(self, name):
+    w = tiny(name)
+    batch = w.train_batch(3, 5, 4)
+    again = w.train_batch(3, 5, 4)
+    self.assertEqual(set(batch), {"inputs", "targets"})
+    for key in batch:
+      np.testing.assert_array_equal(batch[key], again[key])
+    self.assertFalse(np.array_equal(batch["inputs"], w.train_batch(3, 6, 4)["inputs"]))
+    self.assertFalse(np.array_equal(batch["inputs"], w.train_batch(4, 5, 4)["inputs"]))
+    self.assertEqual(len(batch["inputs"]), 4)
+    self.assertEqual(batch["targets"].dtype, np.int32)
+    self.assertTrue(np.all((batch["targets"] >= 0) & (batch["targets"] < 256)))
+    if isinstance(w, transformer.ByteLMWorkload):
+      self.assertEqual(batch["inputs"].shape, (4, w.context_length))
+      self.assertEqual(batch["inputs"].dtype, np.int32)
+      np.testing.assert_array_equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])
+    else:
+      self.assertEqual(batch["inputs"].dtype, np.float32)
+      self.assertTrue(np.all(batch["targets"] < 10))
+
+  @parameterized.named_parameters(NAMES)
+  def test_eval_batches_cover_each_example_once(self, name):
+    w = tiny(name)
+    for split in ("train", "validation", "test"):
+      batches = list(w.eval_batches(split, 7))
+      weights = np.concatenate([b["weights"] for b in batches])
+      for b in batches:
+        self.assertEqual(len(b["inputs"]), 7)
+        self.assertEqual(len(b["targets"]), 7)
+      n = int(weights.sum())
+      self.assertGreater(n, 0)
+      np.testing.assert_array_equal(weights, np.arange(len(weights)) < n)  # Padding at the end.
+      self.assertLess(len(weights) - n, 7)
+      targets = np.concatenate([b["targets"] for b in batches])[:n]
+      if isinstance(w, transformer.ByteLMWorkload):
+        self.assertEqual(n, len(w._eval_offsets[split]))
+        self.assertLen(np.unique(targets, axis=0), n)
+      else:
+        np.testing.assert_array_equal(targets, w._splits[split][1][:n])
+        self.assertEqual(n, w.num_examples(split))
+    with self.assertRaisesRegex(ValueError, "unknown split"):
+      next(w.eval_batches("valid", 7))
+
+  @parameterized.named_parameters(NAMES)
+  def test_model_trains_and_evaluates(self, name):
+    # One test per workload for everything that compiles, so that under
+    # pytest-xdist each model is compiled in one process only.
+    w = tiny(name)
+    params, model_state = w.init_model_fn(jax.random.key(0))
+    self.assertEqual(w.param_shapes(), jax.tree.map(lambda x: x.shape, params))
+    self.assertEqual(w.num_params(), sum(x.size for x in jax.tree.leaves(params)))
+    batch = w.train_batch(0, 0, 8)
+    logits, _ = jax.eval_shape(
+        functools.partial(w.model_fn, mode="eval", rng=None, update_batch_norm=False),
+        params, batch, model_state,
+    )
+    num_classes = 256 if isinstance(w, transformer.ByteLMWorkload) else 10
+    self.assertEqual(logits.shape, batch["targets"].shape + (num_classes,))
+
+    optimizer = optax.adam(1e-2)
+
+    @jax.jit
+    def step(params, model_state, opt_state, batch):
+      def loss(params):
+        logits, new_state = w.model_fn(params, batch, model_state, "train", jax.random.key(1),
+                                       True)
+        out = w.loss_fn(batch["targets"], logits)
+        self.assertEqual(out["per_example"].shape, batch["targets"].shape)
+        return out["summed"] / out["n_valid_examples"], new_state
+
+      (value, model_state), grads = jax.value_and_grad(loss, has_aux=True)(params)
+      updates, opt_state = optimizer.update(grads, opt_state)
+      return optax.apply_updates(params, updates), model_state, opt_state, value
+
+    trained, state, opt_state, losses = params, model_state, optimizer.init(params), []
+    for _ in range(8):
+      trained, state, opt_state, value = step(trained, state, opt_state, batch)
+      losses.append(float(value))
+    self.assertTrue(np.all(np.isfinite(losses)), losses)
+    self.assertLess(losses[-1], 0.9 * losses[0], losses)
+    if model_state is not None:  # Batch norm: training steps update the running statistics.
+      self.assertFalse(np.allclose(jax.tree.leaves(state)[0], jax.tree.leaves(model_state)[0]))
+
+    metrics = w.eval_model(trained, state, jax.random.key(0), "validation")
+    self.assertIn(w.targets.metric, metrics)
+    self.assertIn("loss", metrics)
+    for value in metrics.values():
+      self.assertIsInstance(value, float)
+      self.assertTrue(np.isfinite(value))
+    if w.targets.metric == "perplexity":
+      self.assertAlmostEqual(metrics["perplexity"], np.exp(metrics["loss"]), places=4)
+    jitted = w._jitted_batch_stats
+    w.eval_model(trained, state, None, "test")
+    self.assertIs(w._jitted_batch_stats, jitted)
+    self.assertEqual(jitted._cache_size(), 1)  # One batch shape: compiled once.
+
+
+class RegistryTest(absltest.TestCase):
+
+  def test_unknown_name_lists_the_valid_ones(self):
+    with self.assertRaisesRegex(ValueError, "unknown workload 'mnist'.*logreg.*mnist1d_mlp"):
+      workloads.get_workload("mnist")
+
+  def test_calibrated_small_workloads_fit_a_cpu(self):
+    for name in ("mnist1d_mlp", "mnist1d_cnn", "logreg", "stdlib_lm"):
+      targets = workloads.WORKLOADS[name].targets
+      self.assertBetween(targets.max_allowed_runtime_sec, 30, 180)
+      # At least ~5 evaluations within the budget, so time-to-target resolves.
+      self.assertBetween(targets.eval_period_time_sec, 1, targets.max_allowed_runtime_sec / 5)
+
+
+class CommonTest(absltest.TestCase):
+
+  def test_epochs_are_permutations_and_batches_straddle_them(self):
+    n, bs = 10, 4
+    seen = np.concatenate([_common.epoch_indices(1, t, bs, n) for t in range(5)])  # 2 epochs.
+    np.testing.assert_array_equal(np.sort(seen[:n]), np.arange(n))
+    np.testing.assert_array_equal(np.sort(seen[n:2 * n]), np.arange(n))
+    self.assertFalse(np.array_equal(seen[:n], seen[n:2 * n]))
+    np.testing.assert_array_equal(_common.epoch_indices(1, 2, bs, n), seen[8:12])
+
+  def test_loss_broadcasts_a_per_example_mask_over_tokens(self):
+    logits = jnp.zeros((2, 3, 5))
+    labels = jnp.zeros((2, 3), jnp.int32)
+    loss = jax.jit(_common.softmax_cross_entropy, static_argnums=3)
+    out = loss(labels, logits, jnp.array([1.0, 0.0]), 0.0)
+    self.assertEqual(float(out["n_valid_examples"]), 3)
+    np.testing.assert_allclose(out["summed"], 3 * np.log(5), rtol=1e-6)
+    smoothed = loss(labels, logits, None, 0.1)
+    np.testing.assert_allclose(smoothed["summed"], 6 * np.log(5), rtol=1e-6)
+
+
+class Mnist1dTest(absltest.TestCase):
+
+  def test_generation_leaves_global_rngs_alone(self):
+    np.random.seed(7)
+    random.seed(7)
+    workloads.get_workload("mnist1d_mlp", num_samples=200, num_validation=20)
+    self.assertEqual(np.random.randint(1 << 30), np.random.RandomState(7).randint(1 << 30))
+    self.assertEqual(random.random(), random.Random(7).random())
+
+  def test_rejects_a_validation_set_larger_than_the_training_part(self):
+    with self.assertRaisesRegex(ValueError, "num_validation"):
+      workloads.get_workload("mnist1d_cnn", num_samples=100, num_validation=90)
+
+
+class LogregTest(absltest.TestCase):
+
+  def test_is_one_dense_layer_on_standardised_features(self):
+    w = tiny("logreg")
+    self.assertEqual(w.param_shapes(), {"kernel": (64, 10), "bias": (10,)})
+    x = w._splits["train"][0]
+    np.testing.assert_allclose(x.mean(0), 0, atol=1e-5)
+    self.assertTrue(np.all((np.abs(x.std(0) - 1) < 1e-4) | (x.std(0) == 0)))
+    self.assertEqual([len(w._splits[s][1]) for s in ("train", "validation", "test")],
+                     [1197, 300, 300])
+
+
+class Cifar10Test(absltest.TestCase):
+
+  def test_missing_file_is_named(self):
+    path = _fake_cifar(tempfile.mkdtemp(dir=_TMP.name), skip="data_batch_3")
+    with self.assertRaisesRegex(FileNotFoundError, "data_batch_3"):
+      workloads.get_workload("cifar10_resnet", data_dir=path)
+
+  def test_validation_is_the_end_of_train(self):
+    w = tiny("cifar10_resnet")
+    self.assertEqual([len(w._splits[s][1]) for s in ("train", "validation", "test")], [34, 6, 10])
+
+  def test_augmentation_is_a_padded_crop_or_its_flip(self):
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    out = cifar10.augment(images, np.random.default_rng(1))
+    padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    for image, crop in zip(padded, out):
+      candidates = [image[y:y + 32, x:x + 32] for y in range(9) for x in range(9)]
+      self.assertTrue(any(np.array_equal(crop, c) or np.array_equal(crop[:, ::-1], c)
+                          for c in candidates))
+
+
+  def test_running_statistics_change_only_with_update_batch_norm(self):
+    w = tiny("cifar10_resnet")
+    params, state = jax.eval_shape(w.init_model_fn, jax.random.key(0))
+    batch = w.train_batch(0, 0, 4)
+    for update in (False, True):
+      model_fn = lambda p, s, u=update: w.model_fn(p, batch, s, "train", None, u)[1]
+      jaxpr = jax.make_jaxpr(model_fn)(params, state).jaxpr
+      state_vars = jaxpr.invars[len(jax.tree.leaves(params)):]
+      self.assertEqual(jaxpr.outvars == state_vars, not update)  # Passed through untouched.
+
+
+class TextTest(absltest.TestCase):
+
+  def test_splits_share_no_file(self):
+    files = [(f"f{i}", bytes([i]) * 100) for i in range(20)]
+    splits = transformer.split_by_file(files, 0.1, 0.1, min_bytes=10)
+    owners = {s: set(np.unique(v).tolist()) for s, v in splits.items()}
+    self.assertEqual(sum(map(len, owners.values())), 20)
+    self.assertFalse(owners["train"] & owners["validation"])
+    self.assertFalse(owners["train"] & owners["test"])
+    self.assertFalse(owners["validation"] & owners["test"])
+    self.assertEqual(len(splits["validation"]), 200)
+
+  def test_one_file_is_split_by_position(self):
+    path = os.path.join(tempfile.mkdtemp(dir=_TMP.name), "book.txt")
+    with open(path, "w") as f:
+      f.write("abcdefghij" * 100)
+    w = workloads.get_workload("lm_transformer", data_dir=path, **TINY["lm_transformer"])
+    self.assertEqual([w.num_bytes(s) for s in ("train", "validation", "test")], [800, 100, 100])
+
+  def test_lm_transformer_errors(self):
+    with self.assertRaisesRegex(ValueError, "needs data_dir"):
+      workloads.get_workload("lm_transformer")
+    with self.assertRaisesRegex(FileNotFoundError, "does not exist"):
+      workloads.get_workload("lm_transformer", data_dir="/nonexistent/text")
+
+  def test_hidden_files_are_skipped(self):
+    w = tiny("lm_transformer")
+    total = sum(w.num_bytes(s) for s in ("train", "validation", "test"))
+    self.assertLess(total, 100_000)
+
+  def test_stdlib_text_is_python_source(self):
+    w = tiny("stdlib_lm")
+    self.assertIn(b"def ", w._splits["train"].tobytes())
+    self.assertLessEqual(sum(w.num_bytes(s) for s in ("train", "validation", "test")), 200_000)
+
+
+if __name__ == "__main__":
+  absltest.main()
