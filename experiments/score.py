@@ -31,9 +31,10 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from experiments import common_flags
 from experiments import scoring
 
-_EXPERIMENT_DIR = flags.DEFINE_string("experiment_dir", None, "The experiment directory to score.")
+_EXPERIMENT_DIR = common_flags.EXPERIMENT_DIR
 _BASELINE = flags.DEFINE_string(
     "baseline", "nadamw", "Submission the speedups are relative to; empty to skip speedups."
 )
@@ -135,8 +136,9 @@ def _plot(exp, results, taus, profiles, output_dir) -> list[str]:
       for by_t in exp.trials[s].get(w, {}).values():
         for rec in by_t.values():
           chosen = rec is best
+          # Markers: a trial that stops at its first eval is a single point.
           style = dict(color=color, alpha=1.0 if chosen else 0.2, lw=1.8 if chosen else 0.8,
-                       label=s if chosen else None)
+                       marker="o", ms=3 if chosen else 2, label=s if chosen else None)
           for row, column in enumerate((metric, "train/loss")):
             if column not in rec.evals:
               continue

@@ -194,7 +194,9 @@ def optimizer_submission(
     from experiments import workloads  # pylint: disable=g-import-not-at-top
     if batch_sizes and workload_name in batch_sizes:
       return batch_sizes[workload_name]
-    return workloads.get_workload(workload_name).default_batch_size
+    if workload_name not in workloads.WORKLOADS:
+      raise ValueError(f"unknown workload {workload_name!r}; valid: {sorted(workloads.WORKLOADS)}")
+    return workloads.WORKLOADS[workload_name].default_batch_size  # No data loading.
 
   def init_optimizer_state(workload, model_params, model_state, hyperparameters, rng):
     del model_state, rng
@@ -241,12 +243,23 @@ def optimizer_submission(
   )
 
 
+# The schedule registry submissions train with, as AlgoPerf's baselines (and
+# the workloads' target calibration): linear warmup over 5% of step_hint, then
+# cosine decay to zero at step_hint.
+REGISTRY_WARMUP_FACTOR = 0.05
+
+
 def registry_submission(name: str, batch_sizes: Mapping[str, int] | None = None) -> Submission:
-  """A submission for `optimizers.registry[name]` (its defaults and space)."""
+  """A submission for `optimizers.registry[name]` (its defaults and space).
+
+  The learning rate follows AlgoPerf's baseline schedule (warmup over
+  `warmup_factor` = 5% of the workload's `step_hint`, then cosine decay to
+  zero at `step_hint`); a point may set `warmup_factor` to change it.
+  """
   spec = optimizers.registry[name]
   return optimizer_submission(
-      name, spec.factory, defaults=spec.defaults, search_space=spec.search_space,
-      batch_sizes=batch_sizes,
+      name, spec.factory, defaults=dict(spec.defaults, warmup_factor=REGISTRY_WARMUP_FACTOR),
+      search_space=spec.search_space, batch_sizes=batch_sizes,
   )
 
 

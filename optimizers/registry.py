@@ -148,9 +148,10 @@ def _linear(low: float, high: float) -> dict[str, Any]:
 
 # The adaptive-moment search space shared by the Adam family: AlgoPerf's
 # NAdamW baseline space (learning rate, 1 - b1, 1 - b2, weight decay),
-# widened to cover each method's reference defaults.
+# widened to cover each method's reference defaults and the small workloads'
+# tuned learning rates (3e-2 for AdamW on MNIST-1D).
 _ADAM_SPACE = {
-    "learning_rate": _log(1e-4, 1e-2),
+    "learning_rate": _log(1e-4, 1e-1),
     "one_minus_b1": _log(3e-2, 0.3),
     "one_minus_b2": _log(1e-3, 0.1),
     "weight_decay": _log(1e-5, 1e-1),

@@ -1,0 +1,112 @@
+"""The runner's command line: bad input, and SIGKILL followed by --resume_last_run."""
+
+from tests import test_util  # pylint: disable=unused-import  # Device set-up first.
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from experiments import run
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tempdir(test):
+  path = tempfile.mkdtemp()
+  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
+  return path
+
+
+class BadInputTest(parameterized.TestCase):
+
+  def tearDown(self):
+    FLAGS.unparse_flags()
+    super().tearDown()
+
+  @parameterized.named_parameters(
+      ("unknown_workload", ["--workload=mnist2d"], "mnist2d.*mnist1d_mlp"),
+      ("unknown_optimizer", ["--optimizer=adamx"], "unknown --optimizer 'adamx'.*radam"),
+      ("malformed_hparams", ["--hparams={lr: 1}"], "--hparams is not valid JSON"),
+      ("hparams_not_object", ["--hparams=[1, 2]"], "must be a JSON object"),
+      ("missing_space", ["--tuning_search_space=/nonexistent.json"], "no such file"),
+      ("missing_submission", ["--submission_path=/nonexistent/sub.py"], "no such file"),
+  )
+  def test_clear_errors(self, argv, message):
+    FLAGS(["run", f"--experiment_dir={_tempdir(self)}", "--workload=logreg"] + argv)
+    with self.assertRaisesRegex(app.UsageError, message):
+      run.main(["run"])
+
+  def test_existing_experiment_needs_resume_or_overwrite(self):
+    directory = _tempdir(self)
+    os.makedirs(os.path.join(directory, "radam", "logreg"))
+    FLAGS(["run", f"--experiment_dir={directory}", "--workload=logreg"])
+    with self.assertRaisesRegex(app.UsageError, "--resume_last_run.*--overwrite"):
+      run.main(["run"])
+
+  def test_bad_search_space_names_the_problem(self):
+    directory = _tempdir(self)
+    space = os.path.join(directory, "space.json")
+    with open(space, "w") as f:
+      json.dump({"learning_rate": {"min": 1.0, "max": 0.1, "scaling": "log"}}, f)
+    FLAGS(["run", f"--experiment_dir={directory}", "--workload=logreg", f"--tuning_search_space={space}"])
+    with self.assertRaisesRegex(app.UsageError, "learning_rate"):
+      run.main(["run"])
+
+
+def _runner(experiment_dir, *extra):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)  # One device: the subprocesses must agree.
+  return [sys.executable, "-m", "experiments.run", "--workload=logreg", "--optimizer=adamw",
+          "--hparams={\"learning_rate\": 0.003}", f"--experiment_dir={experiment_dir}",
+          "--max_global_steps=3000", "--eval_period_time_sec=0.3", *extra], env
+
+
+def _meta(experiment_dir):
+  path = os.path.join(experiment_dir, "adamw", "logreg", "study_0", "trial_0", "meta_data.json")
+  with open(path) as f:
+    return json.load(f)
+
+
+class KillAndResumeTest(absltest.TestCase):
+
+  def test_sigkill_then_resume_gives_the_uninterrupted_result(self):
+    straight = _tempdir(self)
+    cmd, env = _runner(straight)
+    subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=ROOT, timeout=300)
+
+    killed = _tempdir(self)
+    cmd, env = _runner(killed)
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = os.path.join(killed, "adamw", "logreg", "study_0", "trial_0", "checkpoints")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+      if os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints)):
+        break
+      time.sleep(0.05)
+    self.assertIsNone(proc.poll(), "the run finished before it could be killed")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    self.assertNotEqual(_meta(killed)["status"], "complete")
+
+    cmd, env = _runner(killed, "--resume_last_run")
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    self.assertIn("resumed", out.stdout)
+    a, b = _meta(straight), _meta(killed)
+    self.assertEqual(b["status"], "complete")
+    self.assertEqual(a["global_step"], b["global_step"])
+    self.assertEqual(a["final_metrics"], b["final_metrics"])  # Bitwise: same trajectory.
+
+
+if __name__ == "__main__":
+  absltest.main()
