@@ -64,6 +64,42 @@ class BadInputTest(parameterized.TestCase):
       run.main(["run"])
 
 
+class RulesetTest(absltest.TestCase):
+
+  def tearDown(self):
+    FLAGS.unparse_flags()
+    super().tearDown()
+
+  def test_self_tuning_uses_defaults_and_one_and_a_half_budgets(self):
+    directory = _tempdir(self)
+    FLAGS(["run", f"--experiment_dir={directory}", "--workload=logreg", "--optimizer=adamw",
+           "--tuning_ruleset=self", "--num_studies=2", "--max_global_steps=20",
+           "--save_checkpoints=false"])
+    run.main(["run"])
+    for study in range(2):
+      trial_dir = os.path.join(directory, "adamw", "logreg", f"study_{study}", "trial_0")
+      with open(os.path.join(trial_dir, "meta_data.json")) as f:
+        meta = json.load(f)
+      self.assertEqual(meta["max_allowed_runtime_sec"], 1.5 * 30.0)
+      self.assertEqual(meta["hyperparameters"], {})
+      self.assertEqual(meta["global_step"], 20)
+      self.assertFalse(os.path.exists(os.path.join(os.path.dirname(trial_dir), "trial_1")))
+
+  def test_external_tuning_writes_every_trial_log(self):
+    directory = _tempdir(self)
+    FLAGS(["run", f"--experiment_dir={directory}", "--workload=logreg", "--optimizer=radam",
+           "--num_tuning_trials=3", "--max_global_steps=10", "--save_checkpoints=false"])
+    run.main(["run"])
+    points = []
+    for trial in range(3):
+      trial_dir = os.path.join(directory, "radam", "logreg", "study_0", f"trial_{trial}")
+      for name in ("hparams.json", "flags.json", "meta_data.json", "measurements.csv", "eval_measurements.csv"):
+        self.assertTrue(os.path.exists(os.path.join(trial_dir, name)), (trial, name))
+      with open(os.path.join(trial_dir, "hparams.json")) as f:
+        points.append(json.load(f))
+    self.assertLen({json.dumps(p, sort_keys=True) for p in points}, 3)  # Distinct Halton points.
+
+
 def _runner(experiment_dir, *extra):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)  # One device: the subprocesses must agree.
