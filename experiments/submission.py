@@ -43,6 +43,7 @@ import jax
 import optax
 
 import optimizers
+from optimizers.registry import translate_one_minus
 
 REQUIRED = ("get_batch_size", "init_optimizer_state", "update_params", "data_selection")
 
@@ -125,10 +126,8 @@ def build_optimizer(
   for key, value in merged.items():
     if key in SCHEDULE_KEYS or key in LOSS_KEYS:
       continue
-    if key.startswith("one_minus_"):
-      kwargs[key[len("one_minus_"):]] = 1.0 - value
-    else:
-      kwargs[key] = value
+    arg, arg_value = translate_one_minus(key, value)
+    kwargs[arg] = arg_value
   if "warmup_factor" in merged:
     peak = kwargs["learning_rate"]
     warmup = max(1, int(merged["warmup_factor"] * step_hint))

@@ -134,11 +134,6 @@ def adam_moments(
   return g, m, v
 
 
-def safe_increment(count: jax.Array) -> jax.Array:
-  """int32 counter + 1 that saturates instead of wrapping (Optax's)."""
-  return optax.safe_increment(count)
-
-
 def cast_like(value: jax.Array, like: jax.Array) -> jax.Array:
   """Casts a scalar or array to the dtype of `like`."""
   return jnp.asarray(value).astype(like.dtype)

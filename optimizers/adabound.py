@@ -101,7 +101,7 @@ def scale_by_adabound(
   def update_fn(updates, state, params=None):
     del params
     _validation.check_tree_matches(owner, updates, state.nu)
-    count = _numerics.safe_increment(state.count)
+    count = optax.safe_increment(state.count)
     t = _numerics.step_count(count)
     step_coef = jnp.sqrt(_numerics.bias_correction(b2, t)) / (
         _numerics.bias_correction(b1, t)

@@ -83,7 +83,7 @@ def scale_by_adamod(
     del params
     _validation.check_tree_matches(owner, updates, state.nu)
     lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
-    count = _numerics.safe_increment(state.count)
+    count = optax.safe_increment(state.count)
     t = _numerics.step_count(count)
     step_coef = (
         jnp.asarray(lr, t.dtype)

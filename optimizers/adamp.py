@@ -200,7 +200,7 @@ def scale_by_adamp(
   def update_fn(updates, state, params=None):
     _require_params(owner, params)
     _validation.check_tree_matches(owner, updates, state.nu)
-    count = _numerics.safe_increment(state.count)
+    count = optax.safe_increment(state.count)
     t = _numerics.step_count(count)
     bc1 = _numerics.bias_correction(b1, t)
     sqrt_bc2 = jnp.sqrt(_numerics.bias_correction(b2, t))

@@ -94,7 +94,7 @@ def scale_by_radam(
   def update_fn(updates, state, params=None):
     del params
     _validation.check_tree_matches(owner, updates, state.nu)
-    count = _numerics.safe_increment(state.count)
+    count = optax.safe_increment(state.count)
     t = _numerics.step_count(count)
     bc1 = _numerics.bias_correction(b1, t)
     bc1_next = _numerics.bias_correction(b1, t + 1)

@@ -96,7 +96,7 @@ class OptimizerSpec:
             f"{self.name}: unknown hyperparameter {key!r}; valid names:"
             f" {sorted(self.arguments)} (or one_minus_<name> for a beta)."
         )
-      params[arg] = 1.0 - value if key.startswith(_ONE_MINUS) else value
+      arg, params[arg] = translate_one_minus(key, value)
     return params
 
   def build(self, **overrides: Any) -> optax.GradientTransformation:
@@ -106,6 +106,13 @@ class OptimizerSpec:
 
 def _argument_name(key: str) -> str:
   return key[len(_ONE_MINUS):] if key.startswith(_ONE_MINUS) else key
+
+
+def translate_one_minus(key: str, value: Any) -> tuple[str, Any]:
+  """(`arg`, 1 - value) for AlgoPerf's `one_minus_<arg>` names, else unchanged."""
+  if key.startswith(_ONE_MINUS):
+    return _argument_name(key), 1.0 - value
+  return key, value
 
 
 class Registry(collections.abc.Mapping):

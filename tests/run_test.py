@@ -1,14 +1,12 @@
 """The runner's command line: bad input, and SIGKILL followed by --resume_last_run."""
 
-from tests import test_util  # pylint: disable=unused-import  # Device set-up first.
+from tests import test_util  # Device set-up first.
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 from absl import app
@@ -22,10 +20,6 @@ FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _tempdir(test):
-  path = tempfile.mkdtemp()
-  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
-  return path
 
 
 class BadInputTest(parameterized.TestCase):
@@ -43,19 +37,19 @@ class BadInputTest(parameterized.TestCase):
       ("missing_submission", ["--submission_path=/nonexistent/sub.py"], "no such file"),
   )
   def test_clear_errors(self, argv, message):
-    FLAGS(["run", f"--experiment_dir={_tempdir(self)}", "--workload=logreg"] + argv)
+    FLAGS(["run", f"--experiment_dir={test_util.tempdir(self)}", "--workload=logreg"] + argv)
     with self.assertRaisesRegex(app.UsageError, message):
       run.main(["run"])
 
   def test_existing_experiment_needs_resume_or_overwrite(self):
-    directory = _tempdir(self)
+    directory = test_util.tempdir(self)
     os.makedirs(os.path.join(directory, "radam", "logreg"))
     FLAGS(["run", f"--experiment_dir={directory}", "--workload=logreg"])
     with self.assertRaisesRegex(app.UsageError, "--resume_last_run.*--overwrite"):
       run.main(["run"])
 
   def test_bad_search_space_names_the_problem(self):
-    directory = _tempdir(self)
+    directory = test_util.tempdir(self)
     space = os.path.join(directory, "space.json")
     with open(space, "w") as f:
       json.dump({"learning_rate": {"min": 1.0, "max": 0.1, "scaling": "log"}}, f)
@@ -71,7 +65,7 @@ class RulesetTest(absltest.TestCase):
     super().tearDown()
 
   def test_self_tuning_uses_defaults_and_one_and_a_half_budgets(self):
-    directory = _tempdir(self)
+    directory = test_util.tempdir(self)
     FLAGS(["run", f"--experiment_dir={directory}", "--workload=logreg", "--optimizer=adamw",
            "--tuning_ruleset=self", "--num_studies=2", "--max_global_steps=20",
            "--save_checkpoints=false"])
@@ -86,7 +80,7 @@ class RulesetTest(absltest.TestCase):
       self.assertFalse(os.path.exists(os.path.join(os.path.dirname(trial_dir), "trial_1")))
 
   def test_external_tuning_writes_every_trial_log(self):
-    directory = _tempdir(self)
+    directory = test_util.tempdir(self)
     FLAGS(["run", f"--experiment_dir={directory}", "--workload=logreg", "--optimizer=radam",
            "--num_tuning_trials=3", "--max_global_steps=10", "--save_checkpoints=false"])
     run.main(["run"])
@@ -117,11 +111,11 @@ def _meta(experiment_dir):
 class KillAndResumeTest(absltest.TestCase):
 
   def test_sigkill_then_resume_gives_the_uninterrupted_result(self):
-    straight = _tempdir(self)
+    straight = test_util.tempdir(self)
     cmd, env = _runner(straight)
     subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=ROOT, timeout=300)
 
-    killed = _tempdir(self)
+    killed = test_util.tempdir(self)
     cmd, env = _runner(killed)
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = os.path.join(killed, "adamw", "logreg", "study_0", "trial_0", "checkpoints")

@@ -15,6 +15,8 @@ import dataclasses
 import glob
 import json
 import os
+import shutil
+import tempfile
 from typing import Any
 
 _FLAG = "--xla_force_host_platform_device_count=8"
@@ -133,3 +135,13 @@ def golden_error(path: str) -> tuple[GoldenCase, float]:
   for name, traj in ours.items():
     assert traj.dtype == np.dtype(case.dtype), (name, traj.dtype, case.dtype)
   return case, worst_relative_error(ours, case)
+
+
+def tempdir(test) -> str:
+  """A temporary directory removed after `test`.
+
+  absltest's `create_tempdir` needs parsed flags, which pytest does not do.
+  """
+  path = tempfile.mkdtemp()
+  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
+  return path

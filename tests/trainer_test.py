@@ -1,11 +1,9 @@
 """The trial loop: AlgoPerf's clock, the submission API, logs, checkpoints, resume."""
 
-from tests import test_util  # pylint: disable=unused-import  # Device set-up first.
+from tests import test_util  # Device set-up first.
 
 import dataclasses
 import os
-import shutil
-import tempfile
 
 from absl.testing import absltest
 import flax.linen as nn
@@ -82,11 +80,6 @@ class TinyWorkload(base.Workload):
             "accuracy": float(jnp.mean(jnp.argmax(logits, -1) == self.y))}
 
 
-def _tempdir(test):
-  # absltest's create_tempdir needs parsed flags, which pytest does not do.
-  path = tempfile.mkdtemp()
-  test.addCleanup(shutil.rmtree, path, ignore_errors=True)
-  return path
 
 
 def _run(tmp, workload, clock, **kwargs):
@@ -110,7 +103,7 @@ class ClockTest(absltest.TestCase):
 
   def test_eval_time_is_excluded_and_evals_follow_the_period(self):
     clock = FakeTime()
-    tmp = _tempdir(self)
+    tmp = test_util.tempdir(self)
     workload = TinyWorkload(clock, target=2.0)  # Unreachable: runs to the cap.
     result = _run(tmp, workload, clock, max_global_steps=12, save_checkpoints=False)
     rows = logs.CsvLog.resume(os.path.join(tmp, "eval_measurements.csv")).rows
@@ -123,14 +116,14 @@ class ClockTest(absltest.TestCase):
 
   def test_checkpoint_time_is_excluded(self):
     clock = FakeTime()
-    tmp = _tempdir(self)
+    tmp = test_util.tempdir(self)
     result = _run(tmp, TinyWorkload(clock, target=2.0), clock, max_global_steps=10)
     self.assertEqual(result.clock["submission"], 10.0)
     self.assertEqual(_final_params(tmp), 10)
 
   def test_stops_at_target_with_steps_and_time_to_target(self):
     clock = FakeTime()
-    tmp = _tempdir(self)
+    tmp = test_util.tempdir(self)
     result = _run(tmp, TinyWorkload(clock, target=0.8), clock, max_global_steps=500)
     self.assertTrue(result.reached_target)
     self.assertEqual(result.global_step, result.steps_to_target)
@@ -144,7 +137,7 @@ class ClockTest(absltest.TestCase):
 
   def test_never_evaluates_past_the_budget(self):
     clock = FakeTime()
-    tmp = _tempdir(self)
+    tmp = test_util.tempdir(self)
     workload = TinyWorkload(clock, target=2.0, budget=12.5, eval_period=5.0)
     result = _run(tmp, workload, clock, save_checkpoints=False)
     rows = logs.CsvLog.resume(os.path.join(tmp, "eval_measurements.csv")).rows
@@ -159,7 +152,7 @@ class MultiDeviceTest(absltest.TestCase):
     results = {}
     for n in (1, 8):
       clock = FakeTime()
-      results[n] = _run(_tempdir(self), TinyWorkload(clock, target=2.0), clock,
+      results[n] = _run(test_util.tempdir(self), TinyWorkload(clock, target=2.0), clock,
                         max_global_steps=20, save_checkpoints=False, devices=jax.devices()[:n])
     for key, value in results[1].final_metrics.items():
       self.assertAlmostEqual(value, results[8].final_metrics[key], places=5, msg=key)
@@ -168,18 +161,18 @@ class MultiDeviceTest(absltest.TestCase):
     clock = FakeTime()
     sub = submission_lib.registry_submission("adamw", batch_sizes={"tiny": 12})
     with self.assertRaisesRegex(ValueError, "not divisible by the 8 devices"):
-      trainer.run_trial(TinyWorkload(clock), sub, {}, trial_dir=_tempdir(self), rng_seed=0,
+      trainer.run_trial(TinyWorkload(clock), sub, {}, trial_dir=test_util.tempdir(self), rng_seed=0,
                         record={}, time_fn=clock, devices=jax.devices()[:8])
 
 
 class ResumeTest(absltest.TestCase):
 
   def test_resume_after_kill_gives_the_same_trajectory(self):
-    straight_dir = _tempdir(self)
+    straight_dir = test_util.tempdir(self)
     clock = FakeTime()
     straight = _run(straight_dir, TinyWorkload(clock, target=2.0), clock, max_global_steps=23)
 
-    killed_dir = _tempdir(self)
+    killed_dir = test_util.tempdir(self)
     clock = FakeTime()
     with self.assertRaises(KeyboardInterrupt):  # Dies mid-way, after the step-15 checkpoint.
       _run(killed_dir, TinyWorkload(clock, target=2.0, fail_at_step=17), clock, max_global_steps=23)
@@ -200,7 +193,7 @@ class ResumeTest(absltest.TestCase):
     )
 
   def test_checkpoint_of_another_run_is_an_error(self):
-    tmp = _tempdir(self)
+    tmp = test_util.tempdir(self)
     clock = FakeTime()
     _run(tmp, TinyWorkload(clock, target=2.0), clock, max_global_steps=5)
     for name, point, differing in (("adamw", {"learning_rate": 0.1}, "hyperparameters"),
@@ -210,7 +203,7 @@ class ResumeTest(absltest.TestCase):
         self._resume_with(tmp, clock, sub, point, name)
 
   def test_checkpoint_with_a_different_state_layout_is_an_error(self):
-    tmp = _tempdir(self)
+    tmp = test_util.tempdir(self)
     clock = FakeTime()
     _run(tmp, TinyWorkload(clock, target=2.0), clock, max_global_steps=5)
     # Same identity, different optimizer state (AMSBound keeps a third moment).
@@ -220,7 +213,7 @@ class ResumeTest(absltest.TestCase):
       self._resume_with(tmp, clock, sub, {"learning_rate": 0.05}, "adamw")
 
   def test_corrupt_checkpoint_is_an_error(self):
-    tmp = _tempdir(self)
+    tmp = test_util.tempdir(self)
     clock = FakeTime()
     _run(tmp, TinyWorkload(clock, target=2.0), clock, max_global_steps=5)
     for root, _, files in os.walk(os.path.join(tmp, "checkpoints")):
@@ -231,7 +224,7 @@ class ResumeTest(absltest.TestCase):
       _run(tmp, TinyWorkload(clock, target=2.0), clock, max_global_steps=10, resume=True)
 
   def test_resume_without_checkpoint_is_an_error(self):
-    tmp = _tempdir(self)
+    tmp = test_util.tempdir(self)
     clock = FakeTime()
     with self.assertRaisesRegex(checkpoints.CheckpointError, "no checkpoint"):
       _run(tmp, TinyWorkload(clock), clock, max_global_steps=5, resume=True)
@@ -241,12 +234,12 @@ class SubmissionTest(absltest.TestCase):
 
   def test_registry_submission_end_to_end_evaluates_at_eval_params(self):
     clock = FakeTime()
-    tmp = _tempdir(self)
+    tmp = test_util.tempdir(self)
     result = _run(tmp, TinyWorkload(clock, target=0.8), clock, max_global_steps=300, save_checkpoints=False)
     self.assertTrue(result.reached_target)
 
   def test_load_submission_checks_the_api(self):
-    path = os.path.join(_tempdir(self), "partial.py")
+    path = os.path.join(test_util.tempdir(self), "partial.py")
     with open(path, "w") as f:
       f.write("def get_batch_size(name):\n  return 8\n")
     with self.assertRaisesRegex(ValueError, "lacks.*init_optimizer_state"):
@@ -263,7 +256,7 @@ class SubmissionTest(absltest.TestCase):
       point = {"learning_rate": 0.05, "one_minus_b1": 0.1, "weight_decay": 1e-4}
       result = trainer.run_trial(
           TinyWorkload(clock, target=0.8), dataclasses.replace(sub, get_batch_size=lambda _: 16),
-          point, trial_dir=_tempdir(self), rng_seed=0, record={"submission": sub.name},
+          point, trial_dir=test_util.tempdir(self), rng_seed=0, record={"submission": sub.name},
           max_global_steps=300, save_checkpoints=False, time_fn=clock, progress=lambda m: None,
       )
       self.assertTrue(result.reached_target, name)
