@@ -173,6 +173,7 @@ def run_trial(
   logs.write_json(os.path.join(trial_dir, "hparams.json"), dict(hyperparameters))
   logs.write_json(os.path.join(trial_dir, "meta_data.json"), meta)
   queue = BatchQueue(workload, rng_seed, batch_size, step, data_sharding)
+  params_types = workload.model_params_types
   eval_results: list[tuple[int, dict[str, float]]] = []
   reached_at: tuple[float, int] | None = None
   metrics: dict[str, float] = {}
@@ -188,7 +189,7 @@ def run_trial(
         workload, queue, optimizer_state, params, model_state, hparams, step, step_rng
     )
     optimizer_state, params, model_state = submission.update_params(
-        workload, params, None, model_state, hparams, batch, workload.loss_type,
+        workload, params, params_types, model_state, hparams, batch, workload.loss_type,
         optimizer_state, eval_results, step, step_rng,
     )
     sync((optimizer_state[0], params, model_state))
@@ -206,7 +207,7 @@ def run_trial(
     eval_params, eval_model_state = params, model_state
     if submission.prepare_for_eval is not None:
       _, eval_params, eval_model_state = submission.prepare_for_eval(
-          workload, params, None, model_state, hparams, workload.loss_type,
+          workload, params, params_types, model_state, hparams, workload.loss_type,
           optimizer_state, eval_results, step, step_rng,
       )
       sync(eval_params)

@@ -6,6 +6,7 @@ reference implementation's defaults. `registry` lists them all with tuning
 search spaces; `eval_params` gives the parameters to evaluate at.
 """
 
+from optimizers._eval import estimated_d
 from optimizers._eval import eval_params
 from optimizers._eval import HasEvalParams
 from optimizers.adabound import adabound
@@ -43,6 +44,7 @@ __all__ = (
     "adamp",
     "adamp_projection",
     "amsbound",
+    "estimated_d",
     "eval_params",
     "radam",
     "registry",

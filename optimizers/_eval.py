@@ -1,4 +1,6 @@
-"""`eval_params`: the parameters at which to evaluate (or checkpoint) a model.
+"""Reading an optimizer state: `eval_params` and `estimated_d`.
+
+`eval_params` gives the parameters at which to evaluate (or checkpoint) a model.
 
 Most optimizers train and evaluate at the same point. Schedule-free methods
 train at y and evaluate at x; averaging methods evaluate at the average. Such
@@ -24,10 +26,12 @@ class HasEvalParams(Protocol):
     ...
 
 
-def _is_marked(node: Any) -> bool:
+def _marked(opt_state: optax.OptState, method: str) -> list[Any]:
+  """The nodes of `opt_state` whose type defines `method`, outermost first."""
   # Check the type, not the instance: NamedTuple states are also tuples, and
-  # a field called `eval_params` must not count.
-  return callable(getattr(type(node), "eval_params", None))
+  # a field with the method's name must not count.
+  is_marked = lambda node: callable(getattr(type(node), method, None))
+  return [node for node in jax.tree.leaves(opt_state, is_leaf=is_marked) if is_marked(node)]
 
 
 def eval_params(opt_state: optax.OptState, params: optax.Params) -> optax.Params:
@@ -46,11 +50,7 @@ def eval_params(opt_state: optax.OptState, params: optax.Params) -> optax.Params
     ValueError: if the state holds more than one evaluation-point rule (e.g.
       two averaging transformations), which would be ambiguous.
   """
-  marked = [
-      node
-      for node in jax.tree.leaves(opt_state, is_leaf=_is_marked)
-      if _is_marked(node)
-  ]
+  marked = _marked(opt_state, "eval_params")
   if not marked:
     return params
   if len(marked) > 1:
@@ -61,3 +61,29 @@ def eval_params(opt_state: optax.OptState, params: optax.Params) -> optax.Params
         " transformation."
     )
   return marked[0].eval_params(params)
+
+
+def estimated_d(opt_state: optax.OptState) -> jax.Array | None:
+  """The step-size estimate d of a parameter-free optimizer, if the state has one.
+
+  Prodigy and D-Adaptation estimate the distance to the solution, d, and scale
+  their steps by it; their state types mark it with an `estimated_d(self)`
+  method. The runner logs it; `schedule_free` weights its average with it,
+  as the reference wrapper does.
+
+  Args:
+    opt_state: the state of any optimizer or chain.
+
+  Returns:
+    The scalar d, or None when no transformation in the state estimates one.
+
+  Raises:
+    ValueError: if several transformations in the state estimate a d.
+  """
+  marked = _marked(opt_state, "estimated_d")
+  if not marked:
+    return None
+  if len(marked) > 1:
+    names = ", ".join(type(node).__name__ for node in marked)
+    raise ValueError(f"estimated_d: the optimizer state holds several d estimates ({names}).")
+  return marked[0].estimated_d()

@@ -45,6 +45,10 @@ class GoldenCase:
   lr: np.ndarray
   params: dict[str, np.ndarray]  # name -> (T+1, *shape)
   grads: dict[str, np.ndarray]  # name -> (T, *shape)
+  # The reference's evaluation point (schedule-free x, averaged iterate),
+  # name -> (T+1, *shape); None when the reference evaluates at the params.
+  eval_params: dict[str, np.ndarray] | None = None
+  scalars: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # key -> (T,)
 
   @property
   def name(self) -> str:
@@ -82,6 +86,10 @@ def load_golden(path: str) -> GoldenCase:
         lr=np.asarray(data["lr"]),
         params={n: np.asarray(data[f"p/{n}"]) for n in names},
         grads={n: np.asarray(data[f"g/{n}"]) for n in names},
+        eval_params=(
+            {n: np.asarray(data[f"x/{n}"]) for n in names} if meta.get("eval_params") else None
+        ),
+        scalars={k: np.asarray(data[f"s/{k}"]) for k in meta.get("scalars", ())},
     )
 
 
@@ -96,6 +104,14 @@ def learning_rate_of(case: GoldenCase) -> Any:
 
 def replay(case: GoldenCase, optimizer: optax.GradientTransformation | None = None):
   """Runs our optimizer on the stored gradients; returns name -> trajectory."""
+  return replay_with_eval(case, optimizer)[0]
+
+
+def replay_with_eval(case: GoldenCase, optimizer: optax.GradientTransformation | None = None):
+  """Like `replay`, plus the trajectory of `optimizers.eval_params`.
+
+  Returns (params, eval params), each name -> (T+1, *shape).
+  """
   if optimizer is None:
     factory = optimizers.registry[case.meta["optimizer"]].factory
     optimizer = factory(learning_rate=learning_rate_of(case), **case.meta["kwargs"])
@@ -107,18 +123,24 @@ def replay(case: GoldenCase, optimizer: optax.GradientTransformation | None = No
     params, state = carry
     updates, state = optimizer.update(g, state, params)
     params = optax.apply_updates(params, updates)
-    return (params, state), params
+    return (params, state), (params, optimizers.eval_params(state, params))
 
-  _, trajectory = jax.jit(lambda p, s, g: jax.lax.scan(step, (p, s), g))(
+  _, (trajectory, eval_trajectory) = jax.jit(lambda p, s, g: jax.lax.scan(step, (p, s), g))(
       params, optimizer.init(params), grads
   )
-  return {n: np.concatenate([case.params[n][:1], np.asarray(trajectory[n])]) for n in names}
+  whole = lambda t: {n: np.concatenate([case.params[n][:1], np.asarray(t[n])]) for n in names}
+  return whole(trajectory), whole(eval_trajectory)
 
 
-def worst_relative_error(ours: dict[str, np.ndarray], case: GoldenCase) -> float:
-  """max over parameters and steps of |ours - ref|_inf / |ref|_inf."""
+def worst_relative_error(
+    ours: dict[str, np.ndarray], case: GoldenCase, reference: dict[str, np.ndarray] | None = None
+) -> float:
+  """max over parameters and steps of |ours - ref|_inf / |ref|_inf.
+
+  `reference` defaults to the case's parameter trajectory.
+  """
   worst = 0.0
-  for name, ref in case.params.items():
+  for name, ref in (case.params if reference is None else reference).items():
     ref = ref.astype(np.float64)
     diff = np.abs(ours[name].astype(np.float64) - ref)
     axes = tuple(range(1, ref.ndim))
@@ -128,13 +150,19 @@ def worst_relative_error(ours: dict[str, np.ndarray], case: GoldenCase) -> float
 
 
 def golden_error(path: str) -> tuple[GoldenCase, float]:
-  """Replays one golden file in its own precision; returns the worst error."""
+  """Replays one golden file in its own precision; returns the worst error.
+
+  The error covers the evaluation point too where the file stores it.
+  """
   case = load_golden(path)
   with jax.enable_x64(case.dtype == "float64"):
-    ours = replay(case)
+    ours, ours_eval = replay_with_eval(case)
   for name, traj in ours.items():
     assert traj.dtype == np.dtype(case.dtype), (name, traj.dtype, case.dtype)
-  return case, worst_relative_error(ours, case)
+  error = worst_relative_error(ours, case)
+  if case.eval_params is not None:  # Schedule-free x, averaged iterates: both must match.
+    error = max(error, worst_relative_error(ours_eval, case, case.eval_params))
+  return case, error
 
 
 def tempdir(test) -> str:

@@ -238,6 +238,22 @@ class SubmissionTest(absltest.TestCase):
     result = _run(tmp, TinyWorkload(clock, target=0.8), clock, max_global_steps=300, save_checkpoints=False)
     self.assertTrue(result.reached_target)
 
+  def test_submission_receives_the_parameter_types(self):
+    clock, seen = FakeTime(), []
+    sub = submission_lib.registry_submission("adamw", batch_sizes={"tiny": 16})
+
+    def update_params(workload, params, params_types, *args):
+      seen.append(params_types)
+      return sub.update_params(workload, params, params_types, *args)
+
+    trainer.run_trial(
+        TinyWorkload(clock), dataclasses.replace(sub, update_params=update_params),
+        {"learning_rate": 0.05}, trial_dir=test_util.tempdir(self), rng_seed=0, record={},
+        max_global_steps=2, save_checkpoints=False, time_fn=clock, progress=lambda m: None,
+    )
+    expected = {"params": {"kernel": base.ParameterType.WEIGHT, "bias": base.ParameterType.BIAS}}
+    self.assertEqual(seen, [expected, expected])
+
   def test_load_submission_checks_the_api(self):
     path = os.path.join(test_util.tempdir(self), "partial.py")
     with open(path, "w") as f:

@@ -48,6 +48,11 @@ One ``.npz`` (written with ``np.savez_compressed``) per (case, dtype); keys:
   step t (AdaBound's bounds therefore follow ``final_lr * lr[t] / lr[0]``).
 * ``p/{name}``: (T+1, *flax_shape), ``p[0]`` initial value, ``p[t+1]`` after step t.
 * ``g/{name}``: (T, *flax_shape), gradient used at step t (autograd at ``p[t]``).
+* ``x/{name}`` (only where ``meta["eval_params"]``): (T+1, *flax_shape), the
+  reference's evaluation point (schedule-free x, an averaged iterate) after
+  step t at ``x[t+1]``; ``x[0]`` is the initial value.
+* ``s/{key}`` for each key in ``meta["scalars"]``: float64 (T,), a per-step
+  scalar of the reference after step t (e.g. Prodigy's d).
 
 Arrays have the file's dtype (except ``lr``).  Layout is Flax's (output channel
 LAST): a torch tensor of rank r >= 2 with shape (O, I, *K) is stored as
@@ -343,6 +348,16 @@ class Case:
     require: Callable[[dict], list] = field(default=lambda cov: [])
     problem: str = "base"
     seed: int = 0
+    dtypes: tuple = tuple(DTYPES)
+    # Optional hooks for references that are not one torch.optim.Optimizer:
+    # build(params, lr0) -> opt (default REFERENCES[reference](params, lr=lr0, **reference_kwargs)),
+    # step(opt) (default opt.step()), eval_params(opt, params) -> {name: tensor}
+    # (the evaluation point after the step, stored as x/<name>) and
+    # scalars(opt) -> {key: float} (per-step values such as Prodigy's d, stored as s/<key>).
+    build: Callable | None = None
+    step: Callable | None = None
+    eval_params: Callable | None = None
+    scalars: Callable | None = None
 
 
 REFERENCES = {
@@ -480,14 +495,19 @@ def run_case(case: Case, dtype_name: str, T: int, vers: dict):
         names = {id(p): n for n, p in params.items()}
         lrs = [float(v) for v in case.schedule(T)]
         assert len(lrs) == T and all(v > 0 for v in lrs)
-        ref_cls = REFERENCES[case.reference]
-        opt = ref_cls(list(params.values()), lr=lrs[0], **_ref_kwargs(case.reference_kwargs))
+        if case.build is not None:
+            opt = case.build(list(params.values()), lrs[0])
+        else:
+            opt = REFERENCES[case.reference](list(params.values()), lr=lrs[0],
+                                             **_ref_kwargs(case.reference_kwargs))
         rec = Recorder()
         if case.family in ("adamp", "sgdp"):
             rec.wrap_projection(opt, names, sgdp=case.family == "sgdp")
 
         p_hist = {n: [p.detach().clone()] for n, p in params.items()}
+        x_hist = {n: [p.detach().clone()] for n, p in params.items()}
         g_hist = {n: [] for n in params}
+        s_hist = {}
         for t in range(T):
             opt.zero_grad(set_to_none=True)
             loss = problem.loss(params)
@@ -496,8 +516,17 @@ def run_case(case: Case, dtype_name: str, T: int, vers: dict):
             grads = {n: p.grad.detach().clone() for n, p in params.items()}
             for g in opt.param_groups:
                 g["lr"] = lrs[t]
-            opt.step()
+            if case.step is not None:
+                case.step(opt)
+            else:
+                opt.step()
             rec.after_step(case.family, opt, names)
+            if case.eval_params is not None:
+                for n, x in case.eval_params(opt, params).items():
+                    x_hist[n].append(x.detach().clone())
+            if case.scalars is not None:
+                for k, v in case.scalars(opt).items():
+                    s_hist.setdefault(k, []).append(float(v))
             for n, p in params.items():
                 assert torch.equal(p.grad, grads[n]), "reference mutated p.grad"
                 assert p.dtype == dtype and p.grad.dtype == dtype
@@ -524,6 +553,12 @@ def run_case(case: Case, dtype_name: str, T: int, vers: dict):
         arrays[f"g/{n}"] = to_flax(torch.stack(g_hist[n]).numpy(), r).astype(np_dtype, copy=False)
         assert arrays[f"p/{n}"].dtype == np_dtype and arrays[f"p/{n}"].shape[0] == T + 1
         assert np.all(np.isfinite(arrays[f"p/{n}"])) and np.all(np.isfinite(arrays[f"g/{n}"]))
+        if case.eval_params is not None:
+            assert len(x_hist[n]) == T + 1, (case.name, n, len(x_hist[n]))
+            arrays[f"x/{n}"] = to_flax(torch.stack(x_hist[n]).numpy(), r).astype(np_dtype, copy=False)
+    for k, v in s_hist.items():
+        assert len(v) == T, (case.name, k, len(v))
+        arrays[f"s/{k}"] = np.asarray(v, dtype=np.float64)
     meta = {
         "case": case.name,
         "optimizer": case.optimizer,
@@ -534,6 +569,8 @@ def run_case(case: Case, dtype_name: str, T: int, vers: dict):
         "dtype": dtype_name,
         "num_steps": T,
         "param_names": [n for n, _ in problem.specs],
+        "eval_params": case.eval_params is not None,
+        "scalars": sorted(s_hist),
         "torch_shapes": torch_shapes,
         "coverage": cov,
         "description": case.description,
@@ -596,14 +633,14 @@ def main(argv=None) -> int:
     t0 = time.time()
     total = 0
     for case in cases:
-        for dtype_name in DTYPES:
+        for dtype_name in case.dtypes:
             arrays, cov = run_case(case, dtype_name, NUM_STEPS, vers)
             path = args.out / f"{case.name}_{dtype_name}.npz"
             np.savez_compressed(path, **arrays)
             size = path.stat().st_size
             total += size
             print(f"{path.name}: {case.optimizer} T={NUM_STEPS} {size / 1024:.0f} KiB | {summarize(cov)}", flush=True)
-    print(f"{2 * len(cases)} files, {total / 1024:.0f} KiB, {time.time() - t0:.1f} s "
+    print(f"{sum(len(c.dtypes) for c in cases)} files, {total / 1024:.0f} KiB, {time.time() - t0:.1f} s "
           f"(torch {torch.__version__}, adabound {vers['adabound']}, adamod {vers['adamod']}, "
           f"adamp {vers['adamp']})")
     return 0

@@ -15,6 +15,8 @@ each `Targets.how_set` says how.
 
 from __future__ import annotations
 
+from experiments.workloads.base import ParameterType
+from experiments.workloads.base import parameter_type
 from experiments.workloads.base import Targets
 from experiments.workloads.base import Workload
 from experiments.workloads.cifar10 import Cifar10ResNet
@@ -41,4 +43,4 @@ def get_workload(name: str, **kwargs) -> Workload:
   return cls(**kwargs)
 
 
-__all__ = ["Targets", "Workload", "WORKLOADS", "get_workload"]
+__all__ = ["ParameterType", "parameter_type", "Targets", "Workload", "WORKLOADS", "get_workload"]

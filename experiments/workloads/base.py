@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import enum
+import functools
 from typing import Any, Literal, Mapping
 
 import jax
@@ -26,6 +28,67 @@ import numpy as np
 Batch = Mapping[str, np.ndarray]
 Params = Any
 ModelState = Any  # e.g. batch-norm statistics; None when the model has none.
+
+
+class ParameterType(enum.Enum):
+  """What a parameter is, as AlgoPerf's `spec.ParameterType` names it.
+
+  Submissions receive a tree of these (`current_params_types`) to treat, say,
+  norms and biases differently from weights.
+  """
+
+  WEIGHT = 0
+  BIAS = 1
+  CONV_WEIGHT = 2
+  BATCH_NORM_SCALE = 3
+  BATCH_NORM_BIAS = 4
+  LAYER_NORM_SCALE = 5
+  LAYER_NORM_BIAS = 6
+  EMBEDDING = 7
+  ATTENTION_Q = 8
+  ATTENTION_K = 9
+  ATTENTION_V = 10
+  ATTENTION_OUT = 11
+  ATTENTION_QKV = 12
+  ATTENTION_KV = 13
+  ATTENTION_BIAS = 14
+
+
+_ATTENTION_KERNELS = {
+    "query": ParameterType.ATTENTION_Q, "key": ParameterType.ATTENTION_K,
+    "value": ParameterType.ATTENTION_V, "out": ParameterType.ATTENTION_OUT,
+    "qkv": ParameterType.ATTENTION_QKV, "kv": ParameterType.ATTENTION_KV,
+}
+
+
+def parameter_type(path: tuple[str, ...], ndim: int) -> ParameterType:
+  """The type of the parameter at Flax `path` (module names, then the leaf's).
+
+  Flax's naming is the signal: `nn.Embed` stores "embedding", norms store
+  "scale"/"bias" under a `*Norm*` module, `nn.MultiHeadDotProductAttention`
+  keeps its projections in "query"/"key"/"value"/"out", and a "kernel" of more
+  than two axes outside attention is a convolution's.
+  """
+  leaf, modules = path[-1], path[:-1]
+  if leaf == "embedding" or any("Embed" in m for m in modules) or leaf == "positions":
+    return ParameterType.EMBEDDING
+  norm = next((m for m in reversed(modules) if "Norm" in m), None)
+  if norm is not None and leaf in ("scale", "bias"):
+    batch = "BatchNorm" in norm
+    if leaf == "scale":
+      return ParameterType.BATCH_NORM_SCALE if batch else ParameterType.LAYER_NORM_SCALE
+    return ParameterType.BATCH_NORM_BIAS if batch else ParameterType.LAYER_NORM_BIAS
+  if modules and modules[-1] in _ATTENTION_KERNELS and any("Attention" in m for m in modules):
+    return ParameterType.ATTENTION_BIAS if leaf == "bias" else _ATTENTION_KERNELS[modules[-1]]
+  if leaf == "bias":
+    return ParameterType.BIAS
+  if leaf == "kernel" and ndim > 2:
+    return ParameterType.CONV_WEIGHT
+  return ParameterType.WEIGHT
+
+
+def _key_name(key: Any) -> str:
+  return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +186,19 @@ class Workload(abc.ABC):
     rng = jax.random.key(0) if rng is None else rng
     params, _ = jax.eval_shape(self.init_model_fn, rng)
     return jax.tree.map(lambda x: x.shape, params)
+
+  @functools.cached_property
+  def model_params_types(self) -> Any:
+    """A tree like the parameters of `ParameterType`s (AlgoPerf's name).
+
+    Inferred from the Flax parameter paths by `parameter_type`; a workload
+    whose names say otherwise overrides this.
+    """
+    shapes = self.param_shapes()
+    return jax.tree_util.tree_map_with_path(
+        lambda path, shape: parameter_type(tuple(_key_name(k) for k in path), len(shape)),
+        shapes, is_leaf=lambda x: isinstance(x, tuple),
+    )
 
   def num_params(self) -> int:
     shapes = jax.tree.leaves(self.param_shapes(), is_leaf=lambda x: isinstance(x, tuple))
