@@ -29,6 +29,7 @@ import numpy as np
 
 from experiments import checkpoints
 from experiments import logs
+import optimizers
 from experiments.submission import Submission
 from experiments.submission import hyperparameters_namespace
 from experiments.workloads.base import Workload
@@ -75,6 +76,19 @@ class BatchQueue:
     batch = self.workload.train_batch(self.seed, self.step, self.batch_size)
     self.step += 1
     return jax.device_put(dict(batch), self._sharding)
+
+
+def _optimizer_scalars(opt_state: Any) -> dict[str, float]:
+  """Quantities an optimizer estimates that are worth a column in the logs.
+
+  Prodigy's and D-Adaptation's step-size estimate d (`optimizers.estimated_d`);
+  nothing for optimizers without one, or for a state with several.
+  """
+  try:
+    d = optimizers.estimated_d(opt_state)
+  except ValueError:
+    return {}
+  return {} if d is None else {"optimizer/d": float(d)}
 
 
 def _mesh_shardings(devices):
@@ -233,9 +247,10 @@ def run_trial(
     row = dict(global_step=step, accumulated_submission_time=clock.submission,
                accumulated_eval_time=clock.eval, accumulated_logging_time=clock.logging,
                accumulated_checkpoint_time=clock.checkpoint, **metrics)
-    eval_log.append(row)
+    optimizer_scalars = _optimizer_scalars(optimizer_state[0])
+    eval_log.append(dict(row, **optimizer_scalars))
     train_log.append(dict(global_step=step, train_loss=metrics.get("train/loss"),
-                          accumulated_submission_time=clock.submission))
+                          accumulated_submission_time=clock.submission, **optimizer_scalars))
     progress(
         f"{workload.name} step {step}: {target_key}={metrics[target_key]:.4f}"
         f" (target {targets.validation}), {clock.submission:.1f}s/{budget:.0f}s"

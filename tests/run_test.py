@@ -15,6 +15,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 
 from experiments import run
+from experiments import workloads
 
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +75,8 @@ class RulesetTest(absltest.TestCase):
       trial_dir = os.path.join(directory, "adamw", "logreg", f"study_{study}", "trial_0")
       with open(os.path.join(trial_dir, "meta_data.json")) as f:
         meta = json.load(f)
-      self.assertEqual(meta["max_allowed_runtime_sec"], 1.5 * 30.0)
+      budget = workloads.WORKLOADS["logreg"].targets.max_allowed_runtime_sec
+      self.assertEqual(meta["max_allowed_runtime_sec"], 1.5 * budget)
       self.assertEqual(meta["hyperparameters"], {})
       self.assertEqual(meta["global_step"], 20)
       self.assertFalse(os.path.exists(os.path.join(os.path.dirname(trial_dir), "trial_1")))

@@ -37,13 +37,13 @@ class StdlibLM(transformer.ByteLMWorkload):
   name = "stdlib_lm"
   default_batch_size = 16
   targets = base.Targets(
-      metric="perplexity", mode="min", validation=5.431, test=5.941,
-      max_allowed_runtime_sec=80.0, eval_period_time_sec=8.0, step_hint=1200,
+      metric="perplexity", mode="min", validation=4.9726, test=5.5084,
+      max_allowed_runtime_sec=115.0, eval_period_time_sec=8.0, step_hint=1200,
       how_set=(
-          "median over 2 seeds of tuned AdamW (lr in {0.001, 0.003, 0.01}, best 0.003; 1200"
-          " steps) best perplexity, loosened 5% in loss; budget 48.3 ms/step x step_hint /"
-          " 0.75; CPython 3.11 stdlib (data_digest 2e72a8573d1203e8);"
-          " tools/calibrate_targets.py, 2026-11-22"
+          "worst of 5 seeds' best validation perplexity of tuned AdamW (registry adamw"
+          " submission, lr in {0.001, 0.003, 0.01}, best 0.003; 1200 steps); budget 2 x the"
+          " slowest seed's 56.1 s to it, at least 10 s; tools/calibrate_targets.py, 2026-11-22;"
+          " CPython 3.11 stdlib (data_digest 2e72a8573d1203e8)."
       ),
   )
 
