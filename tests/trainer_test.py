@@ -4,6 +4,7 @@ from tests import test_util  # Device set-up first.
 
 import dataclasses
 import os
+from typing import NamedTuple
 
 from absl.testing import absltest
 import flax.linen as nn
@@ -253,6 +254,33 @@ class SubmissionTest(absltest.TestCase):
     )
     expected = {"params": {"kernel": base.ParameterType.WEIGHT, "bias": base.ParameterType.BIAS}}
     self.assertEqual(seen, [expected, expected])
+
+  def test_an_optimizers_estimated_d_is_logged(self):
+
+    class CountingState(NamedTuple):
+      count: jax.Array
+
+      def estimated_d(self):  # Marks the state as a d estimate (optimizers.estimated_d).
+        return 0.5 * self.count
+
+    counting = optax.GradientTransformation(
+        lambda params: CountingState(jnp.zeros([], jnp.int32)),
+        lambda updates, state, params=None: (updates, CountingState(state.count + 1)),
+    )
+    clock = FakeTime()
+    sub = submission_lib.optimizer_submission(
+        "counting", lambda learning_rate: optax.chain(optax.sgd(learning_rate), counting),
+        batch_sizes={"tiny": 16})
+    tmp = test_util.tempdir(self)
+    trainer.run_trial(
+        TinyWorkload(clock, eval_period=3.0), sub, {"learning_rate": 0.05}, trial_dir=tmp,
+        rng_seed=0, record={}, max_global_steps=7, save_checkpoints=False, time_fn=clock,
+        progress=lambda m: None,
+    )
+    for name in ("eval_measurements.csv", "measurements.csv"):
+      rows = logs.CsvLog.resume(os.path.join(tmp, name)).rows
+      self.assertEqual([(r["global_step"], r["optimizer/d"]) for r in rows],
+                       [(3, 1.5), (6, 3.0), (7, 3.5)], name)
 
   def test_load_submission_checks_the_api(self):
     path = os.path.join(test_util.tempdir(self), "partial.py")
