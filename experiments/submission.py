@@ -253,12 +253,17 @@ def registry_submission(name: str, batch_sizes: Mapping[str, int] | None = None)
 
   The learning rate follows AlgoPerf's baseline schedule (warmup over
   `warmup_factor` = 5% of the workload's `step_hint`, then cosine decay to
-  zero at `step_hint`); a point may set `warmup_factor` to change it.
+  zero at `step_hint`); a point may set `warmup_factor` to change it. Entries
+  whose `warmup_cosine` is False (methods that set their own step size or
+  replace the schedule) run at a constant rate unless a point sets one.
   """
   spec = optimizers.registry[name]
+  defaults = dict(spec.defaults)
+  if spec.warmup_cosine:
+    defaults["warmup_factor"] = REGISTRY_WARMUP_FACTOR
   return optimizer_submission(
-      name, spec.factory, defaults=dict(spec.defaults, warmup_factor=REGISTRY_WARMUP_FACTOR),
-      search_space=spec.search_space, batch_sizes=batch_sizes,
+      name, spec.factory, defaults=defaults, search_space=spec.search_space,
+      batch_sizes=batch_sizes,
   )
 
 

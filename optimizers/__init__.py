@@ -23,6 +23,12 @@ from optimizers.adamp import scale_by_sgdp
 from optimizers.adamp import ScaleByAdamPState
 from optimizers.adamp import ScaleBySGDPState
 from optimizers.adamp import sgdp
+from optimizers.dog import dog
+from optimizers.dog import ldog
+from optimizers.dog import polynomial_decay_averaging
+from optimizers.dog import PolynomialDecayAveragingState
+from optimizers.dog import scale_by_dog
+from optimizers.dog import ScaleByDoGState
 from optimizers.radam import radam
 from optimizers.radam import scale_by_radam
 from optimizers.radam import ScaleByRAdamState
@@ -36,7 +42,9 @@ __all__ = (
     "Registry",
     "ScaleByAdaBoundState",
     "ScaleByAdaModState",
+    "PolynomialDecayAveragingState",
     "ScaleByAdamPState",
+    "ScaleByDoGState",
     "ScaleByRAdamState",
     "ScaleBySGDPState",
     "adabound",
@@ -44,13 +52,17 @@ __all__ = (
     "adamp",
     "adamp_projection",
     "amsbound",
+    "dog",
     "estimated_d",
     "eval_params",
+    "ldog",
+    "polynomial_decay_averaging",
     "radam",
     "registry",
     "scale_by_adabound",
     "scale_by_adamod",
     "scale_by_adamp",
+    "scale_by_dog",
     "scale_by_radam",
     "scale_by_sgdp",
     "sgdp",

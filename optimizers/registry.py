@@ -28,6 +28,8 @@ from optimizers.adabound import amsbound
 from optimizers.adamod import adamod
 from optimizers.adamp import adamp
 from optimizers.adamp import sgdp
+from optimizers.dog import dog
+from optimizers.dog import ldog
 from optimizers.radam import radam
 
 _ONE_MINUS = "one_minus_"
@@ -49,6 +51,10 @@ class OptimizerSpec:
     static_args: non-boolean arguments that shape the computation (e.g. a
       channel axis) and so must stay static under `optax.inject_hyperparams`
       (booleans always stay static there).
+    warmup_cosine: whether a benchmark should put AlgoPerf's baseline
+      schedule (warmup, then cosine decay over step_hint) on the learning
+      rate; False for methods that set their own step size or replace the
+      schedule (DoG, schedule-free), which run at a constant rate.
   """
 
   name: str
@@ -59,6 +65,7 @@ class OptimizerSpec:
   reference: str
   state_bytes_per_param: int
   static_args: tuple[str, ...] = ()
+  warmup_cosine: bool = True
 
   def __post_init__(self):
     # Freeze the mappings so a caller cannot change the registry by accident.
@@ -260,3 +267,29 @@ for _spec in (
 ):
   registry.register(_spec)
 del _spec
+
+
+# Parameter-free: DoG's learning rate is a multiplier c of its own step size,
+# 1 by design (the self-tuning default); the external space searches c within
+# a factor of 3 either way and the initial distance over the range the paper
+# discusses (1e-6 default, 1e-4 with batch norm).
+_DOG_DEFAULTS = dict(learning_rate=1.0, reps_rel=1e-6, eps=1e-8, weight_decay=0.0)
+_DOG_SPACE = {"learning_rate": _log(0.3, 3.0), "reps_rel": _log(1e-8, 1e-4)}
+
+for _factory, _cls in ((dog, "DoG"), (ldog, "LDoG")):
+  registry.register(
+      OptimizerSpec(
+          name=_factory.__name__,
+          factory=_factory,
+          defaults=_DOG_DEFAULTS,
+          search_space=_DOG_SPACE,
+          paper=(
+              "Ivgi, Hinder & Carmon, DoG is SGD's Best Friend: A Parameter-Free Dynamic Step"
+              " Size Schedule, ICML 2023"
+          ),
+          reference=f"dog-optimizer 1.0.3 (dog.{_cls})",
+          state_bytes_per_param=4,  # x_0.
+          warmup_cosine=False,
+      )
+  )
+del _factory, _cls

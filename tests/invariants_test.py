@@ -36,6 +36,12 @@ ROWS = {
     "amsbound": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2, final_lr=1e-3)),
     "adamod": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=3e-2)),
     "adamp": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2)),
+    # DoG's step size is its own (the learning rate is a multiplier, 1 by
+    # design): the defaults must solve both problems.
+    # DoG's step size is global, so decaying one leaf changes every leaf's
+    # step (global_step_size: the mask test checks the mask's extremes).
+    "dog": dict(quadratic=dict(), rosenbrock=dict(), global_step_size=True),
+    "ldog": dict(quadratic=dict(), rosenbrock=dict()),
     "sgdp": dict(quadratic=dict(learning_rate=0.1, momentum=0.9), rosenbrock=dict(learning_rate=1e-3, momentum=0.9)),
 }
 
@@ -217,6 +223,17 @@ class InvariantsTest(parameterized.TestCase):
     masked = trajectory(weight_decay=1.0, mask=mask)
     undecayed = trajectory(weight_decay=0.0)
     decayed = trajectory(weight_decay=1.0)
+    if ROWS[name].get("global_step_size"):
+      # A global step size couples the leaves: check the mask's extremes and
+      # that a partial mask is neither.
+      none = jax.tree.map(lambda _: False, params)
+      _assert_trees_close(self, trajectory(weight_decay=1.0, mask=none), undecayed, rtol=0.0)
+      everything = jax.tree.map(lambda _: True, params)
+      _assert_trees_close(self, trajectory(weight_decay=1.0, mask=everything), decayed, rtol=0.0)
+      # Decayed leaves move unlike the undecayed run, masked-out ones unlike the decayed run.
+      self.assertFalse(np.array_equal(masked["conv"]["kernel"], undecayed["conv"]["kernel"]))
+      self.assertFalse(np.array_equal(masked["scale"], decayed["scale"]))
+      return
     for leaf, chosen in (("dense", "bias"), ("dense", "kernel")):
       reference = decayed if mask[leaf][chosen] else undecayed
       np.testing.assert_allclose(masked[leaf][chosen], reference[leaf][chosen], rtol=1e-6)

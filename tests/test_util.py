@@ -115,6 +115,10 @@ def replay_with_eval(case: GoldenCase, optimizer: optax.GradientTransformation |
   if optimizer is None:
     factory = optimizers.registry[case.meta["optimizer"]].factory
     optimizer = factory(learning_rate=learning_rate_of(case), **case.meta["kwargs"])
+    if case.meta.get("averaging_gamma") is not None:
+      optimizer = optax.chain(
+          optimizer, optimizers.polynomial_decay_averaging(case.meta["averaging_gamma"])
+      )
   names = case.meta["param_names"]
   params = {n: jnp.asarray(case.params[n][0]) for n in names}
   grads = {n: jnp.asarray(case.grads[n]) for n in names}

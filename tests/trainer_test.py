@@ -282,6 +282,23 @@ class SubmissionTest(absltest.TestCase):
       self.assertEqual([(r["global_step"], r["optimizer/d"]) for r in rows],
                        [(3, 1.5), (6, 3.0), (7, 3.5)], name)
 
+  def test_registry_schedule_is_warmup_cosine_unless_the_entry_says_otherwise(self):
+    workload = TinyWorkload(FakeTime())
+    params, _ = workload.init_model_fn(jax.random.key(0))
+    batch = workload.train_batch(0, 0, 16)
+    first_step = {}
+    for name in ("adamw", "dog"):
+      sub = submission_lib.registry_submission(name, batch_sizes={"tiny": 16})
+      hparams = submission_lib.hyperparameters_namespace({})
+      state = sub.init_optimizer_state(workload, params, None, hparams, jax.random.key(1))
+      _, new_params, _ = sub.update_params(
+          workload, params, None, None, hparams, batch, workload.loss_type, state, [], 0,
+          jax.random.key(2))
+      first_step[name] = max(float(jnp.abs(a - b).max()) for a, b in
+                             zip(jax.tree.leaves(new_params), jax.tree.leaves(params)))
+    self.assertEqual(first_step["adamw"], 0.0)  # Warmup from 0.
+    self.assertGreater(first_step["dog"], 0.0)  # Constant rate: DoG's own step size.
+
   def test_load_submission_checks_the_api(self):
     path = os.path.join(test_util.tempdir(self), "partial.py")
     with open(path, "w") as f:

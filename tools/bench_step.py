@@ -76,11 +76,11 @@ from optimizers import registry
 # Add rows here as optax gains counterparts, e.g.
 #   "prodigy": lambda: optax.contrib.prodigy(1.0),
 #   "schedule_free_adamw": lambda: optax.contrib.schedule_free_adamw(1e-3),
-#   "dog": lambda: optax.contrib.dog(1.0),
 OPTAX_COUNTERPARTS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "adamw": lambda: optax.adamw(1e-3),
     "nadamw": lambda: optax.nadamw(1e-3),
     "radam": lambda: optax.radam(1e-3),
+    "dog": lambda: optax.contrib.dog(1.0),
 }
 BASELINE = "adamw"
 

@@ -87,6 +87,8 @@ import torch.nn.functional as F
 import adabound
 import adamod
 import adamp
+import dog as dog_optimizer  # PyPI dog-optimizer
+import logging
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "tests" / "golden"
@@ -99,6 +101,7 @@ MIN_PROJECTION_MARGIN = 0.02
 # Same idea for RAdam's rho_t > 5 test (absolute distance).
 MIN_RHO_MARGIN = 1e-3
 
+logging.getLogger("dog").setLevel(logging.ERROR)  # Its "do not change lr" advice, per step.
 warnings.filterwarnings("ignore", message=r"This overload of add", category=UserWarning)
 warnings.filterwarnings("ignore", message=r"This overload of addcmul", category=UserWarning)
 
@@ -110,7 +113,7 @@ warnings.filterwarnings("ignore", message=r"This overload of addcmul", category=
 def versions() -> dict:
     """torch.__version__ plus importlib.metadata versions of the other packages."""
     out = {"torch": torch.__version__}
-    for dist in ("adabound", "adamod", "adamp", "numpy"):
+    for dist in ("adabound", "adamod", "adamp", "dog-optimizer", "numpy"):
         out[dist] = importlib.metadata.version(dist)
     assert importlib.metadata.version("torch") == torch.__version__
     out["python"] = sys.version.split()[0]
@@ -290,6 +293,17 @@ class Recorder:
         self.inc("steps_with_lower_clip", any_lo)
         self.inc("steps_with_upper_clip", any_hi)
 
+    def _after_dog(self, opt, names):
+        group = opt.param_groups[0]
+        rbar = group["rbar"]
+        first = "dog_first_rbar" not in self.cov
+        if first:
+            self.cov["dog_first_rbar"] = float(torch.as_tensor(rbar).sum())
+            if group["init_eta"] is not None:
+                self.inc("init_eta_steps")
+        elif float(torch.as_tensor(rbar).sum()) > self.cov["dog_first_rbar"]:
+            self.inc("rbar_grew")
+
     def _after_adamod(self, opt, names):
         group = opt.param_groups[0]
         beta1, beta2 = group["betas"]
@@ -354,7 +368,9 @@ class Case:
     # step(opt) (default opt.step()), eval_params(opt, params) -> {name: tensor}
     # (the evaluation point after the step, stored as x/<name>) and
     # scalars(opt) -> {key: float} (per-step values such as Prodigy's d, stored as s/<key>).
+    mutates_grad: bool = False  # The reference adds weight decay into p.grad (DoG).
     build: Callable | None = None
+    averaging_gamma: float | None = None  # steplab side: chain(optimizer, polynomial_decay_averaging)
     step: Callable | None = None
     eval_params: Callable | None = None
     scalars: Callable | None = None
@@ -366,6 +382,8 @@ REFERENCES = {
     "adamod.AdaMod": adamod.AdaMod,
     "adamp.AdamP": adamp.AdamP,
     "adamp.SGDP": adamp.SGDP,
+    "dog.DoG": dog_optimizer.DoG,
+    "dog.LDoG": dog_optimizer.LDoG,
 }
 
 
@@ -443,6 +461,53 @@ def sgdp_case(name, lr, desc, momentum=0.0, dampening=0.0, wd=0.0, nesterov=Fals
         lr, desc, require=lambda c: _proj_req(c, need_buf), problem="si", seed=seed)
 
 
+class _Averaged:
+    """A reference optimizer followed by dog's PolynomialDecayAverager each step."""
+
+    def __init__(self, opt, params: list, gamma: float):
+        self.opt = opt
+        self.module = torch.nn.Module()
+        for i, p in enumerate(params):  # Parameters sharing storage with the live tensors.
+            self.module.register_parameter(f"p{i}", torch.nn.Parameter(p.detach(), requires_grad=False))
+        self.averager = dog_optimizer.PolynomialDecayAverager(self.module, gamma=gamma)
+        self.param_groups, self.state = opt.param_groups, opt.state
+
+    def zero_grad(self, set_to_none=True):
+        self.opt.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        self.opt.step()
+        self.averager.step()
+
+    def averaged(self, params: dict) -> dict:
+        av = dict(self.averager.averaged_model.named_parameters())
+        return {n: av[f"p{i}"] for i, n in enumerate(params)}
+
+
+def dog_case(name, lr, desc, layerwise=False, reps_rel=1e-6, eps=1e-8, init_eta=None, wd=0.0,
+             gamma=None, seed=6):
+    ref = "dog.LDoG" if layerwise else "dog.DoG"
+    ref_kwargs = dict(reps_rel=reps_rel, eps=eps, init_eta=init_eta, weight_decay=wd)
+
+    def build(params, lr0):
+        opt = REFERENCES[ref](params, lr=lr0, **ref_kwargs)
+        return opt if gamma is None else _Averaged(opt, params, gamma)
+
+    def req(c):
+        r = [("distance grew after step 1", c.get("rbar_grew", 0) > 0)]
+        if init_eta is not None:
+            r.append(("init_eta step", c.get("init_eta_steps", 0) == 1))
+        return r
+
+    return Case(
+        name, "ldog" if layerwise else "dog", "dog",
+        dict(reps_rel=reps_rel, eps=eps, init_eta=init_eta, weight_decay=wd),
+        ref + (f" + dog.PolynomialDecayAverager(gamma={gamma})" if gamma is not None else ""),
+        ref_kwargs, lr, desc, require=req, seed=seed, mutates_grad=wd > 0, build=build,
+        eval_params=None if gamma is None else (lambda opt, params: opt.averaged(params)),
+        averaging_gamma=gamma)
+
+
 CASES = [
     radam_case("radam_const", constant(1e-2), "RAdam, constant lr, no weight decay."),
     radam_case("radam_sched_dwd", warmup_cosine(2e-2), "RAdam, warmup+cosine lr, decoupled weight decay 0.5.",
@@ -478,6 +543,19 @@ CASES = [
               momentum=0.9, nesterov=True, wd=0.02),
     sgdp_case("sgdp_dampening", warmup_cosine(3e-2), "SGDP, momentum 0.5, dampening 0.1, warmup+cosine lr.",
               momentum=0.5, dampening=0.1),
+    dog_case("dog_default", constant(1.0), "DoG, reference defaults (lr 1, reps_rel 1e-6, eps 1e-8)."),
+    dog_case("dog_init_eta", constant(1.0), "DoG with init_eta 1e-3 (first step size given, reps_rel then 0).",
+             init_eta=1e-3),
+    dog_case("dog_wd_reps", constant(0.8),
+             "DoG, lr 0.8, reps_rel 1e-4, eps 1e-6, coupled weight decay 0.05 (added to the gradient).",
+             reps_rel=1e-4, eps=1e-6, wd=0.05),
+    dog_case("ldog_default", constant(1.0), "LDoG (per-tensor DoG), reference defaults.", layerwise=True),
+    dog_case("ldog_sched", warmup_cosine(1.0), "LDoG with a warmup+cosine multiplier on lr, reps_rel 1e-3.",
+             layerwise=True, reps_rel=1e-3),
+    dog_case("dog_averaged", constant(1.0), "DoG + PolynomialDecayAverager(gamma=8); averaged iterate stored.",
+             gamma=8.0),
+    dog_case("ldog_averaged", constant(1.0), "LDoG + PolynomialDecayAverager(gamma=2); averaged iterate stored.",
+             layerwise=True, gamma=2.0),
 ]
 
 
@@ -528,7 +606,7 @@ def run_case(case: Case, dtype_name: str, T: int, vers: dict):
                 for k, v in case.scalars(opt).items():
                     s_hist.setdefault(k, []).append(float(v))
             for n, p in params.items():
-                assert torch.equal(p.grad, grads[n]), "reference mutated p.grad"
+                assert case.mutates_grad or torch.equal(p.grad, grads[n]), "reference mutated p.grad"
                 assert p.dtype == dtype and p.grad.dtype == dtype
                 g_hist[n].append(grads[n])
                 p_hist[n].append(p.detach().clone())
@@ -570,6 +648,7 @@ def run_case(case: Case, dtype_name: str, T: int, vers: dict):
         "num_steps": T,
         "param_names": [n for n, _ in problem.specs],
         "eval_params": case.eval_params is not None,
+        "averaging_gamma": case.averaging_gamma,
         "scalars": sorted(s_hist),
         "torch_shapes": torch_shapes,
         "coverage": cov,

@@ -1,0 +1,259 @@
+"""DoG and LDoG (distance over gradients) and polynomial-decay averaging.
+
+DoG is SGD whose step size is the distance travelled over the root of the
+summed squared gradient norms. At step t (from 1), with x_0 the initial
+parameters and c the learning rate (the paper's multiplier, default 1):
+
+    rbar_1 = reps_rel (1 + |x_0|),       G_1 = |g_1|^2 + eps
+    rbar_t = max(rbar_{t-1}, |x_t - x_0|),  G_t = G_{t-1} + |g_t|^2   (t > 1)
+    eta_t  = c rbar_t / sqrt(G_t)
+    x_{t+1} = x_t - eta_t g_t
+
+eps enters once, at step 1 (not at every step). With `init_eta` the first
+step size is `init_eta` itself (not multiplied by c) and, as the reference
+does, reps_rel is then taken as 0: rbar_1 = 0 and rbar_2 = |x_2 - x_0|.
+Weight decay is coupled, `g += wd x` before everything (the reference's).
+
+DoG takes the norms over the whole parameter tree; LDoG ("layer-wise") applies
+the same rule to each leaf separately. Both are one implementation here,
+`scale_by_dog(layerwise=...)`: the per-leaf squared norms are either summed
+over the tree or kept per leaf (optax.contrib writes the two out twice). The
+sums are plain `jnp` reductions, so on sharded parameters XLA computes them
+without gathering a tensor.
+
+The learning rate is inside `scale_by_dog` (it multiplies rbar/sqrt(G) but
+not `init_eta`), so `learning_rate` may also be a schedule.
+
+If G is 0 (eps = 0 and an all-zero first gradient) the reference stops with an
+assertion; here the step size is 0 instead (no step, no NaN).
+
+`polynomial_decay_averaging(gamma)` keeps the average that DoG needs for its
+best results (the paper always evaluates it) and works after any optimizer:
+after step t (from 1) xbar_t = (1 - w_t) xbar_{t-1} + w_t x_{t+1} with
+w_t = (1 + gamma) / (t + gamma), so xbar_1 is the first iterate after x_0.
+`optimizers.eval_params` returns xbar.
+
+Defaults are dog-optimizer 1.0.3's: reps_rel 1e-6 (1e-4 suggested for models
+with batch norm), lr 1, eps 1e-8, weight_decay 0, init_eta None, gamma 8.
+
+References:
+  Ivgi, Hinder, Carmon, "DoG is SGD's Best Friend: A Parameter-Free Dynamic
+  Step Size Schedule", ICML 2023, https://arxiv.org/abs/2302.12022.
+  Shamir & Zhang, "Stochastic Gradient Descent for Non-smooth Optimization:
+  Convergence Results and Optimal Averaging Schemes", ICML 2013.
+  Code: github.com/formll/dog (PyPI `dog-optimizer` 1.0.3).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from optimizers import _numerics
+from optimizers import _validation
+
+
+class ScaleByDoGState(NamedTuple):
+  """State of `scale_by_dog`.
+
+  `max_distance` (rbar) and `sum_sq_grad` (G) are scalars for DoG and trees of
+  per-leaf scalars for LDoG.
+  """
+
+  count: chex.Array
+  init_params: optax.Params
+  max_distance: Any
+  sum_sq_grad: Any
+
+
+def _sum_sq(tree: Any, layerwise: bool, dtype: Any) -> Any:
+  """Squared norm per leaf (layerwise) or of the whole tree, in `dtype`."""
+  per_leaf = jax.tree.map(lambda x: jnp.sum(jnp.square(x.astype(dtype))), tree)
+  if layerwise:
+    return per_leaf
+  return sum(jax.tree.leaves(per_leaf), jnp.zeros([], dtype))
+
+
+def scale_by_dog(
+    learning_rate: optax.ScalarOrSchedule = 1.0,
+    reps_rel: float = 1e-6,
+    eps: float = 1e-8,
+    init_eta: float | None = None,
+    *,
+    layerwise: bool = False,
+) -> optax.GradientTransformation:
+  """DoG's (or LDoG's) step `eta_t g_t`, learning rate included (no sign flip).
+
+  Args:
+    learning_rate: the multiplier c of rbar/sqrt(G), a float or a schedule
+      (reference 1; the authors advise against changing it).
+    reps_rel: initial distance relative to 1 + |x_0| (reference 1e-6; 1e-4
+      for models with batch norm). Ignored when `init_eta` is given.
+    eps: added once to the first squared gradient norm (reference 1e-8).
+    init_eta: if given, the first step size (the reference's override).
+    layerwise: False for DoG (norms over the whole tree), True for LDoG
+      (per leaf).
+
+  Returns:
+    An `optax.GradientTransformation`.
+  """
+  owner = "scale_by_ldog" if layerwise else "scale_by_dog"
+  _validation.check_learning_rate(owner, learning_rate)
+  _validation.check_non_negative(owner, "eps", eps)
+  if init_eta is None:
+    _validation.check_positive(owner, "reps_rel", reps_rel)
+  else:
+    _validation.check_positive(owner, "init_eta", init_eta)
+    reps_rel = 0.0  # As the reference: the first distance is then 0.
+
+  def init_fn(params):
+    dtype = _numerics.scalar_dtype()
+    zeros = jax.tree.map(lambda _: jnp.zeros([], dtype), params) if layerwise else jnp.zeros([], dtype)
+    return ScaleByDoGState(
+        count=jnp.zeros([], jnp.int32),
+        init_params=jax.tree.map(lambda p: jnp.asarray(p, _numerics.state_dtype(p.dtype)), params),
+        max_distance=zeros,
+        sum_sq_grad=zeros,
+    )
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError(f"{owner}: `params` are required (DoG measures |x_t - x_0|).")
+    _validation.check_tree_matches(owner, updates, state.init_params)
+    dtype = _numerics.scalar_dtype()
+    first = state.count == 0
+    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    grad_sq = _sum_sq(updates, layerwise, dtype)
+    # At step 1, x_t = x_0: the distance is reps_rel (1 + |x_0|) instead.
+    first_distance = jax.tree.map(
+        lambda s: reps_rel * (1.0 + jnp.sqrt(s)), _sum_sq(state.init_params, layerwise, dtype)
+    )
+    moved = jax.tree.map(lambda p, p0: p.astype(p0.dtype) - p0, params, state.init_params)
+    distance = jax.tree.map(jnp.sqrt, _sum_sq(moved, layerwise, dtype))
+    max_distance = jax.tree.map(
+        lambda r1, r, d: jnp.where(first, r1, jnp.maximum(r, d)),
+        first_distance, state.max_distance, distance,
+    )
+    sum_sq_grad = jax.tree.map(
+        lambda g2, acc: jnp.where(first, g2 + eps, acc + g2), grad_sq, state.sum_sq_grad
+    )
+
+    def step_size(rbar, big_g):
+      eta = lr * rbar / jnp.sqrt(big_g)
+      eta = jnp.where(big_g > 0, eta, 0.0)  # The reference asserts G > 0.
+      if init_eta is not None:
+        eta = jnp.where(first, init_eta, eta)
+      return eta
+
+    eta = jax.tree.map(step_size, max_distance, sum_sq_grad)
+    if layerwise:
+      new_updates = jax.tree.map(lambda g, e: (e * g).astype(g.dtype), updates, eta)
+    else:
+      new_updates = jax.tree.map(lambda g: (eta * g).astype(g.dtype), updates)
+    return new_updates, ScaleByDoGState(
+        count=optax.safe_increment(state.count),
+        init_params=state.init_params,
+        max_distance=max_distance,
+        sum_sq_grad=sum_sq_grad,
+    )
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _dog_alias(layerwise: bool):
+  """`dog` or `ldog`: one alias body for both (only `layerwise` differs)."""
+  name = "ldog" if layerwise else "dog"
+
+  def alias(
+      learning_rate: optax.ScalarOrSchedule = 1.0,
+      reps_rel: float = 1e-6,
+      eps: float = 1e-8,
+      init_eta: float | None = None,
+      weight_decay: float = 0.0,
+      *,
+      mask: Any = None,
+  ) -> optax.GradientTransformation:
+    _validation.check_non_negative(name, "weight_decay", weight_decay)
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay, mask),  # Coupled, as the reference.
+        scale_by_dog(learning_rate, reps_rel, eps, init_eta, layerwise=layerwise),
+        optax.scale(-1.0),
+    )
+
+  alias.__name__ = alias.__qualname__ = name
+  alias.__doc__ = f"""{"LDoG, DoG's rule per leaf" if layerwise else "DoG"} (dog-optimizer 1.0.3 defaults).
+
+  `chain(add_decayed_weights(wd) [coupled], scale_by_dog(layerwise={layerwise}),
+  negate)`; pair it with `polynomial_decay_averaging` and evaluate at
+  `optimizers.eval_params`.
+
+  Args:
+    learning_rate, reps_rel, eps, init_eta: see `scale_by_dog`.
+    weight_decay: coupled (L2) decay added to the gradient (default 0).
+    mask: Optax-style mask selecting decayed leaves.
+
+  Returns:
+    An `optax.GradientTransformation`.
+  """
+  return alias
+
+
+dog = _dog_alias(layerwise=False)
+ldog = _dog_alias(layerwise=True)
+
+
+class PolynomialDecayAveragingState(NamedTuple):
+  """State of `polynomial_decay_averaging`: count and the average xbar."""
+
+  count: chex.Array
+  average: optax.Params
+
+  def eval_params(self, params: optax.Params) -> optax.Params:
+    """The averaged iterate, in the parameters' dtypes."""
+    return jax.tree.map(lambda a, p: a.astype(p.dtype), self.average, params)
+
+
+def polynomial_decay_averaging(gamma: float = 8.0) -> optax.GradientTransformation:
+  """Polynomial-decay iterate averaging (Shamir & Zhang), after any optimizer.
+
+  Passes updates through unchanged and averages the new parameters
+  `params + updates`, so it must be the LAST transformation of the chain (it
+  needs the final, signed updates), e.g. `optax.chain(dog(), polynomial_decay_
+  averaging())`. `optimizers.eval_params(state, params)` returns the average.
+  The average is kept in at least float32.
+
+  Args:
+    gamma: decay power, >= 0 (reference 8; 0 is the uniform average).
+
+  Returns:
+    An `optax.GradientTransformation`.
+  """
+  owner = "polynomial_decay_averaging"
+  _validation.check_non_negative(owner, "gamma", gamma)
+
+  def init_fn(params):
+    return PolynomialDecayAveragingState(
+        count=jnp.zeros([], jnp.int32),
+        average=jax.tree.map(lambda p: jnp.asarray(p, _numerics.state_dtype(p.dtype)), params),
+    )
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError(f"{owner}: `params` are required (it averages params + updates).")
+    _validation.check_tree_matches(owner, updates, state.average)
+    count = optax.safe_increment(state.count)
+    t = _numerics.step_count(count)
+    weight = (1.0 + gamma) / (t + gamma)
+    new_params = optax.apply_updates(params, updates)  # Exactly what the user gets.
+    average = jax.tree.map(
+        lambda a, x: (1.0 - _numerics.cast_like(weight, a)) * a
+        + _numerics.cast_like(weight, a) * x.astype(a.dtype),
+        state.average, new_params,
+    )
+    return updates, PolynomialDecayAveragingState(count=count, average=average)
+
+  return optax.GradientTransformation(init_fn, update_fn)
