@@ -29,6 +29,9 @@ from optimizers.dog import polynomial_decay_averaging
 from optimizers.dog import PolynomialDecayAveragingState
 from optimizers.dog import scale_by_dog
 from optimizers.dog import ScaleByDoGState
+from optimizers.prodigy import prodigy
+from optimizers.prodigy import scale_by_prodigy
+from optimizers.prodigy import ScaleByProdigyState
 from optimizers.radam import radam
 from optimizers.radam import scale_by_radam
 from optimizers.radam import ScaleByRAdamState
@@ -45,6 +48,7 @@ __all__ = (
     "PolynomialDecayAveragingState",
     "ScaleByAdamPState",
     "ScaleByDoGState",
+    "ScaleByProdigyState",
     "ScaleByRAdamState",
     "ScaleBySGDPState",
     "adabound",
@@ -57,12 +61,14 @@ __all__ = (
     "eval_params",
     "ldog",
     "polynomial_decay_averaging",
+    "prodigy",
     "radam",
     "registry",
     "scale_by_adabound",
     "scale_by_adamod",
     "scale_by_adamp",
     "scale_by_dog",
+    "scale_by_prodigy",
     "scale_by_radam",
     "scale_by_sgdp",
     "sgdp",

@@ -30,6 +30,7 @@ from optimizers.adamp import adamp
 from optimizers.adamp import sgdp
 from optimizers.dog import dog
 from optimizers.dog import ldog
+from optimizers.prodigy import prodigy
 from optimizers.radam import radam
 
 _ONE_MINUS = "one_minus_"
@@ -293,3 +294,26 @@ for _factory, _cls in ((dog, "DoG"), (ldog, "LDoG")):
       )
   )
 del _factory, _cls
+
+
+# Prodigy estimates the step size; its learning rate is a multiplier of d,
+# 1 by design (the self-tuning default). The external space searches that
+# multiplier within a factor of 3, Adam's 1 - b2, and decoupled weight decay,
+# the knobs the paper's experiments vary. It keeps AlgoPerf's warmup + cosine
+# (the paper pairs Prodigy with cosine annealing).
+registry.register(
+    OptimizerSpec(
+        name="prodigy",
+        factory=prodigy,
+        defaults=dict(learning_rate=1.0, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, d0=1e-6),
+        search_space={
+            "learning_rate": _log(0.3, 3.0),
+            "one_minus_b2": _log(1e-3, 0.1),
+            "weight_decay": _log(1e-5, 1e-1),
+        },
+        paper="Mishchenko & Defazio, Prodigy: An Expeditiously Adaptive Parameter-Free Learner, ICML 2024",
+        reference="prodigyopt 1.1.2 (prodigyopt.Prodigy)",
+        state_bytes_per_param=16,  # m, v, x0 and s (slice_p = 1).
+        static_args=("slice_p",),
+    )
+)

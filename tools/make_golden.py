@@ -88,6 +88,7 @@ import adabound
 import adamod
 import adamp
 import dog as dog_optimizer  # PyPI dog-optimizer
+import prodigyopt
 import logging
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +114,7 @@ warnings.filterwarnings("ignore", message=r"This overload of addcmul", category=
 def versions() -> dict:
     """torch.__version__ plus importlib.metadata versions of the other packages."""
     out = {"torch": torch.__version__}
-    for dist in ("adabound", "adamod", "adamp", "dog-optimizer", "numpy"):
+    for dist in ("adabound", "adamod", "adamp", "dog-optimizer", "prodigyopt", "numpy"):
         out[dist] = importlib.metadata.version(dist)
     assert importlib.metadata.version("torch") == torch.__version__
     out["python"] = sys.version.split()[0]
@@ -141,17 +142,21 @@ BASE_SPECS = [("bias", (5,)), ("dense", (6, 4)), ("conv", (3, 2, 3, 2))]
 # Scale-invariant extras (AdamP / SGDP): the loss sees conv_si only through
 # w / |w| per output channel and dense_si only through w / |w|_F.
 SI_SPECS = [("conv_si", (4, 2, 3, 2)), ("dense_si", (5, 3))]
+FLAT_SPECS = [("bias", (5,)), ("vec", (13,))]
 
 
 class Problem:
     """Deterministic smooth non-quadratic loss over an ordered dict of torch tensors."""
 
     def __init__(self, kind: str, dtype: torch.dtype, seed: int):
-        assert kind in ("base", "si")
+        assert kind in ("base", "si", "flat")
         self.kind = kind
         self.dtype = dtype
         rng = np.random.default_rng(seed)
-        specs = BASE_SPECS + (SI_SPECS if kind == "si" else [])
+        if kind == "flat":  # Rank-1 leaves only: flattening is layout-free (Prodigy's slice_p).
+            specs = FLAT_SPECS
+        else:
+            specs = BASE_SPECS + (SI_SPECS if kind == "si" else [])
         self.specs = specs
 
         def t(x):
@@ -159,6 +164,12 @@ class Problem:
 
         self.init = {n: t(rng.normal(0.0, 0.8, s)) for n, s in specs}
         self.consts = {}
+        if kind == "flat":
+            for n, s in FLAT_SPECS:
+                self.consts[f"a_{n}"] = t(np.exp(rng.uniform(-2.5, 2.0, s)))
+                self.consts[f"c_{n}"] = t(rng.normal(0.0, 0.3, s))
+                self.consts[f"u_{n}"] = t(rng.normal(0.0, 1.0, s))
+            return
         for n, s in BASE_SPECS:
             # log-uniform curvature spreads gradient scales (AdaBound clipping)
             self.consts[f"a_{n}"] = t(np.exp(rng.uniform(-2.5, 2.0, s)))
@@ -182,6 +193,13 @@ class Problem:
     def loss(self, P: dict) -> torch.Tensor:
         k = self.consts
         total = torch.zeros((), dtype=self.dtype)
+        if self.kind == "flat":
+            r = -0.3
+            for n, _ in FLAT_SPECS:
+                p = P[n]
+                total = total + 0.5 * (k[f"a_{n}"] * (p - k[f"c_{n}"]) ** 2).sum() + 0.025 * (p ** 4).sum()
+                r = r + (k[f"u_{n}"] * torch.tanh(p)).sum()
+            return total + 0.25 * r ** 2
         for n, _ in BASE_SPECS:
             p = P[n]
             total = total + 0.5 * (k[f"a_{n}"] * (p - k[f"c_{n}"]) ** 2).sum() + 0.025 * (p ** 4).sum()
@@ -304,6 +322,17 @@ class Recorder:
         elif float(torch.as_tensor(rbar).sum()) > self.cov["dog_first_rbar"]:
             self.inc("rbar_grew")
 
+    def _after_prodigy(self, opt, names):
+        group = opt.param_groups[0]
+        k, d = group["k"], group["d"]
+        prev_k, prev_d = self.cov.get("_k", 0), self.cov.get("_d", group["d0"])
+        self.inc("no_step_zero_D" if k == prev_k else "steps")
+        if d > prev_d:
+            self.inc("d_grew")
+        if math.isfinite(group["growth_rate"]) and k != prev_k and d == prev_d * group["growth_rate"]:
+            self.inc("growth_rate_bound")
+        self.cov["_k"], self.cov["_d"] = k, d
+
     def _after_adamod(self, opt, names):
         group = opt.param_groups[0]
         beta1, beta2 = group["betas"]
@@ -368,7 +397,8 @@ class Case:
     # step(opt) (default opt.step()), eval_params(opt, params) -> {name: tensor}
     # (the evaluation point after the step, stored as x/<name>) and
     # scalars(opt) -> {key: float} (per-step values such as Prodigy's d, stored as s/<key>).
-    mutates_grad: bool = False  # The reference adds weight decay into p.grad (DoG).
+    mutates_grad: bool = False  # The reference adds weight decay into p.grad (DoG, Prodigy).
+    zero_grad_steps: tuple = ()  # Steps whose gradient is replaced by zeros (stored as such).
     build: Callable | None = None
     averaging_gamma: float | None = None  # steplab side: chain(optimizer, polynomial_decay_averaging)
     step: Callable | None = None
@@ -384,6 +414,7 @@ REFERENCES = {
     "adamp.SGDP": adamp.SGDP,
     "dog.DoG": dog_optimizer.DoG,
     "dog.LDoG": dog_optimizer.LDoG,
+    "prodigyopt.Prodigy": prodigyopt.Prodigy,
 }
 
 
@@ -508,6 +539,22 @@ def dog_case(name, lr, desc, layerwise=False, reps_rel=1e-6, eps=1e-8, init_eta=
         averaging_gamma=gamma)
 
 
+def prodigy_case(name, lr, desc, b1=0.9, b2=0.999, b3=None, eps=1e-8, wd=0.0, decouple=True,
+                 bias_correction=False, safeguard=False, d0=1e-6, d_coef=1.0, growth_rate=math.inf,
+                 slice_p=1, zero_grad_steps=(), problem="base", need=(), seed=7):
+    kw = dict(b1=b1, b2=b2, b3=b3, eps=eps, weight_decay=wd, decouple=decouple,
+              use_bias_correction=bias_correction, safeguard_warmup=safeguard, d0=d0, d_coef=d_coef,
+              growth_rate=growth_rate, slice_p=slice_p)
+    ref = dict(betas=[b1, b2], beta3=b3, eps=eps, weight_decay=wd, decouple=decouple,
+               use_bias_correction=bias_correction, safeguard_warmup=safeguard, d0=d0, d_coef=d_coef,
+               growth_rate=growth_rate, slice_p=slice_p)
+    return Case(
+        name, "prodigy", "prodigy", kw, "prodigyopt.Prodigy", ref, lr, desc,
+        require=lambda c: [("d grew", c.get("d_grew", 0) > 0)] + [(w, c.get(w, 0) > 0) for w in need],
+        problem=problem, seed=seed, mutates_grad=wd > 0 and not decouple,
+        zero_grad_steps=zero_grad_steps, scalars=lambda opt: {"d": opt.param_groups[0]["d"]})
+
+
 CASES = [
     radam_case("radam_const", constant(1e-2), "RAdam, constant lr, no weight decay."),
     radam_case("radam_sched_dwd", warmup_cosine(2e-2), "RAdam, warmup+cosine lr, decoupled weight decay 0.5.",
@@ -556,6 +603,23 @@ CASES = [
              gamma=8.0),
     dog_case("ldog_averaged", constant(1.0), "LDoG + PolynomialDecayAverager(gamma=2); averaged iterate stored.",
              layerwise=True, gamma=2.0),
+    prodigy_case("prodigy_default", constant(1.0), "Prodigy, reference defaults (lr 1, d0 1e-6, b3 = sqrt(b2))."),
+    prodigy_case("prodigy_bias_correction", constant(1.0), "Prodigy with Adam's bias correction.",
+                 bias_correction=True),
+    prodigy_case("prodigy_safeguard_sched", warmup_cosine(1.0),
+                 "Prodigy, safeguard_warmup under a warmup+cosine lr, b3 0.99.", safeguard=True, b3=0.99),
+    prodigy_case("prodigy_growth", constant(1.0), "Prodigy, growth_rate 1.05 (binds), d_coef 0.8, d0 1e-4.",
+                 growth_rate=1.05, d_coef=0.8, d0=1e-4, need=("growth_rate_bound",)),
+    prodigy_case("prodigy_coupled_wd", constant(1.0), "Prodigy, coupled (L2) weight decay 0.1.",
+                 wd=0.1, decouple=False),
+    prodigy_case("prodigy_decoupled_wd", constant(0.5), "Prodigy, lr 0.5, decoupled weight decay 0.5.", wd=0.5),
+    prodigy_case("prodigy_b1_zero", constant(1.0), "Prodigy without momentum (b1 = 0): step uses g and the new d.",
+                 b1=0.0),
+    prodigy_case("prodigy_slice", constant(1.0), "Prodigy, slice_p 3 on rank-1 leaves (layout-free slicing).",
+                 slice_p=3, problem="flat"),
+    prodigy_case("prodigy_zero_grads", constant(1.0),
+                 "Prodigy with all-zero gradients at steps 0-2 (D = 0: no step, k frozen) and 25 (a step on m).",
+                 zero_grad_steps=(0, 1, 2, 25), need=("no_step_zero_D",)),
 ]
 
 
@@ -591,6 +655,9 @@ def run_case(case: Case, dtype_name: str, T: int, vers: dict):
             loss = problem.loss(params)
             assert torch.isfinite(loss), (case.name, t)
             loss.backward()
+            if t in case.zero_grad_steps:
+                for p in params.values():
+                    p.grad.zero_()
             grads = {n: p.grad.detach().clone() for n, p in params.items()}
             for g in opt.param_groups:
                 g["lr"] = lrs[t]
@@ -617,7 +684,7 @@ def run_case(case: Case, dtype_name: str, T: int, vers: dict):
     finally:
         torch.set_default_dtype(prev_default)
 
-    cov = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in sorted(rec.cov.items())}
+    cov = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in sorted(rec.cov.items()) if not k.startswith("_")}
     failed = [what for what, ok in case.require(rec.cov) if not ok]
     assert not failed, f"{case.name}_{dtype_name}: required coverage not hit: {failed}; coverage={cov}"
 
