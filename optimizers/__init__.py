@@ -33,6 +33,12 @@ from optimizers.prodigy import prodigy
 from optimizers.prodigy import scale_by_prodigy
 from optimizers.prodigy import ScaleByProdigyState
 from optimizers.radam import radam
+from optimizers.schedule_free import schedule_free
+from optimizers.schedule_free import schedule_free_adamw
+from optimizers.schedule_free import schedule_free_eval_params
+from optimizers.schedule_free import schedule_free_radam
+from optimizers.schedule_free import schedule_free_sgd
+from optimizers.schedule_free import ScheduleFreeState
 from optimizers.radam import scale_by_radam
 from optimizers.radam import ScaleByRAdamState
 from optimizers.registry import OptimizerSpec
@@ -51,6 +57,7 @@ __all__ = (
     "ScaleByProdigyState",
     "ScaleByRAdamState",
     "ScaleBySGDPState",
+    "ScheduleFreeState",
     "adabound",
     "adamod",
     "adamp",
@@ -71,5 +78,10 @@ __all__ = (
     "scale_by_prodigy",
     "scale_by_radam",
     "scale_by_sgdp",
+    "schedule_free",
+    "schedule_free_adamw",
+    "schedule_free_eval_params",
+    "schedule_free_radam",
+    "schedule_free_sgd",
     "sgdp",
 )

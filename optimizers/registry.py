@@ -31,6 +31,9 @@ from optimizers.adamp import sgdp
 from optimizers.dog import dog
 from optimizers.dog import ldog
 from optimizers.prodigy import prodigy
+from optimizers.schedule_free import schedule_free_adamw
+from optimizers.schedule_free import schedule_free_radam
+from optimizers.schedule_free import schedule_free_sgd
 from optimizers.radam import radam
 
 _ONE_MINUS = "one_minus_"
@@ -317,3 +320,46 @@ registry.register(
         static_args=("slice_p",),
     )
 )
+
+
+# Schedule-free methods replace the schedule: the runner keeps their rate
+# constant (warmup_steps is their own). The space follows AlgoPerf's
+# schedule-free AdamW submission: learning rate, 1 - b1 (the interpolation
+# weight), 1 - b2, weight decay and a warmup of a few percent of step_hint.
+_SF_PAPER = "Defazio et al., The Road Less Scheduled, NeurIPS 2024"
+_SF_SPACE = {
+    "learning_rate": _log(1e-4, 1e-1),
+    "one_minus_b1": _log(1e-2, 0.3),
+    "weight_decay": _log(1e-5, 1e-1),
+}
+for _spec in (
+    OptimizerSpec(
+        name="schedule_free_sgd",
+        factory=schedule_free_sgd,
+        defaults=dict(learning_rate=1.0, b1=0.9, weight_decay=0.0, r=0.0, weight_lr_power=2.0),
+        search_space={**_SF_SPACE, "learning_rate": _log(1e-3, 10.0)},
+        paper=_SF_PAPER,
+        reference="schedulefree 1.4.1 (SGDScheduleFree)",
+        state_bytes_per_param=4,  # z.
+        static_args=("warmup_steps",),
+        warmup_cosine=False,
+    ),
+):
+  registry.register(_spec)
+del _spec
+for _factory, _cls in ((schedule_free_adamw, "AdamWScheduleFree"), (schedule_free_radam, "RAdamScheduleFree")):
+  registry.register(
+      OptimizerSpec(
+          name=_factory.__name__,
+          factory=_factory,
+          defaults=dict(learning_rate=0.0025, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, r=0.0,
+                        weight_lr_power=2.0),
+          search_space={**_SF_SPACE, "one_minus_b2": _log(1e-3, 0.1)},
+          paper=_SF_PAPER,
+          reference=f"schedulefree 1.4.1 ({_cls})",
+          state_bytes_per_param=8,  # z, v.
+          static_args=("warmup_steps",) if _factory is schedule_free_adamw else (),
+          warmup_cosine=False,
+      )
+  )
+del _factory, _cls

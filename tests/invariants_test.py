@@ -45,6 +45,10 @@ ROWS = {
     # Prodigy's d is global too. Without a decaying schedule its d (set by the
     # first distances) is too large for Rosenbrock's narrow valley at lr 1.
     "prodigy": dict(quadratic=dict(), rosenbrock=dict(learning_rate=0.1), global_step_size=True),
+    # Schedule-free: y must converge too (the tests look at the params, y).
+    "schedule_free_sgd": dict(quadratic=dict(learning_rate=0.5), rosenbrock=dict(learning_rate=3e-3)),
+    "schedule_free_adamw": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2)),
+    "schedule_free_radam": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2)),
     "sgdp": dict(quadratic=dict(learning_rate=0.1, momentum=0.9), rosenbrock=dict(learning_rate=1e-3, momentum=0.9)),
 }
 

@@ -74,13 +74,14 @@ from optimizers import registry
 # Optax's own version of a registry algorithm, built with the same learning
 # rate as the registry defaults. "adamw" is also the baseline of every ratio.
 # Add rows here as optax gains counterparts, e.g.
-#   "schedule_free_adamw": lambda: optax.contrib.schedule_free_adamw(1e-3),
 OPTAX_COUNTERPARTS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "adamw": lambda: optax.adamw(1e-3),
     "nadamw": lambda: optax.nadamw(1e-3),
     "radam": lambda: optax.radam(1e-3),
     "dog": lambda: optax.contrib.dog(1.0),
     "prodigy": lambda: optax.contrib.prodigy(1.0),
+    "schedule_free_adamw": lambda: optax.contrib.schedule_free_adamw(0.0025),
+    "schedule_free_sgd": lambda: optax.contrib.schedule_free_sgd(1.0),
 }
 BASELINE = "adamw"
 

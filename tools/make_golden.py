@@ -89,6 +89,7 @@ import adamod
 import adamp
 import dog as dog_optimizer  # PyPI dog-optimizer
 import prodigyopt
+import schedulefree
 import logging
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -114,7 +115,7 @@ warnings.filterwarnings("ignore", message=r"This overload of addcmul", category=
 def versions() -> dict:
     """torch.__version__ plus importlib.metadata versions of the other packages."""
     out = {"torch": torch.__version__}
-    for dist in ("adabound", "adamod", "adamp", "dog-optimizer", "prodigyopt", "numpy"):
+    for dist in ("adabound", "adamod", "adamp", "dog-optimizer", "prodigyopt", "schedulefree", "numpy"):
         out[dist] = importlib.metadata.version(dist)
     assert importlib.metadata.version("torch") == torch.__version__
     out["python"] = sys.version.split()[0]
@@ -333,6 +334,10 @@ class Recorder:
             self.inc("growth_rate_bound")
         self.cov["_k"], self.cov["_d"] = k, d
 
+    def _after_schedule_free(self, opt, names):
+        if opt.param_groups[0]["weight_sum"] > 0:
+            self.inc("steps_with_weight")
+
     def _after_adamod(self, opt, names):
         group = opt.param_groups[0]
         beta1, beta2 = group["betas"]
@@ -415,6 +420,9 @@ REFERENCES = {
     "dog.DoG": dog_optimizer.DoG,
     "dog.LDoG": dog_optimizer.LDoG,
     "prodigyopt.Prodigy": prodigyopt.Prodigy,
+    "schedulefree.SGDScheduleFree": schedulefree.SGDScheduleFree,
+    "schedulefree.AdamWScheduleFree": schedulefree.AdamWScheduleFree,
+    "schedulefree.RAdamScheduleFree": schedulefree.RAdamScheduleFree,
 }
 
 
@@ -555,6 +563,69 @@ def prodigy_case(name, lr, desc, b1=0.9, b2=0.999, b3=None, eps=1e-8, wd=0.0, de
         zero_grad_steps=zero_grad_steps, scalars=lambda opt: {"d": opt.param_groups[0]["d"]})
 
 
+def _sf_eval(opt, params: dict) -> dict:
+    """The reference's x = y.lerp(z, 1 - 1/b1), on copies (no train/eval round trip)."""
+    group = opt.param_groups[0]
+    b1 = getattr(opt, "momentum", None) or group.get("momentum") or group["betas"][0]
+    return {n: p.detach().clone().lerp_(opt.state[p]["z"], weight=1 - 1 / b1) for n, p in params.items()}
+
+
+def _sf_scalars(opt) -> dict:
+    group = opt.param_groups[0]
+    return {"weight_sum": group["weight_sum"], "lr_max": group["lr_max"]}
+
+
+def sf_case(name, lr, desc, kind, seed=8, **kw):
+    """schedulefree's SGD / AdamW / RAdam; kw are steplab argument names."""
+    ref_name = {"sgd": "schedulefree.SGDScheduleFree", "adamw": "schedulefree.AdamWScheduleFree",
+                "radam": "schedulefree.RAdamScheduleFree"}[kind]
+    ref = {k: v for k, v in kw.items() if k not in ("b1", "b2")}
+    if kind == "sgd":
+        ref["momentum"] = kw.get("b1", 0.9)
+    else:
+        ref["betas"] = [kw.get("b1", 0.9), kw.get("b2", 0.999)]
+    ref["foreach"] = False
+
+    def build(params, lr0):
+        opt = REFERENCES[ref_name](params, lr=lr0, **_ref_kwargs(ref))
+        opt.train()
+        return opt
+
+    return Case(
+        name, f"schedule_free_{kind}", "schedule_free", kw, ref_name, ref, lr, desc, seed=seed,
+        require=lambda c: [("weights moved", c.get("steps_with_weight", 0) > 0)],
+        mutates_grad=True, build=build, eval_params=_sf_eval, scalars=_sf_scalars)
+
+
+class _Wrapped:
+    """schedulefree.ScheduleFreeWrapper around a torch base, in train mode."""
+
+    def __init__(self, base, **kwargs):
+        self.opt = schedulefree.ScheduleFreeWrapper(base, **kwargs)
+        self.opt.train()
+        self.momentum = self.opt.momentum
+
+    def __getattr__(self, name):
+        return getattr(self.opt, name)
+
+
+def sf_wrapper_case(name, lr, desc, base, base_kwargs, steplab_base, b1=0.9, wd=0.0, r=0.0,
+                    weight_lr_power=2.0, seed=9):
+    ref_base = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad, "prodigy": prodigyopt.Prodigy}[base]
+
+    def build(params, lr0):
+        return _Wrapped(ref_base(params, lr=lr0, **_ref_kwargs(base_kwargs)), weight_decay_at_y=wd,
+                        momentum=b1, r=r, weight_lr_power=weight_lr_power)
+
+    return Case(
+        name, "schedule_free", "schedule_free",
+        dict(base=steplab_base, b1=b1, weight_decay=wd, r=r, weight_lr_power=weight_lr_power),
+        f"schedulefree.ScheduleFreeWrapper({ref_base.__module__}.{ref_base.__name__})",
+        dict(base_kwargs=base_kwargs, weight_decay_at_y=wd, momentum=b1, r=r, weight_lr_power=weight_lr_power),
+        lr, desc, seed=seed, require=lambda c: [("weights moved", c.get("steps_with_weight", 0) > 0)],
+        build=build, eval_params=_sf_eval, scalars=_sf_scalars)
+
+
 CASES = [
     radam_case("radam_const", constant(1e-2), "RAdam, constant lr, no weight decay."),
     radam_case("radam_sched_dwd", warmup_cosine(2e-2), "RAdam, warmup+cosine lr, decoupled weight decay 0.5.",
@@ -620,6 +691,26 @@ CASES = [
     prodigy_case("prodigy_zero_grads", constant(1.0),
                  "Prodigy with all-zero gradients at steps 0-2 (D = 0: no step, k frozen) and 25 (a step on m).",
                  zero_grad_steps=(0, 1, 2, 25), need=("no_step_zero_D",)),
+    sf_case("sf_sgd_default", constant(0.2), "Schedule-Free SGD, lr 0.2, momentum 0.9.", "sgd"),
+    sf_case("sf_sgd_warmup_wd", constant(0.3), "Schedule-Free SGD, warmup 10 steps, weight decay 0.05, b1 0.8.",
+            "sgd", b1=0.8, weight_decay=0.05, warmup_steps=10),
+    sf_case("sf_adamw_default", constant(0.01), "Schedule-Free AdamW, lr 0.01, reference defaults otherwise.",
+            "adamw"),
+    sf_case("sf_adamw_all", warmup_cosine(0.02),
+            "Schedule-Free AdamW under a warmup+cosine lr, warmup_steps 8, wd 0.1, r 0.5, weight_lr_power 1, b2 0.99.",
+            "adamw", b2=0.99, weight_decay=0.1, warmup_steps=8, r=0.5, weight_lr_power=1.0),
+    sf_case("sf_radam_default", constant(0.01),
+            "Schedule-Free RAdam (silent phase until rho_t > 4, then rectified), wd 0.02.", "radam",
+            weight_decay=0.02),
+    sf_case("sf_radam_sgd_phase", constant(0.01), "Schedule-Free RAdam, silent_sgd_phase off (SGD steps first).",
+            "radam", silent_sgd_phase=False),
+    sf_wrapper_case("sf_wrap_sgd", constant(0.1), "ScheduleFreeWrapper(SGD), weight decay at y 0.05, r 1.",
+                    "sgd", {}, "sgd", wd=0.05, r=1.0),
+    sf_wrapper_case("sf_wrap_adagrad", constant(0.1), "ScheduleFreeWrapper(Adagrad eps 0), b1 0.85.",
+                    "adagrad", {"eps": 0.0}, "adagrad", b1=0.85),
+    sf_wrapper_case("sf_wrap_prodigy", constant(1.0),
+                    "ScheduleFreeWrapper(Prodigy): weights use lr * d (d after the base step).",
+                    "prodigy", {}, "prodigy"),
 ]
 
 

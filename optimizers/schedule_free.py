@@ -1,0 +1,372 @@
+"""Schedule-Free SGD, AdamW and RAdam, and `schedule_free` around any optimizer.
+
+Schedule-free methods replace the learning-rate schedule by an average. Three
+sequences: z takes the base optimizer's steps, x is a weighted average of the
+z's, and the gradient is taken at their interpolation y. At step t (k = t - 1
+steps taken), with base learning rate lr_t (after warmup or rectification) and
+d the base's step-size estimate (Prodigy's d, else 1):
+
+    lr_max = max(lr_max, lr_t d);   w_t = t^r lr_max^weight_lr_power
+    W     += w_t;                   c_t = w_t / W  (0 while W = 0)
+    z     -= lr_t wd y                               (weight decay at y)
+    z      = z + base_step(g(y))                     (e.g. -lr_t g / (sqrt(v/bc2) + eps))
+    x      = (1 - c_t) x + c_t z
+    y      = b1 x + (1 - b1) z
+
+Training happens at y (the parameters the user holds); evaluation and
+checkpoints at x = (y - (1 - b1) z) / b1, which `schedule_free_eval_params`
+and `optimizers.eval_params` return. The state keeps z (plus the base's
+state and a few scalars), never x: x is derived from y and z. Decay at y
+leaves x unchanged (y and z shrink consistently).
+
+* `schedule_free_sgd`: base step -lr_t g (schedulefree's SGDScheduleFree).
+* `schedule_free_adamw`: base step -lr_t g / (sqrt(v / (1 - b2^t)) + eps),
+  no first moment (b1 is the interpolation weight) (AdamWScheduleFree).
+* `schedule_free_radam`: RAdam's rectification: while rho_t <= 4 the step is
+  -lr_t g with lr_t = 0 by default (`silent_sgd_phase`: nothing moves), then
+  lr_t = lr * rect_t on the normalised gradient (RAdamScheduleFree; note the
+  threshold 4, not torch RAdam's 5). The weights use lr * rect_t.
+* `schedule_free(base, learning_rate, ...)`: any Optax/steplab optimizer as
+  the base (ScheduleFreeWrapper). `learning_rate` must be the base's own
+  learning rate (or schedule): it sets the averaging weights and the decay at
+  y, as the wrapper reads the base's `lr`. Weight decay inside the base is
+  decay at z. Around Prodigy the weights use lr * d with d read after the
+  base step, as the reference. The reference wrapper advances Prodigy's step
+  counter twice per step (it writes the param group's `k` that Prodigy also
+  increments); here each keeps its own, which differs only with Prodigy's bias
+  correction or r > 0.
+
+Warmup (AdamW, SGD): lr_t = lr min(1, t / warmup_steps), so the first step
+moves z (optax.contrib's schedule_free is off by one: its first z step is 0).
+
+Defaults are schedulefree 1.4.1's: AdamW lr 0.0025, b1 0.9, b2 0.999, eps 1e-8;
+SGD lr 1.0, momentum (b1) 0.9; wd 0, warmup_steps 0, r 0, weight_lr_power 2;
+the wrapper b1 0.9, wd 0.
+
+References:
+  Defazio et al., "The Road Less Scheduled", NeurIPS 2024,
+  https://arxiv.org/abs/2405.15682.
+  Code: github.com/facebookresearch/schedule_free (PyPI `schedulefree` 1.4.1).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from optimizers import _eval
+from optimizers import _numerics
+from optimizers import _validation
+from optimizers import _weight_decay
+
+
+class ScheduleFreeState(NamedTuple):
+  """State of `schedule_free`: the z sequence, the weighting and the base's state.
+
+  `b1` is kept (a scalar) so the state alone can derive x from the params y,
+  also when b1 is injected.
+  """
+
+  count: chex.Array
+  b1: chex.Array
+  weight_sum: chex.Array
+  lr_max: chex.Array
+  z: optax.Params
+  base_state: optax.OptState
+
+  def eval_params(self, params: optax.Params) -> optax.Params:
+    """x = y + (1 - 1/b1)(z - y), the reference's `eval()` interpolation."""
+    weight = 1.0 - 1.0 / self.b1
+    return jax.tree.map(
+        lambda y, z: (y.astype(z.dtype) + weight.astype(z.dtype) * (z - y.astype(z.dtype))).astype(y.dtype),
+        params, self.z,
+    )
+
+
+def schedule_free_eval_params(opt_state: optax.OptState, params: optax.Params) -> optax.Params:
+  """The evaluation point x of a schedule-free optimizer (anywhere in the state).
+
+  The same as `optimizers.eval_params`, under the name Optax uses.
+  """
+  return _eval.eval_params(opt_state, params)
+
+
+def _lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
+  """start + weight (end - start), as torch.lerp rounds it for weight < 0.5."""
+  return jnp.where(weight < 0.5, start + weight * (end - start), end - (end - start) * (1.0 - weight))
+
+
+def schedule_free(
+    base: optax.GradientTransformation,
+    learning_rate: optax.ScalarOrSchedule,
+    b1: float = 0.9,
+    weight_decay: float = 0.0,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+    *,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+  """Makes any optimizer schedule-free (schedulefree's ScheduleFreeWrapper).
+
+  Args:
+    base: the optimizer stepping z (signed updates, learning rate included,
+      e.g. `optax.sgd(lr)`, `optimizers.prodigy()`).
+    learning_rate: the base's learning rate (float or schedule): it weights
+      the average and scales the decay at y.
+    b1: interpolation weight (the wrapper's `momentum`), in (0, 1).
+    weight_decay: decay at y (`weight_decay_at_y`); decay inside the base is
+      decay at z.
+    r: polynomial weighting power of the average.
+    weight_lr_power: the weights are lr_max ** weight_lr_power (0: uniform).
+    mask: Optax-style mask selecting the leaves decayed at y.
+
+  Returns:
+    An `optax.GradientTransformation`; train at the params (y), evaluate at
+    `schedule_free_eval_params(state, params)` (x).
+  """
+  owner = "schedule_free"
+  _check_common(owner, learning_rate, b1, weight_decay, r, weight_lr_power)
+
+  def init_fn(params):
+    dtype = _numerics.scalar_dtype()
+    z = jax.tree.map(lambda p: jnp.asarray(p, _numerics.state_dtype(p.dtype)), params)
+    return ScheduleFreeState(
+        count=jnp.zeros([], jnp.int32),
+        b1=jnp.asarray(b1, dtype),
+        weight_sum=jnp.zeros([], dtype),
+        lr_max=jnp.zeros([], dtype),
+        z=z,
+        base_state=base.init(z),
+    )
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError(f"{owner}: `params` are required (they are y, the interpolation).")
+    _validation.check_tree_matches(owner, updates, state.z)
+    dtype = _numerics.scalar_dtype()
+    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    lr = jnp.asarray(lr, dtype)
+    cast = _numerics.cast_like
+    y = jax.tree.map(lambda p, z: p.astype(z.dtype), params, state.z)
+    # x from y and z before the step; decay at y moves z and y but not x.
+    x = jax.tree.map(lambda y, z: _lerp(y, z, cast(1.0 - 1.0 / b1, z)), y, state.z)
+    decayed = _weight_decay.mask_tree(mask, params)
+    z = jax.tree.map(
+        lambda z, y, m: z - cast(lr * weight_decay, z) * _weight_decay.as_multiplier(m, z.dtype) * y,
+        state.z, y, decayed,
+    )
+    base_updates, base_state = base.update(
+        jax.tree.map(lambda g, z: g.astype(z.dtype), updates, z), state.base_state, z
+    )
+    z = jax.tree.map(lambda z, u: z + u.astype(z.dtype), z, base_updates)
+
+    d = _eval.estimated_d(base_state)  # Prodigy's d, read after the base step.
+    lr_d = lr if d is None else lr * jnp.asarray(d, dtype)
+    t = _numerics.step_count(optax.safe_increment(state.count))
+    lr_max = jnp.maximum(state.lr_max, lr_d)
+    weight = t**r * lr_max**weight_lr_power
+    weight_sum = state.weight_sum + weight
+    c = jnp.where(weight_sum > 0, weight / jnp.where(weight_sum > 0, weight_sum, 1.0), 0.0)
+
+    def new_y(x, z, p):
+      x = _lerp(x, z, cast(c, z))
+      return _lerp(x, z, cast(1.0 - b1, z))
+
+    y_new = jax.tree.map(new_y, x, z, params)
+    new_updates = jax.tree.map(lambda yn, yo, p: (yn - yo).astype(p.dtype), y_new, y, params)
+    return new_updates, ScheduleFreeState(
+        count=optax.safe_increment(state.count),
+        b1=state.b1,
+        weight_sum=weight_sum,
+        lr_max=lr_max,
+        z=z,
+        base_state=base_state,
+    )
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByDebiasedRmsState(NamedTuple):
+  """State of the AdamW/RAdam schedule-free base: count and v."""
+
+  count: chex.Array
+  nu: optax.Updates
+
+
+def _scale_by_debiased_rms(b2: float, eps: float, *, rectify: bool) -> optax.GradientTransformation:
+  """g / (sqrt(v / (1 - b2^t)) + eps); with `rectify`, g itself while rho_t <= 4."""
+
+  def init_fn(params):
+    return ScaleByDebiasedRmsState(jnp.zeros([], jnp.int32), _numerics.zeros_like_state(params))
+
+  def update_fn(updates, state, params=None):
+    del params
+    count = optax.safe_increment(state.count)
+    t = _numerics.step_count(count)
+    bc2 = _numerics.bias_correction(b2, t)
+    nu = jax.tree.map(
+        lambda v, g: _numerics.cast_like(b2, v) * v + _numerics.cast_like(1.0 - b2, v) * jnp.square(g.astype(v.dtype)),
+        state.nu, updates,
+    )
+    normalised = lambda g, v: g.astype(v.dtype) / (jnp.sqrt(v / _numerics.cast_like(bc2, v)) + eps)
+    if rectify:
+      adaptive = _numerics.sma_length(b2, t) > 4.0
+      out = jax.tree.map(lambda g, v: jnp.where(adaptive, normalised(g, v), g.astype(v.dtype)), updates, nu)
+    else:
+      out = jax.tree.map(normalised, updates, nu)
+    return jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates), ScaleByDebiasedRmsState(count, nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _warmup(learning_rate: optax.ScalarOrSchedule, warmup_steps: int) -> optax.Schedule:
+  """lr(k) min(1, (k + 1) / warmup_steps): the first step already moves."""
+
+  def schedule(count):
+    lr = learning_rate(count) if callable(learning_rate) else learning_rate
+    if not warmup_steps:
+      return lr
+    return lr * jnp.minimum(1.0, (count + 1.0) / warmup_steps)
+
+  return schedule
+
+
+def _rectified(learning_rate: optax.ScalarOrSchedule, b2: float, silent_sgd_phase: bool) -> optax.Schedule:
+  """RAdamScheduleFree's lr_t: lr * rect_t once rho_t > 4, else 0 (silent) or lr."""
+  rho_inf = 2.0 / _numerics.one_minus(b2) - 1.0
+
+  def schedule(count):
+    lr = learning_rate(count) if callable(learning_rate) else learning_rate
+    rho = _numerics.sma_length(b2, _numerics.step_count(count + 1))
+    safe_rho = jnp.where(rho > 4.0, rho, 5.0)
+    rect = jnp.sqrt((safe_rho - 4) * (safe_rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * safe_rho))
+    return lr * jnp.where(rho > 4.0, rect, 0.0 if silent_sgd_phase else 1.0)
+
+  return schedule
+
+
+def _check_common(owner, learning_rate, b1, weight_decay, r, weight_lr_power):
+  _validation.check_learning_rate(owner, learning_rate)
+  _validation.check_range(owner, "b1", b1, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+  _validation.check_non_negative(owner, "weight_decay", weight_decay)
+  _validation.check_non_negative(owner, "r", r)
+  _validation.check_non_negative(owner, "weight_lr_power", weight_lr_power)
+
+
+def _check_warmup(owner, warmup_steps):
+  if not isinstance(warmup_steps, int) or isinstance(warmup_steps, bool) or warmup_steps < 0:
+    raise ValueError(f"{owner}: `warmup_steps` must be an int >= 0, got {warmup_steps!r}.")
+
+
+def _adaptive(owner, learning_rate, lr_t, rectify, b1, b2, eps, weight_decay, r, weight_lr_power, mask):
+  """AdamW/RAdam schedule-free: base step -lr_t g / (sqrt(v / bc2) + eps).
+
+  `lr_t(learning_rate)` is the stepped rate (after warmup or rectification).
+  """
+  _check_common(owner, learning_rate, b1, weight_decay, r, weight_lr_power)
+  lr = lr_t(learning_rate)
+  _validation.check_decay(owner, "b2", b2)
+  _validation.check_non_negative(owner, "eps", eps)
+  base = optax.chain(_scale_by_debiased_rms(b2, eps, rectify=rectify), optax.scale_by_learning_rate(lr))
+  return schedule_free(base, lr, b1, weight_decay, r, weight_lr_power, mask=mask)
+
+
+def schedule_free_sgd(
+    learning_rate: optax.ScalarOrSchedule = 1.0,
+    b1: float = 0.9,
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+    *,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+  """Schedule-Free SGD (schedulefree 1.4.1 SGDScheduleFree; b1 is its momentum).
+
+  Args:
+    learning_rate: float or schedule (reference 1.0).
+    b1: interpolation weight (reference `momentum` 0.9), in (0, 1).
+    weight_decay: decay at y (reference 0).
+    warmup_steps: linear warmup of the learning rate (reference 0).
+    r, weight_lr_power: weighting of the average (reference 0, 2).
+    mask: Optax-style mask selecting the leaves decayed at y.
+
+  Returns:
+    An `optax.GradientTransformation`; evaluate at `schedule_free_eval_params`.
+  """
+  _check_common("schedule_free_sgd", learning_rate, b1, weight_decay, r, weight_lr_power)
+  _check_warmup("schedule_free_sgd", warmup_steps)
+  lr = _warmup(learning_rate, warmup_steps)
+  return schedule_free(optax.sgd(lr), lr, b1, weight_decay, r, weight_lr_power, mask=mask)
+
+
+def schedule_free_adamw(
+    learning_rate: optax.ScalarOrSchedule = 0.0025,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+    *,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+  """Schedule-Free AdamW (schedulefree 1.4.1 AdamWScheduleFree).
+
+  Args:
+    learning_rate: float or schedule (reference 0.0025).
+    b1: interpolation weight (reference 0.9), in (0, 1).
+    b2: second-moment decay (reference 0.999).
+    eps: added to the bias-corrected sqrt(v) (reference 1e-8).
+    weight_decay: decay at y (reference 0).
+    warmup_steps: linear warmup of the learning rate (reference 0).
+    r, weight_lr_power: weighting of the average (reference 0, 2).
+    mask: Optax-style mask selecting the leaves decayed at y.
+
+  Returns:
+    An `optax.GradientTransformation`; evaluate at `schedule_free_eval_params`.
+  """
+  _check_warmup("schedule_free_adamw", warmup_steps)
+  return _adaptive(
+      "schedule_free_adamw", learning_rate, lambda lr: _warmup(lr, warmup_steps), False, b1, b2,
+      eps, weight_decay, r, weight_lr_power, mask,
+  )
+
+
+def schedule_free_radam(
+    learning_rate: optax.ScalarOrSchedule = 0.0025,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    r: float = 0.0,
+    weight_lr_power: float = 2.0,
+    silent_sgd_phase: bool = True,
+    *,
+    mask: Any = None,
+) -> optax.GradientTransformation:
+  """Schedule-Free RAdam (schedulefree 1.4.1 RAdamScheduleFree); no warmup needed.
+
+  Args:
+    learning_rate: float or schedule (reference 0.0025).
+    b1: interpolation weight (reference 0.9), in (0, 1).
+    b2: second-moment decay (reference 0.999).
+    eps: added to the bias-corrected sqrt(v) (reference 1e-8).
+    weight_decay: decay at y (reference 0).
+    r, weight_lr_power: weighting of the average (reference 0, 2).
+    silent_sgd_phase: no step while rho_t <= 4 (reference True); False takes
+      plain SGD steps at lr there.
+    mask: Optax-style mask selecting the leaves decayed at y.
+
+  Returns:
+    An `optax.GradientTransformation`; evaluate at `schedule_free_eval_params`.
+  """
+  return _adaptive(
+      "schedule_free_radam", learning_rate, lambda lr: _rectified(lr, b2, silent_sgd_phase), True,
+      b1, b2, eps, weight_decay, r, weight_lr_power, mask,
+  )

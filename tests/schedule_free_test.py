@@ -1,0 +1,137 @@
+"""Schedule-free SGD / AdamW / RAdam and the wrapper: parity with schedulefree 1.4.1."""
+
+from tests import test_util  # Sets up simulated CPU devices first.
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import optimizers
+
+_BUILT_IN = ("schedule_free_sgd", "schedule_free_adamw", "schedule_free_radam")
+
+
+def _wrapped(case):
+  """steplab's side of a ScheduleFreeWrapper golden case."""
+  kwargs = dict(case.meta["kwargs"])
+  lr = test_util.learning_rate_of(case)
+  base = {
+      "sgd": lambda: optax.sgd(lr),
+      # torch Adagrad with eps 0 (and no initial accumulator) is optax's with both 0.
+      "adagrad": lambda: optax.adagrad(lr, initial_accumulator_value=0.0, eps=0.0),
+      "prodigy": lambda: optimizers.prodigy(lr),
+  }[kwargs.pop("base")]()
+  return optimizers.schedule_free(base, lr, **kwargs)
+
+
+class ScheduleFreeGoldenTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(test_util.golden_parameters(*_BUILT_IN))
+  def test_matches_reference(self, path):
+    # Both y (the training params) and x (the evaluation point) are compared.
+    case, error = test_util.golden_error(path)
+    self.assertIsNotNone(case.eval_params)
+    self.assertLess(error, test_util.TOLERANCE[case.dtype], case.meta["description"])
+
+  @parameterized.named_parameters(test_util.golden_parameters("schedule_free"))
+  def test_wrapper_matches_reference(self, path):
+    case = test_util.load_golden(path)
+    with jax.enable_x64(case.dtype == "float64"):
+      ours, ours_x = test_util.replay_with_eval(case, _wrapped(case))
+    error = max(test_util.worst_relative_error(ours, case),
+                test_util.worst_relative_error(ours_x, case, case.eval_params))
+    self.assertLess(error, test_util.TOLERANCE[case.dtype], case.meta["description"])
+
+
+def _setup():
+  rng = np.random.default_rng(0)
+  params = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=(4,)), jnp.float32)}
+  grads = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+           "b": jnp.asarray(rng.normal(size=(4,)), jnp.float32)}
+  return params, grads
+
+
+class ScheduleFreeBehaviourTest(parameterized.TestCase):
+
+  def test_first_warmup_step_moves_where_optax_does_not(self):
+    params, grads = _setup()
+    theirs = optax.contrib.schedule_free_adamw(0.01, warmup_steps=10)
+    _, their_state = theirs.update(grads, theirs.init(params), params)
+    ours = optimizers.schedule_free_adamw(0.01, warmup_steps=10)
+    our_updates, state = ours.update(grads, ours.init(params), params)
+    # optax's off-by-one: its warmup gives lr_0 = 0, so its z did not move.
+    their_z = [s for s in jax.tree.leaves(their_state, is_leaf=lambda n: hasattr(n, "z"))
+               if hasattr(s, "z")][0].z
+    jax.tree.map(np.testing.assert_array_equal, their_z, params)
+    # Ours: z moved by lr/10 times the normalised gradient (|g / sqrt(g^2)| = 1).
+    z_step = jax.tree.map(lambda z, p: z - p, state.z, params)
+    for leaf in jax.tree.leaves(z_step):
+      np.testing.assert_allclose(jnp.abs(leaf), 1e-3, rtol=1e-4)
+    self.assertTrue(all(bool(jnp.all(u != 0)) for u in jax.tree.leaves(our_updates)))
+
+  @parameterized.parameters(*_BUILT_IN)
+  def test_eval_params_is_x_through_chain_and_inject_hyperparams(self, name):
+    params, grads = _setup()
+    spec = optimizers.registry[name]
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(10.0),
+        optax.inject_hyperparams(spec.factory, static_args=spec.static_args)(**spec.hyperparameters(b1=0.8)),
+    )
+    state = optimizer.init(params)
+    for _ in range(8):  # Past RAdam's silent phase.
+      updates, state = jax.jit(optimizer.update)(grads, state, params)
+      params = optax.apply_updates(params, updates)
+    x = optimizers.eval_params(state, params)
+    jax.tree.map(np.testing.assert_array_equal, optimizers.schedule_free_eval_params(state, params), x)
+    z = state[1].inner_state.z
+    for name_ in params:
+      expected = (params[name_] - 0.2 * z[name_]) / 0.8
+      np.testing.assert_allclose(x[name_], expected, rtol=1e-5, atol=1e-6)
+      self.assertFalse(np.allclose(x[name_], params[name_]))
+
+  def test_state_keeps_z_but_no_x(self):
+    params, _ = _setup()
+    state = optimizers.schedule_free_sgd().init(params)
+    per_param = [leaf for leaf in jax.tree.leaves(state) if jnp.ndim(leaf) > 0]
+    self.assertLen(per_param, len(jax.tree.leaves(params)))  # z only.
+
+  def test_wrapper_weights_use_prodigys_d(self):
+    params, grads = _setup()
+    wrapped = optimizers.schedule_free(optimizers.prodigy(1.0), 1.0)
+    state = wrapped.init(params)
+    for _ in range(3):
+      updates, state = wrapped.update(grads, state, params)
+      params = optax.apply_updates(params, updates)
+    d = float(optimizers.estimated_d(state))
+    self.assertGreater(d, 1e-6)
+    self.assertAlmostEqual(float(state.lr_max), d, places=6)  # lr_max = max(lr d).
+
+  @parameterized.parameters(
+      (dict(b1=0.0), "b1"),
+      (dict(b1=1.0), "b1"),
+      (dict(weight_decay=-1.0), "weight_decay"),
+      (dict(r=-1.0), "r"),
+      (dict(weight_lr_power=-1.0), "weight_lr_power"),
+      (dict(warmup_steps=-1), "warmup_steps"),
+      (dict(learning_rate=-1.0), "learning_rate"),
+  )
+  def test_rejects_bad_hyperparameters(self, kwargs, name):
+    with self.assertRaisesRegex(ValueError, f"`{name}`"):
+      optimizers.schedule_free_adamw(**kwargs)
+    if name != "warmup_steps":
+      with self.assertRaisesRegex(ValueError, f"`{name}`"):
+        optimizers.schedule_free(optax.sgd(0.1), **dict(dict(learning_rate=0.1), **kwargs))
+
+  def test_needs_params(self):
+    params, grads = _setup()
+    optimizer = optimizers.schedule_free_sgd()
+    with self.assertRaisesRegex(ValueError, "params"):
+      optimizer.update(grads, optimizer.init(params))
+
+
+if __name__ == "__main__":
+  absltest.main()
