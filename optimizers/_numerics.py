@@ -41,6 +41,11 @@ def step_count(count: jax.Array) -> jax.Array:
   return jnp.asarray(count, scalar_dtype())
 
 
+def learning_rate_at(learning_rate: Any, count: jax.Array) -> Any:
+  """A float learning rate, or an Optax schedule's value at `count`."""
+  return learning_rate(count) if callable(learning_rate) else learning_rate
+
+
 def one_minus(decay: Any) -> Any:
   """1 - decay, computed before any rounding to float32.
 

@@ -82,7 +82,7 @@ def scale_by_adamod(
   def update_fn(updates, state, params=None):
     del params
     _validation.check_tree_matches(owner, updates, state.nu)
-    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    lr = _numerics.learning_rate_at(learning_rate, state.count)
     count = optax.safe_increment(state.count)
     t = _numerics.step_count(count)
     step_coef = (

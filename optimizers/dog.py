@@ -126,7 +126,7 @@ def scale_by_dog(
     _validation.check_tree_matches(owner, updates, state.init_params)
     dtype = _numerics.scalar_dtype()
     first = state.count == 0
-    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    lr = _numerics.learning_rate_at(learning_rate, state.count)
     grad_sq = _sum_sq(updates, layerwise, dtype)
     # At step 1, x_t = x_0: the distance is reps_rel (1 + |x_0|) instead.
     first_distance = jax.tree.map(

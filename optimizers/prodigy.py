@@ -172,7 +172,7 @@ def scale_by_prodigy(
       raise ValueError(f"{owner}: `params` are required (Prodigy measures x0 - x).")
     _validation.check_tree_matches(owner, updates, state.nu)
     dtype = _numerics.scalar_dtype()
-    lr = learning_rate(state.schedule_count) if callable(learning_rate) else learning_rate
+    lr = _numerics.learning_rate_at(learning_rate, state.schedule_count)
     lr = jnp.asarray(lr, dtype)
     if b3 is not None:
       beta3 = b3

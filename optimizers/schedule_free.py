@@ -148,7 +148,7 @@ def schedule_free(
       raise ValueError(f"{owner}: `params` are required (they are y, the interpolation).")
     _validation.check_tree_matches(owner, updates, state.z)
     dtype = _numerics.scalar_dtype()
-    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    lr = _numerics.learning_rate_at(learning_rate, state.count)
     lr = jnp.asarray(lr, dtype)
     cast = _numerics.cast_like
     y = jax.tree.map(lambda p, z: p.astype(z.dtype), params, state.z)
@@ -227,7 +227,7 @@ def _warmup(learning_rate: optax.ScalarOrSchedule, warmup_steps: int) -> optax.S
   """lr(k) min(1, (k + 1) / warmup_steps): the first step already moves."""
 
   def schedule(count):
-    lr = learning_rate(count) if callable(learning_rate) else learning_rate
+    lr = _numerics.learning_rate_at(learning_rate, count)
     if not warmup_steps:
       return lr
     return lr * jnp.minimum(1.0, (count + 1.0) / warmup_steps)
@@ -240,7 +240,7 @@ def _rectified(learning_rate: optax.ScalarOrSchedule, b2: float, silent_sgd_phas
   rho_inf = 2.0 / _numerics.one_minus(b2) - 1.0
 
   def schedule(count):
-    lr = learning_rate(count) if callable(learning_rate) else learning_rate
+    lr = _numerics.learning_rate_at(learning_rate, count)
     rho = _numerics.sma_length(b2, _numerics.step_count(count + 1))
     safe_rho = jnp.where(rho > 4.0, rho, 5.0)
     rect = jnp.sqrt((safe_rho - 4) * (safe_rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * safe_rho))

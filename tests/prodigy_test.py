@@ -62,7 +62,7 @@ class ProdigyGoldenTest(parameterized.TestCase):
     # (b1 = 0, from step 20 where torch's gap jumps to 7e-3), 3e-6 elsewhere.
     case = test_util.load_golden(path)
     exact = test_util.load_golden(path.replace("float32", "float64"))
-    with jax.enable_x64(True):
+    with jax.enable_x64(True):  # float32 arrays, float64 scalars (see above).
       ours = test_util.replay(case)
     self.assertEqual(ours["bias"].dtype, np.float32)
     error = _per_step_error(ours, case.params)

@@ -14,35 +14,14 @@ import optimizers
 _BUILT_IN = ("schedule_free_sgd", "schedule_free_adamw", "schedule_free_radam")
 
 
-def _wrapped(case):
-  """steplab's side of a ScheduleFreeWrapper golden case."""
-  kwargs = dict(case.meta["kwargs"])
-  lr = test_util.learning_rate_of(case)
-  base = {
-      "sgd": lambda: optax.sgd(lr),
-      # torch Adagrad with eps 0 (and no initial accumulator) is optax's with both 0.
-      "adagrad": lambda: optax.adagrad(lr, initial_accumulator_value=0.0, eps=0.0),
-      "prodigy": lambda: optimizers.prodigy(lr),
-  }[kwargs.pop("base")]()
-  return optimizers.schedule_free(base, lr, **kwargs)
-
-
 class ScheduleFreeGoldenTest(parameterized.TestCase):
 
-  @parameterized.named_parameters(test_util.golden_parameters(*_BUILT_IN))
+  @parameterized.named_parameters(test_util.golden_parameters(*_BUILT_IN, "schedule_free"))
   def test_matches_reference(self, path):
-    # Both y (the training params) and x (the evaluation point) are compared.
+    # Both y (the training params) and x (the evaluation point) are compared;
+    # "schedule_free" cases wrap optax.sgd / optax.adagrad / prodigy.
     case, error = test_util.golden_error(path)
     self.assertIsNotNone(case.eval_params)
-    self.assertLess(error, test_util.TOLERANCE[case.dtype], case.meta["description"])
-
-  @parameterized.named_parameters(test_util.golden_parameters("schedule_free"))
-  def test_wrapper_matches_reference(self, path):
-    case = test_util.load_golden(path)
-    with jax.enable_x64(case.dtype == "float64"):
-      ours, ours_x = test_util.replay_with_eval(case, _wrapped(case))
-    error = max(test_util.worst_relative_error(ours, case),
-                test_util.worst_relative_error(ours_x, case, case.eval_params))
     self.assertLess(error, test_util.TOLERANCE[case.dtype], case.meta["description"])
 
 

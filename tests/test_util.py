@@ -102,6 +102,27 @@ def learning_rate_of(case: GoldenCase) -> Any:
   return lambda count: table[jnp.minimum(count, len(lr) - 1)]
 
 
+# The bases of the schedule-free wrapper cases (torch SGD, Adagrad with eps 0
+# and no initial accumulator, prodigyopt's Prodigy), built with the case's lr.
+_WRAPPED_BASES = {
+    "sgd": optax.sgd,
+    "adagrad": lambda lr: optax.adagrad(lr, initial_accumulator_value=0.0, eps=0.0),
+    "prodigy": lambda lr: optimizers.prodigy(lr),
+}
+
+
+def optimizer_for(case: GoldenCase) -> optax.GradientTransformation:
+  """steplab's counterpart of the case's reference setup (meta optimizer + kwargs)."""
+  lr = learning_rate_of(case)
+  kwargs = dict(case.meta["kwargs"])
+  if case.meta["optimizer"] == "schedule_free":  # ScheduleFreeWrapper(base).
+    return optimizers.schedule_free(_WRAPPED_BASES[kwargs.pop("base")](lr), lr, **kwargs)
+  optimizer = optimizers.registry[case.meta["optimizer"]].factory(learning_rate=lr, **kwargs)
+  if case.meta.get("averaging_gamma") is not None:
+    optimizer = optax.chain(optimizer, optimizers.polynomial_decay_averaging(case.meta["averaging_gamma"]))
+  return optimizer
+
+
 def replay(case: GoldenCase, optimizer: optax.GradientTransformation | None = None):
   """Runs our optimizer on the stored gradients; returns name -> trajectory."""
   return replay_with_eval(case, optimizer)[0]
@@ -113,12 +134,7 @@ def replay_with_eval(case: GoldenCase, optimizer: optax.GradientTransformation |
   Returns (params, eval params), each name -> (T+1, *shape).
   """
   if optimizer is None:
-    factory = optimizers.registry[case.meta["optimizer"]].factory
-    optimizer = factory(learning_rate=learning_rate_of(case), **case.meta["kwargs"])
-    if case.meta.get("averaging_gamma") is not None:
-      optimizer = optax.chain(
-          optimizer, optimizers.polynomial_decay_averaging(case.meta["averaging_gamma"])
-      )
+    optimizer = optimizer_for(case)
   names = case.meta["param_names"]
   params = {n: jnp.asarray(case.params[n][0]) for n in names}
   grads = {n: jnp.asarray(case.grads[n]) for n in names}
@@ -153,13 +169,16 @@ def worst_relative_error(
   return worst
 
 
-def golden_error(path: str) -> tuple[GoldenCase, float]:
+def golden_error(path: str, x64_scalars: bool = False) -> tuple[GoldenCase, float]:
   """Replays one golden file in its own precision; returns the worst error.
 
-  The error covers the evaluation point too where the file stores it.
+  The error covers the evaluation point too where the file stores it. With
+  `x64_scalars`, a float32 case runs with x64 on: float32 arrays, per-step
+  scalars in float64 (the precision layout of references that keep their
+  statistics in Python floats, e.g. Prodigy's d).
   """
   case = load_golden(path)
-  with jax.enable_x64(case.dtype == "float64"):
+  with jax.enable_x64(case.dtype == "float64" or x64_scalars):
     ours, ours_eval = replay_with_eval(case)
   for name, traj in ours.items():
     assert traj.dtype == np.dtype(case.dtype), (name, traj.dtype, case.dtype)

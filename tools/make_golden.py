@@ -14,14 +14,18 @@ not the loss function.
 
 References: ``torch.optim.RAdam`` (torch), ``adabound.AdaBound`` (adabound,
 also AMSBound via ``amsbound=True``), ``adamod.AdaMod`` (adamod),
-``adamp.AdamP`` and ``adamp.SGDP`` (adamp).
+``adamp.AdamP`` and ``adamp.SGDP`` (adamp), ``prodigyopt.Prodigy``,
+``dog.DoG``/``dog.LDoG``/``dog.PolynomialDecayAverager`` (dog-optimizer),
+``schedulefree``'s SGD/AdamW/RAdam schedule-free optimizers and its
+``ScheduleFreeWrapper`` (around torch SGD, Adagrad and Prodigy).
 
 How to run
 ----------
 In a virtualenv holding the pinned reference versions::
 
     python3 -m venv .venv-golden
-    .venv-golden/bin/pip install numpy torch==2.13.0 adabound==0.0.5 adamod==0.0.3 adamp==0.3.0
+    .venv-golden/bin/pip install numpy torch==2.13.0 adabound==0.0.5 adamod==0.0.3 adamp==0.3.0 \
+        prodigyopt==1.1.2 dog-optimizer==1.0.3 schedulefree==1.4.1
     .venv-golden/bin/python tools/make_golden.py              # all cases -> tests/golden
     .venv-golden/bin/python tools/make_golden.py --only adamp # cases whose name contains "adamp"
     .venv-golden/bin/python tools/make_golden.py --out /tmp/g # another output folder
@@ -524,7 +528,7 @@ class _Averaged:
 
 
 def dog_case(name, lr, desc, layerwise=False, reps_rel=1e-6, eps=1e-8, init_eta=None, wd=0.0,
-             gamma=None, seed=6):
+             gamma=None, zero_grad_steps=(), seed=6):
     ref = "dog.LDoG" if layerwise else "dog.DoG"
     ref_kwargs = dict(reps_rel=reps_rel, eps=eps, init_eta=init_eta, weight_decay=wd)
 
@@ -544,7 +548,7 @@ def dog_case(name, lr, desc, layerwise=False, reps_rel=1e-6, eps=1e-8, init_eta=
         ref + (f" + dog.PolynomialDecayAverager(gamma={gamma})" if gamma is not None else ""),
         ref_kwargs, lr, desc, require=req, seed=seed, mutates_grad=wd > 0, build=build,
         eval_params=None if gamma is None else (lambda opt, params: opt.averaged(params)),
-        averaging_gamma=gamma)
+        averaging_gamma=gamma, zero_grad_steps=zero_grad_steps)
 
 
 def prodigy_case(name, lr, desc, b1=0.9, b2=0.999, b3=None, eps=1e-8, wd=0.0, decouple=True,
@@ -575,7 +579,7 @@ def _sf_scalars(opt) -> dict:
     return {"weight_sum": group["weight_sum"], "lr_max": group["lr_max"]}
 
 
-def sf_case(name, lr, desc, kind, seed=8, **kw):
+def sf_case(name, lr, desc, kind, seed=8, zero_grad_steps=(), **kw):
     """schedulefree's SGD / AdamW / RAdam; kw are steplab argument names."""
     ref_name = {"sgd": "schedulefree.SGDScheduleFree", "adamw": "schedulefree.AdamWScheduleFree",
                 "radam": "schedulefree.RAdamScheduleFree"}[kind]
@@ -594,7 +598,8 @@ def sf_case(name, lr, desc, kind, seed=8, **kw):
     return Case(
         name, f"schedule_free_{kind}", "schedule_free", kw, ref_name, ref, lr, desc, seed=seed,
         require=lambda c: [("weights moved", c.get("steps_with_weight", 0) > 0)],
-        mutates_grad=True, build=build, eval_params=_sf_eval, scalars=_sf_scalars)
+        mutates_grad=True, build=build, eval_params=_sf_eval, scalars=_sf_scalars,
+        zero_grad_steps=zero_grad_steps)
 
 
 class _Wrapped:
@@ -662,8 +667,9 @@ CASES = [
     sgdp_case("sgdp_dampening", warmup_cosine(3e-2), "SGDP, momentum 0.5, dampening 0.1, warmup+cosine lr.",
               momentum=0.5, dampening=0.1),
     dog_case("dog_default", constant(1.0), "DoG, reference defaults (lr 1, reps_rel 1e-6, eps 1e-8)."),
-    dog_case("dog_init_eta", constant(1.0), "DoG with init_eta 1e-3 (first step size given, reps_rel then 0).",
-             init_eta=1e-3),
+    dog_case("dog_init_eta", constant(1.0),
+             "DoG with init_eta 1e-3 (first step size given, reps_rel then 0); all-zero gradients at steps 20-21.",
+             init_eta=1e-3, zero_grad_steps=(20, 21)),
     dog_case("dog_wd_reps", constant(0.8),
              "DoG, lr 0.8, reps_rel 1e-4, eps 1e-6, coupled weight decay 0.05 (added to the gradient).",
              reps_rel=1e-4, eps=1e-6, wd=0.05),
@@ -694,8 +700,9 @@ CASES = [
     sf_case("sf_sgd_default", constant(0.2), "Schedule-Free SGD, lr 0.2, momentum 0.9.", "sgd"),
     sf_case("sf_sgd_warmup_wd", constant(0.3), "Schedule-Free SGD, warmup 10 steps, weight decay 0.05, b1 0.8.",
             "sgd", b1=0.8, weight_decay=0.05, warmup_steps=10),
-    sf_case("sf_adamw_default", constant(0.01), "Schedule-Free AdamW, lr 0.01, reference defaults otherwise.",
-            "adamw"),
+    sf_case("sf_adamw_default", constant(0.01),
+            "Schedule-Free AdamW, lr 0.01, reference defaults otherwise; all-zero gradients at steps 5-6.",
+            "adamw", zero_grad_steps=(5, 6)),
     sf_case("sf_adamw_all", warmup_cosine(0.02),
             "Schedule-Free AdamW under a warmup+cosine lr, warmup_steps 8, wd 0.1, r 0.5, weight_lr_power 1, b2 0.99.",
             "adamw", b2=0.99, weight_decay=0.1, warmup_steps=8, r=0.5, weight_lr_power=1.0),
