@@ -124,6 +124,17 @@ def zeros_like_state(params: Any, dtype: Any = None) -> Any:
   )
 
 
+def copy_to_state(params: Any) -> Any:
+  """A copy of `params` in the state dtype, for state that starts at x_0.
+
+  Always a new buffer: `jnp.asarray` would return the parameter array itself
+  when the dtype already matches, and a user who jits the step with both
+  params and state donated would then donate one buffer twice (an XLA error),
+  or, without donation, keep an alias that an in-place update could clobber.
+  """
+  return jax.tree.map(lambda p: jnp.array(p, state_dtype(p.dtype), copy=True), params)
+
+
 def adam_moments(
     g: jax.Array, m: jax.Array, v: jax.Array, b1: Any, b2: Any
 ) -> tuple[jax.Array, jax.Array, jax.Array]:

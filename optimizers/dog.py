@@ -112,12 +112,14 @@ def scale_by_dog(
 
   def init_fn(params):
     dtype = _numerics.scalar_dtype()
-    zeros = jax.tree.map(lambda _: jnp.zeros([], dtype), params) if layerwise else jnp.zeros([], dtype)
+    # A function, not one array: two state fields sharing a buffer cannot
+    # both be donated.
+    zeros = lambda: jax.tree.map(lambda _: jnp.zeros([], dtype), params) if layerwise else jnp.zeros([], dtype)
     return ScaleByDoGState(
         count=jnp.zeros([], jnp.int32),
-        init_params=jax.tree.map(lambda p: jnp.asarray(p, _numerics.state_dtype(p.dtype)), params),
-        max_distance=zeros,
-        sum_sq_grad=zeros,
+        init_params=_numerics.copy_to_state(params),
+        max_distance=zeros(),
+        sum_sq_grad=zeros(),
     )
 
   def update_fn(updates, state, params=None):
@@ -238,7 +240,7 @@ def polynomial_decay_averaging(gamma: float = 8.0) -> optax.GradientTransformati
   def init_fn(params):
     return PolynomialDecayAveragingState(
         count=jnp.zeros([], jnp.int32),
-        average=jax.tree.map(lambda p: jnp.asarray(p, _numerics.state_dtype(p.dtype)), params),
+        average=_numerics.copy_to_state(params),
     )
 
   def update_fn(updates, state, params=None):

@@ -154,7 +154,7 @@ def scale_by_prodigy(
 
   def init_fn(params):
     dtype = _numerics.scalar_dtype()
-    sliced_state = lambda p: _sliced(jnp.asarray(p, _numerics.state_dtype(p.dtype)), slice_p)
+    init_params = _numerics.copy_to_state(jax.tree.map(lambda p: _sliced(p, slice_p), params))
     return ScaleByProdigyState(
         count=jnp.zeros([], jnp.int32),
         schedule_count=jnp.zeros([], jnp.int32),
@@ -163,8 +163,8 @@ def scale_by_prodigy(
         numerator=jnp.zeros([], dtype),
         mu=_numerics.zeros_like_state(params) if keep_mu else None,
         nu=_numerics.zeros_like_state(params),
-        init_params=jax.tree.map(sliced_state, params),
-        s=jax.tree.map(lambda p: jnp.zeros_like(sliced_state(p)), params),
+        init_params=init_params,
+        s=jax.tree.map(jnp.zeros_like, init_params),
     )
 
   def update_fn(updates, state, params=None):

@@ -133,7 +133,7 @@ def schedule_free(
 
   def init_fn(params):
     dtype = _numerics.scalar_dtype()
-    z = jax.tree.map(lambda p: jnp.asarray(p, _numerics.state_dtype(p.dtype)), params)
+    z = _numerics.copy_to_state(params)
     return ScheduleFreeState(
         count=jnp.zeros([], jnp.int32),
         b1=jnp.asarray(b1, dtype),

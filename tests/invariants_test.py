@@ -2,7 +2,7 @@
 
 Adding an optimizer to `optimizers.registry` means adding one row to `ROWS`
 (the learning rates at which it should solve the two test problems); the
-suite then checks convergence, jit stability, `inject_hyperparams`, mixed
+suite then checks convergence, jit stability, donation, `inject_hyperparams`, mixed
 precision, masks, `lax.cond`, `chain`/`MultiSteps`, `apply_if_finite`,
 sharding, an Orbax checkpoint round trip and the declared state size for it.
 """
@@ -13,6 +13,7 @@ import functools
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -156,6 +157,25 @@ class InvariantsTest(parameterized.TestCase):
       updates, state = update(_grads(params), state, params)
       params = optax.apply_updates(params, updates)
     self.assertLen(traces, 1)
+
+  @parameterized.named_parameters(PARAMETERS)
+  def test_step_with_params_and_state_donated(self, name):
+    # The usual training step donates both; state that starts at x_0 (DoG,
+    # Prodigy, schedule-free z, averaging) must own its buffers, or XLA
+    # refuses to donate one buffer twice.
+    optimizer = _build(name)
+
+    @functools.partial(jax.jit, donate_argnums=(1, 2))
+    def step(grads, state, params):
+      updates, state = optimizer.update(grads, state, params)
+      return optax.apply_updates(params, updates), state
+
+    params = _params()
+    grads = _grads(params)
+    expected, _ = step(grads, optimizer.init(jax.tree.map(jnp.copy, params)), jax.tree.map(jnp.copy, params))
+    state = optimizer.init(params)
+    params, state = step(grads, state, params)
+    chex.assert_trees_all_close(params, expected, rtol=0, atol=0)
 
   @parameterized.named_parameters(PARAMETERS)
   def test_inject_hyperparams_gives_identical_updates_and_state(self, name):

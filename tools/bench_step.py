@@ -155,7 +155,10 @@ class Case:
   def __init__(self, label, opt, params, grads, spec=None, counterpart=None):
     self.label, self.spec, self.counterpart = label, spec, counterpart
     self.params = jax.tree.map(jnp.copy, params)  # own buffers: they are donated
-    self.state = opt.init(self.params)
+    # Copied because optax.contrib's dog, prodigy and schedule-free inits
+    # return the params arrays themselves as state (x_0, z), which cannot be
+    # donated twice; steplab's own inits copy (tests/invariants_test.py).
+    self.state = jax.tree.map(jnp.copy, opt.init(self.params))
     self.state_bytes = tree_bytes(self.state) / _count(params)
     self.grads = grads
 
