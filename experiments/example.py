@@ -67,7 +67,8 @@ def train(name: str, hparams: dict[str, Any], seed: int) -> list[tuple[int, floa
   x_test, y_test = spirals(1024, rng)
   model = MLP()
   params = model.init(jax.random.key(seed), x_train[:1])
-  optimizer = optimizers.registry[name].build(**hparams)
+  spec = optimizers.registry[name]
+  optimizer = spec.build(**hparams)
   state = optimizer.init(params)
 
   def loss_fn(params, x, y):
@@ -77,7 +78,8 @@ def train(name: str, hparams: dict[str, Any], seed: int) -> list[tuple[int, floa
   @jax.jit
   def step(params, state, x, y):
     loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-    updates, state = optimizer.update(grads, state, params)
+    extra = dict(value=loss) if spec.needs_value else {}  # induced_metric_log.
+    updates, state = optimizer.update(grads, state, params, **extra)
     return optax.apply_updates(params, updates), state, loss
 
   @jax.jit

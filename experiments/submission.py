@@ -150,8 +150,12 @@ def _arguments(factory) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=None)
-def _train_step(workload, optimizer: optax.GradientTransformation, label_smoothing: float):
-  """The jitted step: loss, gradients, optimizer update, new params."""
+def _train_step(workload, optimizer: optax.GradientTransformation, label_smoothing: float,
+                needs_value: bool = False):
+  """The jitted step: loss, gradients, optimizer update, new params.
+
+  With `needs_value` the optimizer also gets the batch loss as `value=`.
+  """
 
   def loss_fn(params, model_state, batch, rng):
     logits, new_model_state = workload.model_fn(
@@ -165,7 +169,8 @@ def _train_step(workload, optimizer: optax.GradientTransformation, label_smoothi
     (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params, model_state, batch, rng
     )
-    updates, opt_state = optimizer.update(grads, opt_state, params)
+    extra = dict(value=loss) if needs_value else {}
+    updates, opt_state = optimizer.update(grads, opt_state, params, **extra)
     return optax.apply_updates(params, updates), model_state, opt_state, loss
 
   return step
@@ -178,6 +183,7 @@ def optimizer_submission(
     defaults: Mapping[str, Any] = (),
     search_space: Mapping[str, Any] | None = None,
     batch_sizes: Mapping[str, int] | None = None,
+    needs_value: bool = False,
 ) -> Submission:
   """A submission that trains with `factory(**defaults, **point)`.
 
@@ -187,6 +193,8 @@ def optimizer_submission(
     defaults: hyperparameters a point does not set.
     search_space: the default tuning search space.
     batch_sizes: per-workload batch size; default: the workload's default.
+    needs_value: pass the batch loss to `update` as `value=` (optimizers
+      that need it, e.g. induced_metric_log).
   """
 
   def get_batch_size(workload_name: str) -> int:
@@ -203,7 +211,7 @@ def optimizer_submission(
         factory, vars(hyperparameters), workload.targets.step_hint, defaults
     )
     label_smoothing = float(getattr(hyperparameters, "label_smoothing", 0.0))
-    update_fn = _train_step(workload, optimizer, label_smoothing)
+    update_fn = _train_step(workload, optimizer, label_smoothing, needs_value)
     return jax.jit(optimizer.init)(model_params), update_fn
 
   def update_params(workload, current_param_container, current_params_types, model_state,
@@ -263,7 +271,7 @@ def registry_submission(name: str, batch_sizes: Mapping[str, int] | None = None)
     defaults["warmup_factor"] = REGISTRY_WARMUP_FACTOR
   return optimizer_submission(
       name, spec.factory, defaults=defaults, search_space=spec.search_space,
-      batch_sizes=batch_sizes,
+      batch_sizes=batch_sizes, needs_value=spec.needs_value,
   )
 
 

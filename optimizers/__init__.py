@@ -13,6 +13,12 @@ from optimizers.adabound import adabound
 from optimizers.adabound import amsbound
 from optimizers.adabound import scale_by_adabound
 from optimizers.adabound import ScaleByAdaBoundState
+from optimizers.adam_mini import adam_mini
+from optimizers.adam_mini import adam_mini_partition
+from optimizers.adam_mini import Block as AdamMiniBlock
+from optimizers.adam_mini import print_adam_mini_partition
+from optimizers.adam_mini import scale_by_adam_mini
+from optimizers.adam_mini import ScaleByAdamMiniState
 from optimizers.adamod import adamod
 from optimizers.adamod import scale_by_adamod
 from optimizers.adamod import ScaleByAdaModState
@@ -29,6 +35,13 @@ from optimizers.dog import polynomial_decay_averaging
 from optimizers.dog import PolynomialDecayAveragingState
 from optimizers.dog import scale_by_dog
 from optimizers.dog import ScaleByDoGState
+from optimizers.induced_metric import adam_preconditioner
+from optimizers.induced_metric import induced_metric_log
+from optimizers.induced_metric import induced_metric_rms
+from optimizers.induced_metric import induced_metric_sgd
+from optimizers.induced_metric import scale_by_induced_metric
+from optimizers.induced_metric import ScaleByDebiasedMomentsState
+from optimizers.induced_metric import ScaleByInducedMetricState
 from optimizers.prodigy import prodigy
 from optimizers.prodigy import scale_by_prodigy
 from optimizers.prodigy import ScaleByProdigyState
@@ -46,6 +59,12 @@ from optimizers.registry import Registry
 from optimizers.registry import registry
 
 __all__ = (
+    "AdamMiniBlock",
+    "ScaleByAdamMiniState",
+    "adam_mini",
+    "adam_mini_partition",
+    "print_adam_mini_partition",
+    "scale_by_adam_mini",
     "HasEvalParams",
     "OptimizerSpec",
     "Registry",
@@ -53,18 +72,24 @@ __all__ = (
     "ScaleByAdaModState",
     "PolynomialDecayAveragingState",
     "ScaleByAdamPState",
+    "ScaleByDebiasedMomentsState",
     "ScaleByDoGState",
+    "ScaleByInducedMetricState",
     "ScaleByProdigyState",
     "ScaleByRAdamState",
     "ScaleBySGDPState",
     "ScheduleFreeState",
     "adabound",
+    "adam_preconditioner",
     "adamod",
     "adamp",
     "adamp_projection",
     "amsbound",
     "dog",
     "estimated_d",
+    "induced_metric_log",
+    "induced_metric_rms",
+    "induced_metric_sgd",
     "eval_params",
     "ldog",
     "polynomial_decay_averaging",
@@ -75,6 +100,7 @@ __all__ = (
     "scale_by_adamod",
     "scale_by_adamp",
     "scale_by_dog",
+    "scale_by_induced_metric",
     "scale_by_prodigy",
     "scale_by_radam",
     "scale_by_sgdp",

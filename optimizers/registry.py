@@ -24,12 +24,16 @@ import optax
 # Functions, not modules: the package namespace maps each family's name to its
 # alias function (`optimizers.radam` is the optimizer, not the module).
 from optimizers.adabound import adabound
+from optimizers.adam_mini import adam_mini
 from optimizers.adabound import amsbound
 from optimizers.adamod import adamod
 from optimizers.adamp import adamp
 from optimizers.adamp import sgdp
 from optimizers.dog import dog
 from optimizers.dog import ldog
+from optimizers.induced_metric import induced_metric_log
+from optimizers.induced_metric import induced_metric_rms
+from optimizers.induced_metric import induced_metric_sgd
 from optimizers.prodigy import prodigy
 from optimizers.schedule_free import schedule_free_adamw
 from optimizers.schedule_free import schedule_free_radam
@@ -59,6 +63,8 @@ class OptimizerSpec:
       schedule (warmup, then cosine decay over step_hint) on the learning
       rate; False for methods that set their own step size or replace the
       schedule (DoG, schedule-free), which run at a constant rate.
+    needs_value: whether `update` needs the current loss as the extra
+      argument `value=` (induced_metric_log); the runner passes it.
   """
 
   name: str
@@ -70,6 +76,7 @@ class OptimizerSpec:
   state_bytes_per_param: int
   static_args: tuple[str, ...] = ()
   warmup_cosine: bool = True
+  needs_value: bool = False
 
   def __post_init__(self):
     # Freeze the mappings so a caller cannot change the registry by accident.
@@ -363,3 +370,50 @@ for _factory, _cls in ((schedule_free_adamw, "AdamWScheduleFree"), (schedule_fre
       )
   )
 del _factory, _cls
+
+
+# Induced-metric optimisers: the author's defaults (current code). The paper's
+# sweeps tune xi over many decades (its best values on real networks are
+# 1e-8 .. 1e-5), so the space does too. The log variant needs the loss.
+_IM_DEFAULTS = dict(learning_rate=0.1, momentum=0.9, xi=0.1, beta=0.8, weight_decay=0.0)
+_IM_SPACE = {
+    "learning_rate": _log(1e-3, 1.0),
+    "xi": _log(1e-8, 1.0),
+    "weight_decay": _log(1e-6, 1e-2),
+}
+for _factory, _cls, _bytes, _extra in (
+    (induced_metric_sgd, "CustomSGD", 4, {}),  # m.
+    (induced_metric_rms, "CustomSGDRMS", 8, dict(b_rms=0.99, eps=1e-8)),  # m, v.
+    (induced_metric_log, "CustomSGDLog", 4, {}),  # m.
+):
+  registry.register(
+      OptimizerSpec(
+          name=_factory.__name__,
+          factory=_factory,
+          defaults={**_IM_DEFAULTS, **_extra},
+          search_space=_IM_SPACE,
+          paper="Harvey, Induced metric optimisers, arXiv:2509.03594",
+          reference=f"NumPy transcription tools/induced_metric_reference.py (author's {_cls})",
+          state_bytes_per_param=_bytes,
+          needs_value=_factory is induced_metric_log,
+      )
+  )
+del _factory, _cls, _bytes, _extra
+
+
+# Adam-mini: the reference's defaults; AdamW's space. The head counts shape
+# the partition, so they stay static under inject_hyperparams.
+registry.register(
+    OptimizerSpec(
+        name="adam_mini",
+        factory=adam_mini,
+        defaults=dict(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0),
+        search_space={**_ADAM_SPACE, "weight_decay": _log(1e-5, 1e-1)},
+        paper="Zhang et al., Adam-mini: Use Fewer Learning Rates To Gain More, ICLR 2025",
+        reference="adam-mini 1.1.1 (adam_mini.Adam_mini)",
+        # m, plus one v per block: a small fraction of a parameter (measured by
+        # tools/bench_memory.py; per-element on biases).
+        state_bytes_per_param=4,
+        static_args=("num_heads", "num_kv_heads", "partition"),
+    )
+)

@@ -35,6 +35,11 @@ ROWS = {
     # AdaBound ends as SGD with final_lr: it must be stable for Rosenbrock.
     "adabound": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2, final_lr=1e-3)),
     "amsbound": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2, final_lr=1e-3)),
+    # Adam-mini's test tree has no Transformer names: one v per tensor (per
+    # element on biases). block_statistics: state leaves that are per block,
+    # not parameter-shaped (the declared bytes count m only).
+    "adam_mini": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2),
+                      block_statistics=True),
     "adamod": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=3e-2)),
     "adamp": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2)),
     # DoG's step size is its own (the learning rate is a multiplier, 1 by
@@ -50,6 +55,10 @@ ROWS = {
     "schedule_free_sgd": dict(quadratic=dict(learning_rate=0.5), rosenbrock=dict(learning_rate=3e-3)),
     "schedule_free_adamw": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2)),
     "schedule_free_radam": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2)),
+    # The metric factor is one global scalar (like DoG's step size).
+    "induced_metric_sgd": dict(quadratic=dict(), rosenbrock=dict(learning_rate=1e-3), global_step_size=True),
+    "induced_metric_rms": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2), global_step_size=True),
+    "induced_metric_log": dict(quadratic=dict(), rosenbrock=dict(learning_rate=1e-3), global_step_size=True),
     "sgdp": dict(quadratic=dict(learning_rate=0.1, momentum=0.9), rosenbrock=dict(learning_rate=1e-3, momentum=0.9)),
 }
 
@@ -81,8 +90,20 @@ def _grads(params):
   return jax.tree.map(lambda g, p: g.astype(p.dtype), jax.grad(_loss)(params), params)
 
 
-def _build(name, **overrides):
-  return optimizers.registry[name].build(**overrides)
+def _with_loss(name, optimizer, loss=_loss):
+  """The runner's contract for `needs_value` entries: the loss as `value=`."""
+  if not optimizers.registry[name].needs_value:
+    return optimizer
+
+  def update(updates, state, params=None, **extra_args):
+    del extra_args
+    return optimizer.update(updates, state, params, value=loss(params))
+
+  return optax.GradientTransformationExtraArgs(optimizer.init, update)
+
+
+def _build(name, loss=_loss, **overrides):
+  return _with_loss(name, optimizers.registry[name].build(**overrides), loss)
 
 
 def _run(optimizer, loss, params, steps):
@@ -127,7 +148,7 @@ class InvariantsTest(parameterized.TestCase):
       return sum(jax.tree.leaves(terms))
 
     start = _params()
-    final = _run(_build(name, **ROWS[name]["quadratic"]), loss, start, 2000)
+    final = _run(_build(name, loss, **ROWS[name]["quadratic"]), loss, start, 2000)
     self.assertLess(float(loss(final)), 1e-3 * float(loss(start)))
 
   @parameterized.named_parameters(PARAMETERS)
@@ -137,7 +158,7 @@ class InvariantsTest(parameterized.TestCase):
       return (1.0 - x) ** 2 + 100.0 * (y - x**2) ** 2
 
     start = {"xy": jnp.asarray([-1.2, 1.0], jnp.float32)}
-    final = _run(_build(name, **ROWS[name]["rosenbrock"]), rosenbrock, start, 10_000)
+    final = _run(_build(name, rosenbrock, **ROWS[name]["rosenbrock"]), rosenbrock, start, 10_000)
     self.assertLess(float(rosenbrock(final)), 1e-2)  # From 24.2 at the start.
     np.testing.assert_allclose(final["xy"], [1.0, 1.0], atol=0.2)
 
@@ -188,8 +209,8 @@ class InvariantsTest(parameterized.TestCase):
         k: np.float32(v) if isinstance(v, float) else v
         for k, v in spec.hyperparameters(**overrides).items()
     }
-    plain = spec.factory(**hparams)
-    injected = optax.inject_hyperparams(spec.factory, static_args=spec.static_args)(**hparams)
+    plain = _with_loss(name, spec.factory(**hparams))
+    injected = _with_loss(name, optax.inject_hyperparams(spec.factory, static_args=spec.static_args)(**hparams))
     params_a = params_b = _params()
     state_a, state_b = plain.init(params_a), injected.init(params_b)
     for _ in range(7):  # Past RAdam's rectification threshold.
@@ -245,7 +266,7 @@ class InvariantsTest(parameterized.TestCase):
     # own decay only: masked-out leaves follow the undecayed run, the others
     # the run with decay everywhere.
     def trajectory(**kwargs):
-      return _run(spec.build(**kwargs), _loss, params, 10)
+      return _run(_with_loss(name, spec.build(**kwargs)), _loss, params, 10)
 
     masked = trajectory(weight_decay=1.0, mask=mask)
     undecayed = trajectory(weight_decay=0.0)
@@ -356,7 +377,11 @@ class InvariantsTest(parameterized.TestCase):
       self.assertTrue(q.sharding.is_equivalent_to(p.sharding, p.ndim), (q.sharding, p.sharding))
     # Moments are sharded like their parameters: nothing was gathered.
     param_shardings = {p.shape: p.sharding for p in jax.tree.leaves(params)}
+    param_sizes = sorted(p.size for p in jax.tree.leaves(params))
     for leaf in _moment_leaves(new_state):
+      if ROWS[name].get("block_statistics") and leaf.shape not in param_shardings:
+        self.assertLess(leaf.size, param_sizes[-1])  # A per-block statistic (Adam-mini's v).
+        continue
       self.assertTrue(leaf.sharding.is_equivalent_to(param_shardings[leaf.shape], leaf.ndim))
     # And the numbers equal the unsharded run's.
     unsharded = jax.device_put(_params(), devices[0])
@@ -397,7 +422,14 @@ class InvariantsTest(parameterized.TestCase):
     # (counters, Prodigy's d, DoG's distances) cancel in the difference.
     small, large = _params(), _params(width=38)
     extra = sum(p.size for p in jax.tree.leaves(large)) - sum(p.size for p in jax.tree.leaves(small))
-    self.assertEqual((state_bytes(large) - state_bytes(small)) / extra, spec.state_bytes_per_param)
+    marginal = (state_bytes(large) - state_bytes(small)) / extra
+    if ROWS[name].get("block_statistics"):
+      # Declared: the full-size state; per-block statistics add less than
+      # one float32 per parameter (here: per-element only on the bias).
+      self.assertGreaterEqual(marginal, spec.state_bytes_per_param)
+      self.assertLess(marginal, spec.state_bytes_per_param + 4)
+    else:
+      self.assertEqual(marginal, spec.state_bytes_per_param)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ class GoldenCase:
   # name -> (T+1, *shape); None when the reference evaluates at the params.
   eval_params: dict[str, np.ndarray] | None = None
   scalars: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # key -> (T,)
+  # The loss L_t at p_t, (T,), for optimizers that take it (`update(..., value=)`).
+  values: np.ndarray | None = None
 
   @property
   def name(self) -> str:
@@ -90,6 +92,7 @@ def load_golden(path: str) -> GoldenCase:
             {n: np.asarray(data[f"x/{n}"]) for n in names} if meta.get("eval_params") else None
         ),
         scalars={k: np.asarray(data[f"s/{k}"]) for k in meta.get("scalars", ())},
+        values=np.asarray(data["value"]) if meta.get("value") else None,
     )
 
 
@@ -139,14 +142,18 @@ def replay_with_eval(case: GoldenCase, optimizer: optax.GradientTransformation |
   params = {n: jnp.asarray(case.params[n][0]) for n in names}
   grads = {n: jnp.asarray(case.grads[n]) for n in names}
 
-  def step(carry, g):
+  values = None if case.values is None else jnp.asarray(case.values, case.dtype)
+
+  def step(carry, inputs):
     params, state = carry
-    updates, state = optimizer.update(g, state, params)
+    g, value = inputs
+    extra = {} if value is None else dict(value=value)
+    updates, state = optimizer.update(g, state, params, **extra)
     params = optax.apply_updates(params, updates)
     return (params, state), (params, optimizers.eval_params(state, params))
 
-  _, (trajectory, eval_trajectory) = jax.jit(lambda p, s, g: jax.lax.scan(step, (p, s), g))(
-      params, optimizer.init(params), grads
+  _, (trajectory, eval_trajectory) = jax.jit(lambda p, s, xs: jax.lax.scan(step, (p, s), xs))(
+      params, optimizer.init(params), (grads, values)
   )
   whole = lambda t: {n: np.concatenate([case.params[n][:1], np.asarray(t[n])]) for n in names}
   return whole(trajectory), whole(eval_trajectory)

@@ -18,6 +18,7 @@ from experiments import logs
 from experiments import submission as submission_lib
 from experiments import trainer
 from experiments.workloads import base
+import optimizers
 
 
 class FakeTime:
@@ -281,6 +282,22 @@ class SubmissionTest(absltest.TestCase):
       rows = logs.CsvLog.resume(os.path.join(tmp, name)).rows
       self.assertEqual([(r["global_step"], r["optimizer/d"]) for r in rows],
                        [(3, 1.5), (6, 3.0), (7, 3.5)], name)
+
+  def test_optimizers_that_need_the_loss_get_it(self):
+    # induced_metric_log raises without `value=`; the registry adapter passes
+    # the batch loss for entries with needs_value.
+    self.assertTrue(optimizers.registry["induced_metric_log"].needs_value)
+    clock = FakeTime()
+    sub = submission_lib.registry_submission("induced_metric_log", batch_sizes={"tiny": 16})
+    tmp = test_util.tempdir(self)
+    trainer.run_trial(
+        TinyWorkload(clock, eval_period=3.0), sub, {"learning_rate": 0.05}, trial_dir=tmp,
+        rng_seed=0, record={}, max_global_steps=4, save_checkpoints=False, time_fn=clock,
+        progress=lambda m: None,
+    )
+    rows = logs.CsvLog.resume(os.path.join(tmp, "eval_measurements.csv")).rows
+    self.assertEqual(rows[-1]["global_step"], 4)
+    self.assertTrue(np.isfinite(float(rows[-1]["train/loss"])))
 
   def test_registry_schedule_is_warmup_cosine_unless_the_entry_says_otherwise(self):
     workload = TinyWorkload(FakeTime())

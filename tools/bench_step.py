@@ -162,8 +162,11 @@ class Case:
     self.state_bytes = tree_bytes(self.state) / _count(params)
     self.grads = grads
 
+    # A fixed loss for optimizers that take it (induced_metric_log).
+    extra = dict(value=jnp.float32(1.0)) if spec is not None and spec.needs_value else {}
+
     def step(params, state, grads):
-      updates, state = opt.update(grads, state, params)
+      updates, state = opt.update(grads, state, params, **extra)
       return optax.apply_updates(params, updates), state
 
     self.step = jax.jit(step, donate_argnums=(0, 1))

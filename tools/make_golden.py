@@ -17,7 +17,10 @@ also AMSBound via ``amsbound=True``), ``adamod.AdaMod`` (adamod),
 ``adamp.AdamP`` and ``adamp.SGDP`` (adamp), ``prodigyopt.Prodigy``,
 ``dog.DoG``/``dog.LDoG``/``dog.PolynomialDecayAverager`` (dog-optimizer),
 ``schedulefree``'s SGD/AdamW/RAdam schedule-free optimizers and its
-``ScheduleFreeWrapper`` (around torch SGD, Adagrad and Prodigy).
+``ScheduleFreeWrapper`` (around torch SGD, Adagrad and Prodigy), and
+``adam_mini.Adam_mini`` (adam-mini) on a small named Transformer, stored under
+Flax names and layouts (``kernel`` (in, out), ``embedding`` (vocab, dim),
+``scale``) with the reference's own blocks in ``meta["reference_blocks"]``.
 
 How to run
 ----------
@@ -25,7 +28,8 @@ In a virtualenv holding the pinned reference versions::
 
     python3 -m venv .venv-golden
     .venv-golden/bin/pip install numpy torch==2.13.0 adabound==0.0.5 adamod==0.0.3 adamp==0.3.0 \
-        prodigyopt==1.1.2 dog-optimizer==1.0.3 schedulefree==1.4.1
+        prodigyopt==1.1.2 dog-optimizer==1.0.3 schedulefree==1.4.1 \
+        adam-mini==1.1.1
     .venv-golden/bin/python tools/make_golden.py              # all cases -> tests/golden
     .venv-golden/bin/python tools/make_golden.py --only adamp # cases whose name contains "adamp"
     .venv-golden/bin/python tools/make_golden.py --out /tmp/g # another output folder
@@ -89,6 +93,7 @@ import torch
 import torch.nn.functional as F
 
 import adabound
+import adam_mini as adam_mini_ref  # PyPI adam-mini
 import adamod
 import adamp
 import dog as dog_optimizer  # PyPI dog-optimizer
@@ -119,7 +124,7 @@ warnings.filterwarnings("ignore", message=r"This overload of addcmul", category=
 def versions() -> dict:
     """torch.__version__ plus importlib.metadata versions of the other packages."""
     out = {"torch": torch.__version__}
-    for dist in ("adabound", "adamod", "adamp", "dog-optimizer", "prodigyopt", "schedulefree", "numpy"):
+    for dist in ("adabound", "adam-mini", "adamod", "adamp", "dog-optimizer", "prodigyopt", "schedulefree", "numpy"):
         out[dist] = importlib.metadata.version(dist)
     assert importlib.metadata.version("torch") == torch.__version__
     out["python"] = sys.version.split()[0]
@@ -150,14 +155,59 @@ SI_SPECS = [("conv_si", (4, 2, 3, 2)), ("dense_si", (5, 3))]
 FLAT_SPECS = [("bias", (5,)), ("vec", (13,))]
 
 
+# A one-layer named Transformer LM (Adam-mini's partition reads the names):
+# embedding, positions, q/k/v/o projections (grouped-query when kv heads <
+# heads), MLP, norms with and without bias, an "ln_f" final norm, an output head.
+TF_DIM, TF_HEADS, TF_VOCAB, TF_LEN, TF_MLP, TF_BATCH = 8, 2, 11, 6, 16, 3
+
+
+def transformer_specs(kv_heads: int) -> list:
+    hd = TF_DIM // TF_HEADS
+    return [
+        ("embed.weight", (TF_VOCAB, TF_DIM)), ("pos_emb", (TF_LEN, TF_DIM)),
+        ("layers.0.norm1.weight", (TF_DIM,)), ("layers.0.norm1.bias", (TF_DIM,)),
+        ("layers.0.attn.q_proj.weight", (TF_DIM, TF_DIM)), ("layers.0.attn.q_proj.bias", (TF_DIM,)),
+        ("layers.0.attn.k_proj.weight", (kv_heads * hd, TF_DIM)),
+        ("layers.0.attn.v_proj.weight", (kv_heads * hd, TF_DIM)),
+        ("layers.0.attn.o_proj.weight", (TF_DIM, TF_DIM)), ("layers.0.norm2.weight", (TF_DIM,)),
+        ("layers.0.mlp.fc1.weight", (TF_MLP, TF_DIM)), ("layers.0.mlp.fc1.bias", (TF_MLP,)),
+        ("layers.0.mlp.fc2.weight", (TF_DIM, TF_MLP)), ("ln_f.weight", (TF_DIM,)),
+        ("lm_head.weight", (TF_VOCAB, TF_DIM)),
+    ]
+
+
+def flax_name(torch_name: str, rank: int) -> tuple[str, bool]:
+    """(Flax-style name, whether the torch tensor is transposed to Flax layout)."""
+    if torch_name == "embed.weight":
+        return "embed.embedding", False  # nn.Embed keeps (vocab, dim).
+    if torch_name.endswith(".weight"):
+        return torch_name[: -len(".weight")] + (".kernel" if rank >= 2 else ".scale"), rank >= 2
+    return torch_name, False
+
+
 class Problem:
     """Deterministic smooth non-quadratic loss over an ordered dict of torch tensors."""
 
     def __init__(self, kind: str, dtype: torch.dtype, seed: int):
-        assert kind in ("base", "si", "flat")
+        assert kind in ("base", "si", "flat", "transformer", "transformer_gqa")
         self.kind = kind
         self.dtype = dtype
         rng = np.random.default_rng(seed)
+        if kind.startswith("transformer"):
+            self.kv_heads = 1 if kind == "transformer_gqa" else TF_HEADS
+            self.specs = transformer_specs(self.kv_heads)
+            init = {}
+            for n, s in self.specs:
+                if n.endswith("bias"):
+                    x = rng.normal(0.0, 0.1, s)
+                elif len(s) == 1:
+                    x = 1.0 + rng.normal(0.0, 0.1, s)
+                else:
+                    x = rng.normal(0.0, 0.4, s)
+                init[n] = torch.tensor(x, dtype=dtype)
+            self.init = init
+            self.tokens = torch.tensor(rng.integers(0, TF_VOCAB, (TF_BATCH, TF_LEN + 1)))
+            return
         if kind == "flat":  # Rank-1 leaves only: flattening is layout-free (Prodigy's slice_p).
             specs = FLAT_SPECS
         else:
@@ -195,7 +245,29 @@ class Problem:
             self.consts["A_dense_si"] = t(np.exp(rng.uniform(-1.0, 1.0, (5, 3))))
             self.consts["u4"] = t(rng.normal(0.0, 1.0, (4,)))
 
+    def transformer_loss(self, P: dict) -> torch.Tensor:
+        B, T, D, H = TF_BATCH, TF_LEN, TF_DIM, TF_HEADS
+        hd, kv = D // H, self.kv_heads
+        x = P["embed.weight"][self.tokens[:, :-1]] + P["pos_emb"]
+        h = F.layer_norm(x, (D,), P["layers.0.norm1.weight"], P["layers.0.norm1.bias"])
+        q = (h @ P["layers.0.attn.q_proj.weight"].T + P["layers.0.attn.q_proj.bias"]).view(B, T, H, hd)
+        k = (h @ P["layers.0.attn.k_proj.weight"].T).view(B, T, kv, hd).repeat_interleave(H // kv, dim=2)
+        v = (h @ P["layers.0.attn.v_proj.weight"].T).view(B, T, kv, hd).repeat_interleave(H // kv, dim=2)
+        scores = torch.einsum("bthd,bshd->bhts", q, k) / math.sqrt(hd)
+        causal = torch.ones(T, T, dtype=torch.bool).tril()
+        att = torch.softmax(scores.masked_fill(~causal, float("-inf")), dim=-1)
+        o = torch.einsum("bhts,bshd->bthd", att, v).reshape(B, T, D)
+        x = x + o @ P["layers.0.attn.o_proj.weight"].T
+        h = F.layer_norm(x, (D,), P["layers.0.norm2.weight"])
+        h = F.gelu(h @ P["layers.0.mlp.fc1.weight"].T + P["layers.0.mlp.fc1.bias"])
+        x = x + h @ P["layers.0.mlp.fc2.weight"].T
+        x = F.layer_norm(x, (D,), P["ln_f.weight"])
+        logits = x @ P["lm_head.weight"].T
+        return F.cross_entropy(logits.reshape(B * T, -1), self.tokens[:, 1:].reshape(-1))
+
     def loss(self, P: dict) -> torch.Tensor:
+        if self.kind.startswith("transformer"):
+            return self.transformer_loss(P)
         k = self.consts
         total = torch.zeros((), dtype=self.dtype)
         if self.kind == "flat":
@@ -407,6 +479,7 @@ class Case:
     # (the evaluation point after the step, stored as x/<name>) and
     # scalars(opt) -> {key: float} (per-step values such as Prodigy's d, stored as s/<key>).
     mutates_grad: bool = False  # The reference adds weight decay into p.grad (DoG, Prodigy).
+    named: bool = False  # build(named_parameters, lr0): the reference reads names (Adam-mini).
     zero_grad_steps: tuple = ()  # Steps whose gradient is replaced by zeros (stored as such).
     build: Callable | None = None
     averaging_gamma: float | None = None  # steplab side: chain(optimizer, polynomial_decay_averaging)
@@ -631,7 +704,26 @@ def sf_wrapper_case(name, lr, desc, base, base_kwargs, steplab_base, b1=0.9, wd=
         build=build, eval_params=_sf_eval, scalars=_sf_scalars)
 
 
+def adam_mini_case(name, lr, desc, kv_heads=TF_HEADS, b1=0.9, b2=0.999, eps=1e-8, wd=0.0, seed=9):
+    def build(named, lr0):
+        return adam_mini_ref.Adam_mini(named, lr=lr0, betas=(b1, b2), eps=eps, weight_decay=wd, dim=TF_DIM,
+                                       n_heads=TF_HEADS, n_kv_heads=kv_heads, verbose=False)
+
+    return Case(
+        name, "adam_mini", "adam_mini",
+        dict(b1=b1, b2=b2, eps=eps, weight_decay=wd, num_heads=TF_HEADS, num_kv_heads=kv_heads),
+        "adam_mini.Adam_mini", dict(betas=[b1, b2], eps=eps, weight_decay=wd, dim=TF_DIM, n_heads=TF_HEADS,
+                                    n_kv_heads=kv_heads),
+        lr, desc, problem="transformer_gqa" if kv_heads < TF_HEADS else "transformer", seed=seed,
+        build=build, named=True)
+
+
 CASES = [
+    adam_mini_case("adam_mini_default", constant(1e-2), "Adam-mini on a named one-layer Transformer, MHA."),
+    adam_mini_case("adam_mini_gqa_wd_sched", warmup_cosine(2e-2),
+                   "Adam-mini, grouped-query attention (1 kv head), weight decay 0.1 (not on norms/biases),"
+                   " warmup+cosine lr, betas (0.8, 0.99), eps 1e-6.",
+                   kv_heads=1, b1=0.8, b2=0.99, eps=1e-6, wd=0.1),
     radam_case("radam_const", constant(1e-2), "RAdam, constant lr, no weight decay."),
     radam_case("radam_sched_dwd", warmup_cosine(2e-2), "RAdam, warmup+cosine lr, decoupled weight decay 0.5.",
                wd=0.5, decoupled=True),
@@ -736,7 +828,7 @@ def run_case(case: Case, dtype_name: str, T: int, vers: dict):
         lrs = [float(v) for v in case.schedule(T)]
         assert len(lrs) == T and all(v > 0 for v in lrs)
         if case.build is not None:
-            opt = case.build(list(params.values()), lrs[0])
+            opt = case.build(list(params.items()) if case.named else list(params.values()), lrs[0])
         else:
             opt = REFERENCES[case.reference](list(params.values()), lr=lrs[0],
                                              **_ref_kwargs(case.reference_kwargs))
@@ -789,16 +881,23 @@ def run_case(case: Case, dtype_name: str, T: int, vers: dict):
     np_dtype = np.float32 if dtype == torch.float32 else np.float64
     arrays = {"lr": np.asarray(lrs, dtype=np.float64)}
     torch_shapes = {}
+    stored_names = []
     for n, _ in problem.specs:
         r = params[n].ndim
-        torch_shapes[n] = list(params[n].shape)
-        arrays[f"p/{n}"] = to_flax(torch.stack(p_hist[n]).numpy(), r).astype(np_dtype, copy=False)
-        arrays[f"g/{n}"] = to_flax(torch.stack(g_hist[n]).numpy(), r).astype(np_dtype, copy=False)
-        assert arrays[f"p/{n}"].dtype == np_dtype and arrays[f"p/{n}"].shape[0] == T + 1
-        assert np.all(np.isfinite(arrays[f"p/{n}"])) and np.all(np.isfinite(arrays[f"g/{n}"]))
+        if problem.kind.startswith("transformer"):  # Flax names and layouts (kernel, embedding, scale).
+            f, transpose = flax_name(n, r)
+            r = r if transpose else 1
+        else:
+            f = n
+        stored_names.append(f)
+        torch_shapes[f] = list(params[n].shape)
+        arrays[f"p/{f}"] = to_flax(torch.stack(p_hist[n]).numpy(), r).astype(np_dtype, copy=False)
+        arrays[f"g/{f}"] = to_flax(torch.stack(g_hist[n]).numpy(), r).astype(np_dtype, copy=False)
+        assert arrays[f"p/{f}"].dtype == np_dtype and arrays[f"p/{f}"].shape[0] == T + 1
+        assert np.all(np.isfinite(arrays[f"p/{f}"])) and np.all(np.isfinite(arrays[f"g/{f}"]))
         if case.eval_params is not None:
             assert len(x_hist[n]) == T + 1, (case.name, n, len(x_hist[n]))
-            arrays[f"x/{n}"] = to_flax(torch.stack(x_hist[n]).numpy(), r).astype(np_dtype, copy=False)
+            arrays[f"x/{f}"] = to_flax(torch.stack(x_hist[n]).numpy(), r).astype(np_dtype, copy=False)
     for k, v in s_hist.items():
         assert len(v) == T, (case.name, k, len(v))
         arrays[f"s/{k}"] = np.asarray(v, dtype=np.float64)
@@ -811,7 +910,7 @@ def run_case(case: Case, dtype_name: str, T: int, vers: dict):
         "versions": vers,
         "dtype": dtype_name,
         "num_steps": T,
-        "param_names": [n for n, _ in problem.specs],
+        "param_names": stored_names,
         "eval_params": case.eval_params is not None,
         "averaging_gamma": case.averaging_gamma,
         "scalars": sorted(s_hist),
@@ -819,6 +918,14 @@ def run_case(case: Case, dtype_name: str, T: int, vers: dict):
         "coverage": cov,
         "description": case.description,
     }
+    if case.family == "adam_mini":
+        # The reference's own partition: second-moment entries per parameter
+        # (vmean for blocks, v for its Adam blocks), under the stored names.
+        by_id = {id(p): f for (n, p), f in zip(params.items(), stored_names)}
+        meta["reference_blocks"] = {
+            by_id[id(p)]: int((st["vmean"] if "vmean" in st else st["v"]).numel())
+            for p, st in opt.state.items()
+        }
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=False))
     return arrays, cov
 

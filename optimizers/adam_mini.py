@@ -1,0 +1,337 @@
+"""Adam-mini: one second-moment value per Hessian block, numerically as adam-mini 1.1.1.
+
+Adam-mini keeps Adam's first moment but replaces the per-parameter second
+moment by one value per block of parameters (per attention head for queries
+and keys, per output neuron for values, projections and MLPs, per token for
+embeddings and the output layer, one per tensor otherwise; biases keep Adam).
+At step t (from 1), for a block B with bc1 = 1 - b1^t, bc2 = 1 - b2^t:
+
+    m   = b1 m + (1 - b1) g                         (full size)
+    v_B = b2 v_B + (1 - b2) mean_{i in B} g_i^2     (one scalar per block)
+    p  -= lr_t (wd_p p + m / bc1 / (sqrt(v_B) / sqrt(bc2) + eps))
+
+Weight decay is decoupled (AdamW's `p *= 1 - lr wd` before the step, as the
+reference) and skipped for norms and biases.
+
+Partition (the reference's name rules, first rule wins, on the lower-cased
+parameter path joined with "."):
+
+  1. "bias"                                   -> Adam (per element)
+  2. {q_proj, wq, query} / {k_proj, wk, key}  -> one v per attention head
+  3. {embed, embd, wte}, {lm_head, output, final_layer}, {v_proj, wv, value},
+     {o_proj, wo, attn.proj}, {feed_forward, linear, mlp}
+                                              -> one v per output neuron (token)
+  4. anything else                            -> one v for the whole tensor
+
+Flax layouts: `Dense` kernels are (in, out), so "per output neuron" reduces
+over every axis but the last; `nn.Embed`'s `embedding` (vocab, dim) keeps the
+first axis (per token). `DenseGeneral` attention kernels (in, heads, head_dim)
+give one block per head for q/k and one per (head, head_dim) neuron for v;
+2-D q/k kernels (in, heads * head_dim) split their output axis into
+`num_heads` (queries) or `num_kv_heads` (keys, grouped-query attention) heads,
+as the reference's `view(-1, dim * dim / n_heads)` does on torch's (out, in)
+weights. Flax's `MultiHeadDotProductAttention` names its output projection
+`out`: a path component equal to "out" counts as an attention projection (the
+reference knows only torch names). A 1-D tensor in a per-neuron rule (e.g. a
+norm scale under an "mlp" module) is one block (the reference would fail).
+
+Weight-decay exclusion: the reference skips decay when the name contains
+"norm", "ln" or "bias"; the bare "ln" substring also hits unrelated names
+(e.g. "kiln", "vulnerable"), so steplab matches "ln" only as a path-component
+token: "ln", "ln_1", "ln_f", "lnf", "ln2", "final_ln", "attn_ln".
+
+Defaults (reference): lr 1e-3, b1 0.9, b2 0.999, eps 1e-8, weight decay 0.
+
+References:
+  Zhang et al., "Adam-mini: Use Fewer Learning Rates To Gain More", ICLR 2025,
+  https://arxiv.org/abs/2406.16793. Code: github.com/zyushun/Adam-mini (PyPI
+  `adam-mini` 1.1.1).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Callable, NamedTuple, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from optimizers import _numerics
+from optimizers import _validation
+
+QUERY_NAMES = ("q_proj", "wq", "query")
+KEY_NAMES = ("k_proj", "wk", "key")
+EMBEDDING_NAMES = ("embed", "embd", "wte")
+OUTPUT_NAMES = ("lm_head", "output", "final_layer")
+VALUE_NAMES = ("v_proj", "wv", "value")
+ATTENTION_PROJECTION_NAMES = ("o_proj", "wo", "attn.proj")
+MLP_NAMES = ("feed_forward", "linear", "mlp")
+_FLAX_ATTENTION_OUT = "out"  # Path component of MultiHeadDotProductAttention's output.
+_LN_TOKEN = re.compile(r"(^|_)ln(\d+|f)?($|_)")
+
+
+class Block(NamedTuple):
+  """How one leaf is cut into second-moment blocks.
+
+  Attributes:
+    rule: "adam" (per element), "head", "neuron", "token" or "whole".
+    heads: split the last axis into (heads, -1) first (2-D q/k kernels); None: no split.
+    axes: axes (of the split shape) averaged over; v keeps the others (keepdims).
+  """
+
+  rule: str
+  heads: int | None
+  axes: tuple[int, ...]
+
+
+class ScaleByAdamMiniState(NamedTuple):
+  """State of `scale_by_adam_mini`: count, full m, block v (keepdims shapes)."""
+
+  count: chex.Array
+  mu: optax.Updates
+  nu: optax.Updates
+
+
+def _path_name(path: Sequence[Any]) -> str:
+  keys = []
+  for k in path:
+    key = getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))
+    keys.append(str(key))
+  return ".".join(keys).replace("/", ".").lower()
+
+
+def _has(name: str, names: Sequence[str]) -> bool:
+  return any(n in name for n in names)
+
+
+def excluded_from_weight_decay(name: str) -> bool:
+  """Norms and biases: "norm" or "bias" anywhere, "ln" as a path token (see module doc)."""
+  name = name.lower()
+  if "norm" in name or "bias" in name:
+    return True
+  return any(_LN_TOKEN.search(part) for part in re.split(r"[./]", name))
+
+
+def _neuron_axes(leaf_name: str, ndim: int) -> tuple[int, ...]:
+  """Axes averaged for "one v per output neuron / token" on a Flax leaf."""
+  if leaf_name == "embedding":  # nn.Embed: (vocab, dim), per token.
+    return tuple(range(1, ndim))
+  return tuple(range(0, ndim - 1))  # Kernels (in..., out): keep the output axis.
+
+
+def block_for(name: str, shape: Sequence[int], num_heads: int | None = None,
+              num_kv_heads: int | None = None) -> Block:
+  """The reference's rule for one parameter (path `name`, Flax `shape`)."""
+  name = name.lower()
+  ndim = len(shape)
+  leaf_name = re.split(r"[./]", name)[-1]
+  components = re.split(r"[./]", name)
+  if "bias" in name:
+    return Block("adam", None, ())
+  if ndim == 0:
+    return Block("whole", None, ())
+  is_query, is_key = _has(name, QUERY_NAMES), _has(name, KEY_NAMES)
+  if is_query or is_key:
+    if ndim == 3:  # DenseGeneral (in, heads, head_dim).
+      return Block("head", None, (0, 2))
+    if ndim == 2:
+      if num_heads is None:
+        raise ValueError(
+            f"adam_mini: {name!r} {tuple(shape)} is a query/key kernel; pass num_heads (and"
+            " num_kv_heads for grouped-query attention) or a partition function."
+        )
+      heads = num_heads if is_query else (num_kv_heads or num_heads)
+      if shape[-1] % heads:
+        raise ValueError(
+            f"adam_mini: {name!r} {tuple(shape)}: output axis {shape[-1]} is not divisible into"
+            f" {heads} heads."
+        )
+      return Block("head", heads, (0, 2))  # (in, heads, head_dim): average in and head_dim.
+    raise ValueError(f"adam_mini: query/key parameter {name!r} has unsupported shape {tuple(shape)}.")
+  per_neuron = (
+      _has(name, EMBEDDING_NAMES) or _has(name, OUTPUT_NAMES) or _has(name, VALUE_NAMES)
+      or _has(name, ATTENTION_PROJECTION_NAMES) or _has(name, MLP_NAMES)
+      or _FLAX_ATTENTION_OUT in components
+  )
+  if per_neuron and ndim >= 2:
+    if leaf_name == "embedding" or _has(name, OUTPUT_NAMES) or _has(name, EMBEDDING_NAMES):
+      return Block("token", None, _neuron_axes(leaf_name, ndim))
+    if ndim == 3 and _has(name, VALUE_NAMES):  # DenseGeneral (in, heads, head_dim).
+      return Block("neuron", None, (0,))
+    return Block("neuron", None, _neuron_axes(leaf_name, ndim))
+  return Block("whole", None, tuple(range(ndim)))
+
+
+def adam_mini_partition(params: Any, num_heads: int | None = None,
+                        num_kv_heads: int | None = None) -> Any:
+  """The tree of `Block`s the reference's name rules give `params` (Flax layout)."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, p: block_for(_path_name(path), jnp.shape(p), num_heads, num_kv_heads), params
+  )
+
+
+def _v_shape(shape: Sequence[int], block: Block) -> tuple[int, ...]:
+  shape = list(shape)
+  if block.rule == "adam":
+    return tuple(shape)
+  if block.heads is not None:
+    shape = shape[:-1] + [block.heads, shape[-1] // block.heads]
+  return tuple(1 if i in block.axes else n for i, n in enumerate(shape))
+
+
+def print_adam_mini_partition(params: Any, num_heads: int | None = None,
+                              num_kv_heads: int | None = None, partition: Any = None,
+                              print_fn: Callable[[str], Any] = print) -> list[tuple[str, tuple, str, int]]:
+  """Prints (and returns) path, shape, rule and number of v entries per leaf.
+
+  `partition` (a tree of `Block`s or a function of params) overrides the name rules.
+  The last line compares v entries with Adam's (one per parameter).
+  """
+  blocks = _resolve(partition, params, num_heads, num_kv_heads)
+  rows = []
+  for (path, p), block in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(
+      blocks, is_leaf=lambda x: isinstance(x, Block))):
+    rows.append((_path_name(path), tuple(jnp.shape(p)), block.rule, math.prod(_v_shape(jnp.shape(p), block))))
+  width = max([len(r[0]) for r in rows] + [4])
+  print_fn(f"{'path':<{width}}  {'shape':<18} {'rule':<7} {'v entries':>10}")
+  for name, shape, rule, n in rows:
+    print_fn(f"{name:<{width}}  {str(shape):<18} {rule:<7} {n:>10,}")
+  total_v = sum(r[3] for r in rows)
+  total_p = sum(math.prod(r[1]) for r in rows)
+  print_fn(f"v entries: {total_v:,} for {total_p:,} parameters ({total_v / max(total_p, 1):.2%} of Adam's)")
+  return rows
+
+
+def _resolve(partition, params, num_heads, num_kv_heads):
+  if partition is None:
+    return adam_mini_partition(params, num_heads, num_kv_heads)
+  return partition(params) if callable(partition) else partition
+
+
+def _block_mean_sq(g: jax.Array, block: Block) -> jax.Array:
+  """mean of g^2 over each block, in keepdims form (a jnp reduction: shards)."""
+  g2 = g * g
+  if block.rule == "adam":
+    return g2
+  if block.heads is not None:
+    g2 = g2.reshape(g2.shape[:-1] + (block.heads, g2.shape[-1] // block.heads))
+  return jnp.mean(g2, axis=block.axes, keepdims=True)
+
+
+def _broadcast(v: jax.Array, block: Block, shape: Sequence[int]) -> jax.Array:
+  """v (keepdims, split shape) as a factor broadcastable to the leaf `shape`."""
+  if block.heads is not None:
+    v = jnp.broadcast_to(v, v.shape[:-1] + (shape[-1] // block.heads,)).reshape(
+        v.shape[:-2] + (shape[-1],))
+  return v
+
+
+def scale_by_adam_mini(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    *,
+    num_heads: int | None = None,
+    num_kv_heads: int | None = None,
+    partition: Any = None,
+    mu_dtype: Any | None = None,
+) -> optax.GradientTransformation:
+  """Adam-mini's bias-corrected step m_hat / (sqrt(v_B_hat) + eps) (no sign flip).
+
+  Args:
+    b1, b2: moment decays (reference 0.9, 0.999).
+    eps: added to sqrt(v_hat) (reference 1e-8).
+    num_heads: attention heads, to split 2-D query kernels (reference n_heads).
+    num_kv_heads: key heads for grouped-query attention (default num_heads).
+    partition: a tree of `Block`s, or a function params -> tree of `Block`s,
+      replacing the name rules (`adam_mini_partition`).
+    mu_dtype: dtype of m (default: the state dtype).
+  """
+  owner = "scale_by_adam_mini"
+  _validation.check_decay(owner, "b1", b1)
+  _validation.check_decay(owner, "b2", b2)
+  _validation.check_non_negative(owner, "eps", eps)
+  for arg, value in (("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+      raise ValueError(f"{owner}: `{arg}` must be a positive int, got {value!r}.")
+  if num_heads is not None and num_kv_heads is not None and num_heads % num_kv_heads:
+    raise ValueError(f"{owner}: num_heads={num_heads} is not a multiple of num_kv_heads={num_kv_heads}.")
+
+  def blocks_of(params):
+    blocks = _resolve(partition, params, num_heads, num_kv_heads)
+    return jax.tree.leaves(blocks, is_leaf=lambda x: isinstance(x, Block))
+
+  def init_fn(params):
+    leaves, treedef = jax.tree.flatten(params)
+    blocks = blocks_of(params)
+    nu = [jnp.zeros(_v_shape(p.shape, b), _numerics.state_dtype(p.dtype)) for p, b in zip(leaves, blocks)]
+    return ScaleByAdamMiniState(
+        count=jnp.zeros([], jnp.int32),
+        mu=_numerics.zeros_like_state(params, mu_dtype),
+        nu=treedef.unflatten(nu),
+    )
+
+  def update_fn(updates, state, params=None):
+    _validation.check_tree_matches(owner, updates, state.mu)
+    count = optax.safe_increment(state.count)
+    t = _numerics.step_count(count)
+    correction1 = _numerics.bias_correction(b1, t)
+    sqrt_correction2 = jnp.sqrt(_numerics.bias_correction(b2, t))
+    # The partition depends on names and shapes only: the updates tree has both.
+    blocks = blocks_of(updates if params is None else params)
+    leaves, treedef = jax.tree.flatten(updates)
+    out, mus, nus = [], [], []
+    for g, m, v, block in zip(leaves, treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu), blocks):
+      g32 = g.astype(v.dtype)
+      m = b1 * m.astype(v.dtype) + _numerics.one_minus(b1) * g32
+      v = b2 * v + _numerics.one_minus(b2) * _block_mean_sq(g32, block)
+      h = jnp.sqrt(v) / _numerics.cast_like(sqrt_correction2, v) + eps
+      step = m / _numerics.cast_like(correction1, m) / _broadcast(h, block, g.shape)
+      out.append(step.astype(g.dtype))
+      mus.append(m.astype(mu_dtype or v.dtype))
+      nus.append(v)
+    return treedef.unflatten(out), ScaleByAdamMiniState(count, treedef.unflatten(mus), treedef.unflatten(nus))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def weight_decay_mask(params: Any) -> Any:
+  """True where Adam-mini decays: not norms or biases (see module doc)."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: not excluded_from_weight_decay(_path_name(path)), params)
+
+
+def adam_mini(
+    learning_rate: optax.ScalarOrSchedule = 1e-3,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    *,
+    num_heads: int | None = None,
+    num_kv_heads: int | None = None,
+    partition: Any = None,
+    mask: Any = None,
+    mu_dtype: Any | None = None,
+) -> optax.GradientTransformation:
+  """Adam-mini (adam-mini 1.1.1's `Adam_mini`) as one `optax.chain`.
+
+  Args:
+    learning_rate: float or Optax schedule (reference 1e-3).
+    b1, b2, eps: as Adam (reference 0.9, 0.999, 1e-8).
+    weight_decay: decoupled, `p -= lr wd p` (reference 0).
+    num_heads, num_kv_heads: attention heads for 2-D query/key kernels.
+    partition: a tree of `Block`s or a function of params (default: name rules).
+    mask: weight-decay mask; default `weight_decay_mask` (no norms, biases).
+    mu_dtype: dtype of m.
+  """
+  _validation.check_learning_rate("adam_mini", learning_rate)
+  _validation.check_non_negative("adam_mini", "weight_decay", weight_decay)
+  return optax.chain(
+      scale_by_adam_mini(b1, b2, eps, num_heads=num_heads, num_kv_heads=num_kv_heads,
+                         partition=partition, mu_dtype=mu_dtype),
+      optax.add_decayed_weights(weight_decay, weight_decay_mask if mask is None else mask),
+      optax.scale_by_learning_rate(learning_rate),
+  )
