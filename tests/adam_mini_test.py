@@ -113,6 +113,43 @@ class PartitionTest(absltest.TestCase):
     np.testing.assert_array_equal(updates["ln_f"]["scale"], 0.0)
 
 
+class ShardingTest(absltest.TestCase):
+
+  def test_block_means_reduce_sharded_kernels_without_gathering_them(self):
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:4]).reshape(2, 2), ("data", "model"))
+    P = jax.sharding.PartitionSpec
+    specs = {
+        "attn": {"q_proj": {"kernel": P("data", "model")}, "v_proj": {"kernel": P(None, "model")}},
+        "mlp": {"fc1": {"kernel": P("data", "model")}},
+        "embed": {"embedding": P("model", "data")},
+    }
+    rng = np.random.default_rng(0)
+    unsharded = {
+        "attn": {"q_proj": {"kernel": jnp.asarray(rng.normal(size=(8, 16)), jnp.float32)},
+                 "v_proj": {"kernel": jnp.asarray(rng.normal(size=(8, 16)), jnp.float32)}},
+        "mlp": {"fc1": {"kernel": jnp.asarray(rng.normal(size=(8, 16)), jnp.float32)}},
+        "embed": {"embedding": jnp.asarray(rng.normal(size=(16, 8)), jnp.float32)},
+    }
+    params = jax.device_put(unsharded, jax.tree.map(lambda s: jax.sharding.NamedSharding(mesh, s), specs))
+    tx = optimizers.adam_mini(0.1, num_heads=4)
+
+    def step(p, s):
+      updates, s = tx.update(jax.tree.map(jnp.sin, p), s, p)
+      return optax.apply_updates(p, updates), s
+
+    state = jax.jit(tx.init)(params)
+    hlo = jax.jit(step).lower(params, state).compile().as_text()
+    self.assertNotIn("all-gather", hlo)  # Partial sums are all-reduced, never the kernels gathered.
+    new_params, new_state = jax.jit(step)(params, state)
+    for p, q in zip(jax.tree.leaves(params), jax.tree.leaves(new_params)):
+      self.assertTrue(q.sharding.is_equivalent_to(p.sharding, p.ndim))
+    for m, p in zip(jax.tree.leaves(new_state[0].mu), jax.tree.leaves(params)):
+      self.assertTrue(m.sharding.is_equivalent_to(p.sharding, p.ndim))
+    expected, _ = step(unsharded, tx.init(unsharded))
+    for a, b in zip(jax.tree.leaves(new_params), jax.tree.leaves(expected)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+
+
 class MemoryTest(absltest.TestCase):
 
   def test_state_is_about_half_of_adamws_on_the_stdlib_lm_model(self):

@@ -16,10 +16,12 @@ class ReadmeTest(absltest.TestCase):
     with open(README, encoding="utf-8") as f:
       blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
     self.assertNotEmpty(blocks)
-    for block in blocks:
+    names = set()
+    for block in blocks:  # Each block is self-contained.
       namespace = {}
       exec(compile(block, README, "exec"), namespace)  # pylint: disable=exec-used
-    self.assertIn("eval_params", namespace)
+      names |= set(namespace)
+    self.assertIn("eval_params", names)
 
 
 if __name__ == "__main__":
