@@ -39,6 +39,8 @@ import optax
 from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
+from pallas_kernels import adam_family
+from pallas_kernels import transforms as pallas_transforms
 
 
 class ScaleByRAdamState(NamedTuple):
@@ -58,6 +60,7 @@ def scale_by_radam(
     degenerated_to_sgd: bool = True,
     nesterov: bool = False,
     mu_dtype: Any | None = None,
+    backend: str = "xla",
 ) -> optax.GradientTransformation:
   """Scales updates by RAdam's rectified adaptive step (no sign flip, no lr).
 
@@ -74,11 +77,17 @@ def scale_by_radam(
       RAdam has no such option).
     mu_dtype: dtype of the first moment; default: the state dtype (at least
       float32, see `_numerics.state_dtype`).
+    backend: "xla" (default) or "pallas": the moments and the direction in
+      one fused kernel (`pallas_kernels.adam_family`; float32 moments, no
+      nesterov). Same state, same numbers to float32 rounding.
 
   Returns:
     An `optax.GradientTransformation`.
   """
   owner = "scale_by_radam"
+  pallas_transforms.check_backend(owner, backend)
+  if backend == "pallas" and nesterov:
+    raise ValueError(f"{owner}: backend='pallas' does not cover nesterov=True; use backend='xla'.")
   _validation.check_decay(owner, "b1", b1)
   _validation.check_decay(owner, "b2", b2)
   _validation.check_non_negative(owner, "eps", eps)
@@ -110,6 +119,11 @@ def scale_by_radam(
         rectified, jnp.sqrt(jnp.maximum(r_sq, 0.0)) * jnp.sqrt(bc2), 0.0
     )
     sgd_coef = jnp.where(rectified, 0.0, 1.0 if degenerated_to_sgd else 0.0)
+
+    if backend == "pallas":
+      scalars = adam_family.radam_scalars(b1, b2, eps, bc1, adaptive_coef, sgd_coef, rectified)
+      u, mu, nu = adam_family.tree_update(scalars, updates, state.mu, state.nu)
+      return u, ScaleByRAdamState(count=count, mu=mu, nu=nu)
 
     def leaf(g, m, v):
       g32, m, v = _numerics.adam_moments(g, m, v, b1, b2)
@@ -146,6 +160,7 @@ def radam(
     threshold: float = 5.0,
     mu_dtype: Any | None = None,
     mask: Any = None,
+    backend: str = "xla",
 ) -> optax.GradientTransformation:
   """RAdam as torch.optim.RAdam (defaults: lr 1e-3, betas (0.9, 0.999), eps 1e-8).
 
@@ -160,6 +175,7 @@ def radam(
     decoupled_weight_decay: True (default): `p -= lr wd p` every step;
       False: coupled L2, `g += wd p`, torch's default.
     mask: Optax-style mask (tree or callable) selecting decayed leaves.
+    backend: "xla" (default) or "pallas" (see `scale_by_radam`).
 
   Returns:
     An `optax.GradientTransformation`.
@@ -174,6 +190,7 @@ def radam(
       degenerated_to_sgd=degenerated_to_sgd,
       nesterov=nesterov,
       mu_dtype=mu_dtype,
+      backend=backend,
   )
   return optax.chain(
       *_weight_decay.around(

@@ -1,7 +1,14 @@
 """Fused Pallas kernels for steplab's memory-bound optimizer updates.
 
-The kernels (one pass over memory for moments and parameters, fused global
-reductions) arrive with the kernels issue; until then every optimizer runs on
-its XLA path, which stays the reference the kernels will be tested against.
-This package is installed now so that the import path is stable.
+`adam_family`: one kernel for the Adam family's moments and direction (Adam,
+RAdam), dispatched per leaf or packed for small leaves, with TPU (Mosaic),
+GPU (Triton) and CPU (interpret) versions chosen by the platform. Optimizers
+select it with `backend="pallas"`; the XLA path (`backend="xla"`, the default)
+stays the reference the kernels are tested against.
 """
+
+from pallas_kernels import adam_family
+from pallas_kernels.transforms import scale_by_adam
+from pallas_kernels.transforms import adamw
+
+__all__ = ("adam_family", "adamw", "scale_by_adam")

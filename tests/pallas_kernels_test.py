@@ -1,0 +1,155 @@
+"""Fused Pallas kernels: agreement with the XLA path, dispatch, and TPU/GPU lowering.
+
+On CPU the kernels run in Pallas interpret mode; the TPU (Mosaic) and GPU
+(Triton) lowerings are produced on CPU and inspected.
+"""
+
+from tests import test_util  # Sets up simulated CPU devices first.
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import optimizers
+import pallas_kernels
+from pallas_kernels import adam_family
+
+
+def _tree(dtype=jnp.float32, seed=0):
+  """Direct leaves (size a multiple of 16 x 128), packed ones, and a scalar."""
+  rng = np.random.default_rng(seed)
+  shape = lambda *s: jnp.asarray(rng.normal(size=s), dtype)
+  return {
+      "dense": {"kernel": shape(64, 128), "bias": shape(128)},
+      "conv": {"kernel": shape(3, 3, 16, 32)},  # 4608 = 2.25 tiles: packed.
+      "embed": shape(32, 64),  # 2048 = one tile: direct.
+      "norm": {"scale": shape(7)},
+      "scalar": shape(),
+  }
+
+
+def _pairs():
+  return {
+      "adamw": (lambda: optax.adamw(1e-2, weight_decay=0.1),
+                lambda: pallas_kernels.adamw(1e-2, weight_decay=0.1)),
+      "radam": (lambda: optimizers.radam(1e-2, weight_decay=0.1),
+                lambda: optimizers.radam(1e-2, weight_decay=0.1, backend="pallas")),
+      "radam_no_sgd_phase": (
+          lambda: optimizers.radam(1e-2, degenerated_to_sgd=False),
+          lambda: optimizers.radam(1e-2, degenerated_to_sgd=False, backend="pallas")),
+      "radam_schedule": (
+          lambda: optimizers.radam(optax.cosine_decay_schedule(1e-2, 10)),
+          lambda: optimizers.radam(optax.cosine_decay_schedule(1e-2, 10), backend="pallas")),
+  }
+
+
+class AgreementTest(parameterized.TestCase):
+
+  @parameterized.product(name=list(_pairs()), dtype=["float32", "bfloat16"])
+  def test_pallas_matches_xla_to_float32_rounding(self, name, dtype):
+    # bfloat16 params and gradients with float32 moments: the reference is the
+    # XLA path on the same values upcast to float32 (optax would keep bf16
+    # moments), rounded once to bfloat16.
+    xla, pallas = (f() for f in _pairs()[name])
+    params_p = _tree(jnp.dtype(dtype))
+    params_x = jax.tree.map(lambda p: p.astype(jnp.float32), params_p)
+    state_x, state_p = xla.init(params_x), pallas.init(params_p)
+    step_x, step_p = jax.jit(xla.update), jax.jit(pallas.update)
+    for t in range(8):  # Past RAdam's rectification at step 6.
+      grads_p = jax.tree.map(lambda p: jnp.sin(p * (t + 1)).astype(p.dtype), params_p)
+      grads_x = jax.tree.map(lambda g: g.astype(jnp.float32), grads_p)
+      u_x, state_x = step_x(grads_x, state_x, params_x)
+      u_p, state_p = step_p(grads_p, state_p, params_p)
+      for a, b, p in zip(jax.tree.leaves(u_x), jax.tree.leaves(u_p), jax.tree.leaves(params_p)):
+        self.assertEqual(b.dtype, p.dtype)
+        a = np.asarray(a.astype(p.dtype), np.float32)
+        b = np.asarray(b, np.float32)
+        # Float32: a few ulps. bfloat16: the two roundings of nearly equal
+        # float32 values may differ by one bf16 ulp (2^-8 relative).
+        rtol = 1e-6 if dtype == "float32" else 2.0**-7
+        np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol * np.abs(a).max())
+    for a, b in zip(jax.tree.leaves(state_x), jax.tree.leaves(state_p)):
+      self.assertEqual(jnp.shape(a), jnp.shape(b))
+    for m in jax.tree.leaves(state_p):
+      if jnp.ndim(m):
+        self.assertEqual(m.dtype, jnp.float32)
+
+  def test_state_is_interchangeable_with_the_xla_path(self):
+    params = _tree()
+    xla, pallas = optimizers.radam(1e-2), optimizers.radam(1e-2, backend="pallas")
+    self.assertEqual(jax.tree.structure(xla.init(params)), jax.tree.structure(pallas.init(params)))
+    # A state written by one backend continues in the other.
+    grads = jax.tree.map(jnp.cos, params)
+    _, state = xla.update(grads, xla.init(params), params)
+    u_p, _ = jax.jit(pallas.update)(grads, state, params)
+    u_x, _ = xla.update(grads, state, params)
+    for a, b in zip(jax.tree.leaves(u_x), jax.tree.leaves(u_p)):
+      np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+
+  def test_a_schedule_does_not_recompile(self):
+    optimizer = optimizers.radam(optax.linear_schedule(1e-2, 0.0, 5), backend="pallas")
+    traces = []
+
+    @jax.jit
+    def step(grads, state, params):
+      traces.append(1)
+      return optimizer.update(grads, state, params)
+
+    params = _tree()
+    state = optimizer.init(params)
+    for _ in range(7):  # Scalars change every step (lr, bias corrections, r_t).
+      _, state = step(jax.tree.map(jnp.cos, params), state, params)
+    self.assertLen(traces, 1)
+
+
+class DispatchTest(absltest.TestCase):
+
+  def test_large_leaves_get_their_own_kernel_small_ones_share_one(self):
+    # dense.kernel and embed are whole tiles; the other four share one kernel.
+    self.assertEqual(adam_family.kernel_count(_tree()), 3)
+    many = {f"layer_{i}": {"bias": jnp.ones(96), "scale": jnp.ones(96)} for i in range(200)}
+    self.assertEqual(adam_family.kernel_count(many), 1)
+    tx = pallas_kernels.scale_by_adam()
+    text = jax.jit(tx.update).trace(many, tx.init(many)).lower(lowering_platforms=("tpu",)).as_text()
+    self.assertEqual(text.count("tpu_custom_call"), 1)
+
+  def test_bad_input(self):
+    with self.assertRaisesRegex(ValueError, "unknown backend 'cuda'; valid: xla, pallas"):
+      optimizers.radam(backend="cuda")
+    with self.assertRaisesRegex(ValueError, "nesterov"):
+      optimizers.scale_by_radam(nesterov=True, backend="pallas")
+    with self.assertRaisesRegex(ValueError, r"\(rows, 128\)"):
+      adam_family.fused_update(jnp.zeros(16), jnp.zeros((10, 128)), jnp.zeros((10, 128)), jnp.zeros((10, 128)))
+    with self.assertRaisesRegex(ValueError, "float32"):
+      opt = optimizers.scale_by_radam(backend="pallas", mu_dtype=jnp.bfloat16)
+      params = _tree()
+      opt.update(params, opt.init(params))
+
+
+class LoweringTest(parameterized.TestCase):
+
+  @parameterized.parameters(("tpu", "tpu_custom_call"), ("cuda", "xla.gpu.triton"))
+  def test_lowers_for_the_accelerator(self, platform, marker):
+    scalars = adam_family.adam_scalars(0.9, 0.999, 1e-8, 0.1, 0.001)
+    g = jnp.ones((1024, 128), jnp.bfloat16)
+    m = v = jnp.zeros((1024, 128), jnp.float32)
+    text = jax.jit(adam_family.fused_update).trace(scalars, g, m, v).lower(
+        lowering_platforms=(platform,)).as_text()
+    self.assertIn(marker, text)
+    self.assertIn("output_operand_aliases", text)  # m and v updated in place.
+
+  @parameterized.parameters("tpu", "cuda")
+  def test_whole_optimizer_lowers(self, platform):
+    optimizer = optimizers.radam(1e-3, weight_decay=0.1, backend="pallas")
+    params = _tree()
+    text = jax.jit(optimizer.update).trace(params, optimizer.init(params), params).lower(
+        lowering_platforms=(platform,)).as_text()
+    # Two whole-tile leaves and one packed kernel for the rest.
+    self.assertEqual(text.count("tpu_custom_call" if platform == "tpu" else "xla.gpu.triton"), 3)
+
+
+if __name__ == "__main__":
+  absltest.main()
