@@ -29,6 +29,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import chex
@@ -39,6 +40,8 @@ import optax
 from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
+from pallas_kernels import elementwise
+from pallas_kernels import transforms as pallas_transforms
 
 
 class ScaleByAdaBoundState(NamedTuple):
@@ -48,6 +51,27 @@ class ScaleByAdaBoundState(NamedTuple):
   mu: optax.Updates
   nu: optax.Updates
   nu_max: optax.Updates
+
+
+def adabound_rule(scalars, g, m, v, *v_max, mu_dtype=None):
+  """One element's AdaBound (AMSBound with `v_max`) step, for both backends.
+
+  scalars: (step_coef, lower, upper, b1, 1 - b1, b2, 1 - b2, eps). Returns
+  (u, m, v[, v_max]); u in g's dtype, m in `mu_dtype` (default v's).
+  """
+  step_coef, lower, upper, b1, one_minus_b1, b2, one_minus_b2, eps = scalars
+  g32 = g.astype(v.dtype)
+  m = b1 * m.astype(v.dtype) + one_minus_b1 * g32
+  v = b2 * v + one_minus_b2 * g32 * g32
+  if v_max:
+    v_max = (jnp.maximum(v_max[0], v),)
+  denom = jnp.sqrt(v_max[0] if v_max else v) + eps
+  step = jnp.clip(
+      _numerics.cast_like(step_coef, v) / denom,
+      _numerics.cast_like(lower, v),
+      _numerics.cast_like(upper, v),
+  )
+  return ((step * m).astype(g.dtype), m.astype(mu_dtype or v.dtype), v) + v_max
 
 
 def scale_by_adabound(
@@ -60,6 +84,7 @@ def scale_by_adabound(
     base_learning_rate: float = 1e-3,
     amsbound: bool = False,
     mu_dtype: Any | None = None,
+    backend: str = "xla",
 ) -> optax.GradientTransformation:
   """AdaBound's bounded step per unit learning rate (no sign flip).
 
@@ -78,11 +103,14 @@ def scale_by_adabound(
       reference's `base_lr`, the lr the optimizer was built with).
     amsbound: use the running maximum of `v` (AMSBound).
     mu_dtype: dtype of the first moment (default: the state dtype).
+    backend: "xla" (default) or "pallas": `adabound_rule` in one fused
+      kernel per large leaf (`pallas_kernels.elementwise`).
 
   Returns:
     An `optax.GradientTransformation`.
   """
   owner = "scale_by_adabound"
+  pallas_transforms.check_backend(owner, backend)
   _validation.check_decay(owner, "b1", b1)
   _validation.check_decay(owner, "b2", b2)
   _validation.check_non_negative(owner, "final_lr", final_lr)
@@ -110,25 +138,17 @@ def scale_by_adabound(
     lower = final * (1.0 - 1.0 / (gamma * t + 1.0))
     upper = final * (1.0 + 1.0 / (gamma * t))
 
-    def leaf(g, m, v, v_max):
-      g32, m, v = _numerics.adam_moments(g, m, v, b1, b2)
-      if amsbound:
-        v_max = jnp.maximum(v_max, v)
-      denom = jnp.sqrt(v_max if amsbound else v) + eps
-      step = jnp.clip(
-          _numerics.cast_like(step_coef, v) / denom,
-          _numerics.cast_like(lower, v),
-          _numerics.cast_like(upper, v),
-      )
-      return (step * m).astype(g.dtype), m.astype(mu_dtype or v.dtype), v, v_max
-
-    nu_max = state.nu_max if amsbound else state.nu
-    u, mu, nu, nu_max = _numerics.tree_map_unzip(
-        leaf, 4, updates, state.mu, state.nu, nu_max
-    )
-    return u, ScaleByAdaBoundState(
-        count=count, mu=mu, nu=nu, nu_max=nu_max if amsbound else None
-    )
+    scalars = (step_coef, lower, upper, b1, _numerics.one_minus(b1), b2, _numerics.one_minus(b2), eps)
+    trees = [updates, state.mu, state.nu] + ([state.nu_max] if amsbound else [])
+    rule = functools.partial(adabound_rule, mu_dtype=mu_dtype)
+    if backend == "pallas":
+      outs = elementwise.tree_map(rule, scalars, trees, len(trees),
+                                  aliases={i: i for i in range(1, len(trees))})
+    else:
+      outs = _numerics.tree_map_unzip(functools.partial(rule, scalars), len(trees), *trees)
+    u, mu, nu = outs[:3]
+    nu_max = outs[3] if amsbound else None
+    return u, ScaleByAdaBoundState(count=count, mu=mu, nu=nu, nu_max=nu_max)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
@@ -164,6 +184,7 @@ def adabound(
     base_learning_rate: float | None = None,
     mu_dtype: Any | None = None,
     mask: Any = None,
+    backend: str = "xla",
 ) -> optax.GradientTransformation:
   """AdaBound (reference defaults: lr 1e-3, final_lr 0.1, gamma 1e-3).
 
@@ -179,6 +200,7 @@ def adabound(
     base_learning_rate: the learning rate `final_lr` refers to; default: the
       constant learning rate, or the schedule's value at step 0.
     mask: Optax-style mask selecting decayed leaves.
+    backend: "xla" (default) or "pallas" (see `scale_by_adabound`).
 
   Returns:
     An `optax.GradientTransformation`.
@@ -197,6 +219,7 @@ def adabound(
       ),
       amsbound=amsbound,
       mu_dtype=mu_dtype,
+      backend=backend,
   )
   return optax.chain(
       *_weight_decay.around(
@@ -219,6 +242,7 @@ def amsbound(
     base_learning_rate: float | None = None,
     mu_dtype: Any | None = None,
     mask: Any = None,
+    backend: str = "xla",
 ) -> optax.GradientTransformation:
   """AMSBound: `adabound(..., amsbound=True)` (same defaults and arguments)."""
   return adabound(
@@ -234,4 +258,5 @@ def amsbound(
       base_learning_rate=base_learning_rate,
       mu_dtype=mu_dtype,
       mask=mask,
+      backend=backend,
   )

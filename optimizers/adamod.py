@@ -23,6 +23,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import chex
@@ -32,6 +33,8 @@ import optax
 from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
+from pallas_kernels import elementwise
+from pallas_kernels import transforms as pallas_transforms
 
 
 class ScaleByAdaModState(NamedTuple):
@@ -43,6 +46,22 @@ class ScaleByAdaModState(NamedTuple):
   eta_avg: optax.Updates
 
 
+def adamod_rule(scalars, g, m, v, s, *, mu_dtype=None):
+  """One element's AdaMod step, for both backends.
+
+  scalars: (step_coef, b1, 1 - b1, b2, 1 - b2, b3, 1 - b3, eps). Returns
+  (u, m, v, s); u in g's dtype, m in `mu_dtype` (default v's).
+  """
+  step_coef, b1, one_minus_b1, b2, one_minus_b2, b3, one_minus_b3, eps = scalars
+  g32 = g.astype(v.dtype)
+  m = b1 * m.astype(v.dtype) + one_minus_b1 * g32
+  v = b2 * v + one_minus_b2 * g32 * g32
+  eta = _numerics.cast_like(step_coef, v) / (jnp.sqrt(v) + eps)
+  s = b3 * s + one_minus_b3 * eta
+  step = jnp.minimum(eta, s) * m
+  return step.astype(g.dtype), m.astype(mu_dtype or v.dtype), v, s
+
+
 def scale_by_adamod(
     learning_rate: optax.ScalarOrSchedule = 1e-3,
     b1: float = 0.9,
@@ -51,6 +70,7 @@ def scale_by_adamod(
     eps: float = 1e-8,
     *,
     mu_dtype: Any | None = None,
+    backend: str = "xla",
 ) -> optax.GradientTransformation:
   """AdaMod's momentally bounded step, learning rate included (no sign flip).
 
@@ -60,11 +80,14 @@ def scale_by_adamod(
     b3: decay of the step-size EMA (reference code 0.999).
     eps: added to `sqrt(v)` (reference 1e-8).
     mu_dtype: dtype of the first moment (default: the state dtype).
+    backend: "xla" (default) or "pallas": `adamod_rule` in one fused kernel
+      per large leaf (`pallas_kernels.elementwise`).
 
   Returns:
     An `optax.GradientTransformation` whose updates are `min(eta, s) * m`.
   """
   owner = "scale_by_adamod"
+  pallas_transforms.check_backend(owner, backend)
   _validation.check_learning_rate(owner, learning_rate)
   _validation.check_decay(owner, "b1", b1)
   _validation.check_decay(owner, "b2", b2)
@@ -91,16 +114,14 @@ def scale_by_adamod(
         / _numerics.bias_correction(b1, t)
     )
 
-    def leaf(g, m, v, s):
-      g32, m, v = _numerics.adam_moments(g, m, v, b1, b2)
-      eta = _numerics.cast_like(step_coef, v) / (jnp.sqrt(v) + eps)
-      s = b3 * s + (1.0 - b3) * eta
-      step = jnp.minimum(eta, s) * m
-      return step.astype(g.dtype), m.astype(mu_dtype or v.dtype), v, s
-
-    u, mu, nu, eta_avg = _numerics.tree_map_unzip(
-        leaf, 4, updates, state.mu, state.nu, state.eta_avg
-    )
+    scalars = (step_coef, b1, _numerics.one_minus(b1), b2, _numerics.one_minus(b2), b3,
+               _numerics.one_minus(b3), eps)
+    trees = [updates, state.mu, state.nu, state.eta_avg]
+    rule = functools.partial(adamod_rule, mu_dtype=mu_dtype)
+    if backend == "pallas":
+      u, mu, nu, eta_avg = elementwise.tree_map(rule, scalars, trees, 4, aliases={1: 1, 2: 2, 3: 3})
+    else:
+      u, mu, nu, eta_avg = _numerics.tree_map_unzip(functools.partial(rule, scalars), 4, *trees)
     return u, ScaleByAdaModState(count=count, mu=mu, nu=nu, eta_avg=eta_avg)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -116,6 +137,7 @@ def adamod(
     *,
     mu_dtype: Any | None = None,
     mask: Any = None,
+    backend: str = "xla",
 ) -> optax.GradientTransformation:
   """AdaMod (reference defaults: lr 1e-3, betas (0.9, 0.999), b3 0.999).
 
@@ -125,13 +147,14 @@ def adamod(
     learning_rate, b1, b2, b3, eps, mu_dtype: see `scale_by_adamod`.
     weight_decay: decoupled decay rate, `p -= lr wd p` (default 0).
     mask: Optax-style mask selecting decayed leaves.
+    backend: "xla" (default) or "pallas" (see `scale_by_adamod`).
 
   Returns:
     An `optax.GradientTransformation`.
   """
   _validation.check_non_negative("adamod", "weight_decay", weight_decay)
   return optax.chain(
-      scale_by_adamod(learning_rate, b1, b2, b3, eps, mu_dtype=mu_dtype),
+      scale_by_adamod(learning_rate, b1, b2, b3, eps, mu_dtype=mu_dtype, backend=backend),
       _weight_decay.scaled_by_learning_rate(weight_decay, learning_rate, mask),
       optax.scale(-1.0),
   )

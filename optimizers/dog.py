@@ -55,6 +55,8 @@ import optax
 
 from optimizers import _numerics
 from optimizers import _validation
+from pallas_kernels import reductions
+from pallas_kernels import transforms as pallas_transforms
 
 
 class ScaleByDoGState(NamedTuple):
@@ -70,12 +72,21 @@ class ScaleByDoGState(NamedTuple):
   sum_sq_grad: Any
 
 
-def _sum_sq(tree: Any, layerwise: bool, dtype: Any) -> Any:
-  """Squared norm per leaf (layerwise) or of the whole tree, in `dtype`."""
-  per_leaf = jax.tree.map(lambda x: jnp.sum(jnp.square(x.astype(dtype))), tree)
+def _combine(per_leaf: Any, layerwise: bool, dtype: Any) -> Any:
+  """The per-leaf sums (layerwise), or their total over the tree."""
   if layerwise:
     return per_leaf
   return sum(jax.tree.leaves(per_leaf), jnp.zeros([], dtype))
+
+
+def _sum_sq(tree: Any, layerwise: bool, dtype: Any) -> Any:
+  """Squared norm per leaf (layerwise) or of the whole tree, in `dtype`."""
+  return _combine(jax.tree.map(lambda x: jnp.sum(jnp.square(x.astype(dtype))), tree), layerwise, dtype)
+
+
+def _norms_rule(g, x, x0):
+  """|g|^2, |x_0|^2 and |x - x_0|^2 of one leaf, read once (backend="pallas")."""
+  return g * g, x0 * x0, (x - x0) * (x - x0)
 
 
 def scale_by_dog(
@@ -85,6 +96,7 @@ def scale_by_dog(
     init_eta: float | None = None,
     *,
     layerwise: bool = False,
+    backend: str = "xla",
 ) -> optax.GradientTransformation:
   """DoG's (or LDoG's) step `eta_t g_t`, learning rate included (no sign flip).
 
@@ -97,11 +109,15 @@ def scale_by_dog(
     init_eta: if given, the first step size (the reference's override).
     layerwise: False for DoG (norms over the whole tree), True for LDoG
       (per leaf).
+    backend: "xla" (default) or "pallas": the three squared norms of each
+      large leaf in one fused reduction kernel (`pallas_kernels.reductions`),
+      accumulated in float32.
 
   Returns:
     An `optax.GradientTransformation`.
   """
   owner = "scale_by_ldog" if layerwise else "scale_by_dog"
+  pallas_transforms.check_backend(owner, backend)
   _validation.check_learning_rate(owner, learning_rate)
   _validation.check_non_negative(owner, "eps", eps)
   if init_eta is None:
@@ -129,13 +145,19 @@ def scale_by_dog(
     dtype = _numerics.scalar_dtype()
     first = state.count == 0
     lr = _numerics.learning_rate_at(learning_rate, state.count)
-    grad_sq = _sum_sq(updates, layerwise, dtype)
+    if backend == "pallas":
+      treedef = jax.tree.structure(updates)
+      sums = reductions.leaf_sums(_norms_rule, [updates, params, state.init_params], 3)
+      grad_sq, init_sq, moved_sq = (
+          _combine(treedef.unflatten([s[k].astype(dtype) for s in sums]), layerwise, dtype) for k in range(3))
+    else:
+      grad_sq = _sum_sq(updates, layerwise, dtype)
+      init_sq = _sum_sq(state.init_params, layerwise, dtype)
+      moved_sq = _sum_sq(
+          jax.tree.map(lambda p, p0: p.astype(p0.dtype) - p0, params, state.init_params), layerwise, dtype)
     # At step 1, x_t = x_0: the distance is reps_rel (1 + |x_0|) instead.
-    first_distance = jax.tree.map(
-        lambda s: reps_rel * (1.0 + jnp.sqrt(s)), _sum_sq(state.init_params, layerwise, dtype)
-    )
-    moved = jax.tree.map(lambda p, p0: p.astype(p0.dtype) - p0, params, state.init_params)
-    distance = jax.tree.map(jnp.sqrt, _sum_sq(moved, layerwise, dtype))
+    first_distance = jax.tree.map(lambda s: reps_rel * (1.0 + jnp.sqrt(s)), init_sq)
+    distance = jax.tree.map(jnp.sqrt, moved_sq)
     max_distance = jax.tree.map(
         lambda r1, r, d: jnp.where(first, r1, jnp.maximum(r, d)),
         first_distance, state.max_distance, distance,
@@ -178,11 +200,12 @@ def _dog_alias(layerwise: bool):
       weight_decay: float = 0.0,
       *,
       mask: Any = None,
+      backend: str = "xla",
   ) -> optax.GradientTransformation:
     _validation.check_non_negative(name, "weight_decay", weight_decay)
     return optax.chain(
         optax.add_decayed_weights(weight_decay, mask),  # Coupled, as the reference.
-        scale_by_dog(learning_rate, reps_rel, eps, init_eta, layerwise=layerwise),
+        scale_by_dog(learning_rate, reps_rel, eps, init_eta, layerwise=layerwise, backend=backend),
         optax.scale(-1.0),
     )
 
@@ -197,6 +220,7 @@ def _dog_alias(layerwise: bool):
     learning_rate, reps_rel, eps, init_eta: see `scale_by_dog`.
     weight_decay: coupled (L2) decay added to the gradient (default 0).
     mask: Optax-style mask selecting decayed leaves.
+    backend: "xla" (default) or "pallas" (see `scale_by_dog`).
 
   Returns:
     An `optax.GradientTransformation`.

@@ -48,6 +48,8 @@ import optax
 
 from optimizers import _numerics
 from optimizers import _validation
+from pallas_kernels import reductions
+from pallas_kernels import transforms as pallas_transforms
 
 Preconditioner = Callable[[optax.Updates, optax.OptState], optax.Updates]
 
@@ -152,6 +154,7 @@ def scale_by_induced_metric(
     *,
     preconditioner: Preconditioner | None = None,
     use_loss: bool = False,
+    backend: str = "xla",
 ) -> optax.GradientTransformationExtraArgs:
   """Scales the base's direction by the induced-metric factor (no sign flip).
 
@@ -165,11 +168,14 @@ def scale_by_induced_metric(
       xi <g, P g>; None: P = I.
     use_loss: the log variant, s = L / (L^2 + mu_hat) with the current loss L
       passed to `update` as `value=` (required then).
+    backend: "xla" (default) or "pallas": the trace <g, P g> as a fused
+      reduction (`pallas_kernels.reductions`, float32 accumulation).
 
   Returns:
     An `optax.GradientTransformationExtraArgs`; extra arguments also reach the base.
   """
   owner = "scale_by_induced_metric"
+  pallas_transforms.check_backend(owner, backend)
   _validation.check_non_negative(owner, "xi", xi)
   _validation.check_decay(owner, "beta", beta)
   base = optax.with_extra_args_support(base if base is not None else optax.identity())
@@ -191,7 +197,11 @@ def scale_by_induced_metric(
     count = optax.safe_increment(state.count)
     t = _numerics.step_count(count)
     metric_g = updates if preconditioner is None else preconditioner(updates, base_state)
-    trace = xi * _tree_vdot(updates, metric_g, t.dtype)
+    if backend == "pallas":
+      dot = reductions.tree_sums(lambda g, pg: (g * pg,), [updates, metric_g])[0].astype(t.dtype)
+    else:
+      dot = _tree_vdot(updates, metric_g, t.dtype)
+    trace = xi * dot
     trace_ema = beta * state.trace_ema + _numerics.one_minus(beta) * trace
     trace_hat = trace_ema / _numerics.bias_correction(beta, t)
     if use_loss:
@@ -219,12 +229,14 @@ def _induced_metric(
     mask: Any,
     preconditioner: Preconditioner | None = None,
     use_loss: bool = False,
+    backend: str = "xla",
 ) -> optax.GradientTransformationExtraArgs:
   """The three aliases: induced-metric block, unscaled decoupled decay, -lr."""
   _validation.check_learning_rate(owner, learning_rate)
   _validation.check_non_negative(owner, "weight_decay", weight_decay)
   return optax.chain(
-      scale_by_induced_metric(base, xi, beta, preconditioner=preconditioner, use_loss=use_loss),
+      scale_by_induced_metric(base, xi, beta, preconditioner=preconditioner, use_loss=use_loss,
+                              backend=backend),
       optax.add_decayed_weights(weight_decay, mask),
       optax.scale_by_learning_rate(learning_rate),
   )
@@ -237,6 +249,7 @@ def induced_metric_sgd(
     beta: float = 0.8,
     weight_decay: float = 0.0,
     mask: Any = None,
+    backend: str = "xla",
 ) -> optax.GradientTransformationExtraArgs:
   """Induced-metric SGD (reference `CustomSGD`): P = I, bias-corrected momentum.
 
@@ -252,10 +265,12 @@ def induced_metric_sgd(
     xi, beta: metric weight and trace EMA decay (reference 0.1, 0.8).
     weight_decay: decoupled, not scaled by the metric factor (reference 0).
     mask: Optax weight-decay mask.
+    backend: "xla" (default) or "pallas" (the trace as a fused reduction).
   """
   _validation.check_decay("induced_metric_sgd", "momentum", momentum)
   return _induced_metric(
-      "induced_metric_sgd", _scale_by_debiased_moments(momentum), learning_rate, xi, beta, weight_decay, mask
+      "induced_metric_sgd", _scale_by_debiased_moments(momentum), learning_rate, xi, beta, weight_decay, mask,
+      backend=backend,
   )
 
 
@@ -268,6 +283,7 @@ def induced_metric_rms(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     mask: Any = None,
+    backend: str = "xla",
 ) -> optax.GradientTransformationExtraArgs:
   """Induced-metric RMS (reference `CustomSGDRMS`): Adam's P and direction.
 
@@ -286,6 +302,7 @@ def induced_metric_rms(
     eps: added to the root (reference 1e-8).
     weight_decay: decoupled, not scaled by the metric factor (reference 0).
     mask: Optax weight-decay mask.
+    backend: "xla" (default) or "pallas" (the trace as a fused reduction).
   """
   owner = "induced_metric_rms"
   _validation.check_decay(owner, "momentum", momentum)
@@ -293,7 +310,7 @@ def induced_metric_rms(
   _validation.check_non_negative(owner, "eps", eps)
   return _induced_metric(
       owner, _scale_by_debiased_moments(momentum, b_rms, eps), learning_rate, xi, beta, weight_decay, mask,
-      preconditioner=adam_preconditioner(b_rms, eps),
+      preconditioner=adam_preconditioner(b_rms, eps), backend=backend,
   )
 
 
@@ -304,6 +321,7 @@ def induced_metric_log(
     beta: float = 0.8,
     weight_decay: float = 0.0,
     mask: Any = None,
+    backend: str = "xla",
 ) -> optax.GradientTransformationExtraArgs:
   """Induced-metric SGD on log L (reference `CustomSGDLog`).
 
@@ -317,9 +335,10 @@ def induced_metric_log(
     xi, beta: metric weight and trace EMA decay (reference 0.1, 0.8).
     weight_decay: decoupled, not scaled by the metric factor (reference 0).
     mask: Optax weight-decay mask.
+    backend: "xla" (default) or "pallas" (the trace as a fused reduction).
   """
   _validation.check_decay("induced_metric_log", "momentum", momentum)
   return _induced_metric(
       "induced_metric_log", _scale_by_debiased_moments(momentum), learning_rate, xi, beta, weight_decay, mask,
-      use_loss=True,
+      use_loss=True, backend=backend,
   )

@@ -8,7 +8,8 @@ stays the reference the kernels are tested against.
 """
 
 from pallas_kernels import adam_family
+from pallas_kernels import elementwise
 from pallas_kernels.transforms import scale_by_adam
 from pallas_kernels.transforms import adamw
 
-__all__ = ("adam_family", "adamw", "scale_by_adam")
+__all__ = ("adam_family", "adamw", "elementwise", "scale_by_adam")

@@ -16,6 +16,8 @@ import optax
 import optimizers
 import pallas_kernels
 from pallas_kernels import adam_family
+from pallas_kernels import elementwise
+from pallas_kernels import reductions
 
 
 def _tree(dtype=jnp.float32, seed=0):
@@ -40,6 +42,20 @@ def _pairs():
       "radam_no_sgd_phase": (
           lambda: optimizers.radam(1e-2, degenerated_to_sgd=False),
           lambda: optimizers.radam(1e-2, degenerated_to_sgd=False, backend="pallas")),
+      "adabound": (lambda: optimizers.adabound(1e-2, final_lr=0.05, gamma=0.1),
+                   lambda: optimizers.adabound(1e-2, final_lr=0.05, gamma=0.1, backend="pallas")),
+      "amsbound_decoupled": (
+          lambda: optimizers.amsbound(1e-2, weight_decay=0.1, decoupled_weight_decay=True),
+          lambda: optimizers.amsbound(1e-2, weight_decay=0.1, decoupled_weight_decay=True, backend="pallas")),
+      "adamod_schedule": (
+          lambda: optimizers.adamod(optax.cosine_decay_schedule(1e-2, 10), b3=0.9, weight_decay=0.1),
+          lambda: optimizers.adamod(optax.cosine_decay_schedule(1e-2, 10), b3=0.9, weight_decay=0.1,
+                                    backend="pallas")),
+      # Fused reductions: DoG's three norms per leaf, the induced metric's trace.
+      "dog": (lambda: optimizers.dog(), lambda: optimizers.dog(backend="pallas")),
+      "ldog_init_eta": (lambda: optimizers.ldog(init_eta=1e-3), lambda: optimizers.ldog(init_eta=1e-3, backend="pallas")),
+      "induced_metric_rms": (lambda: optimizers.induced_metric_rms(1e-2, xi=0.5),
+                             lambda: optimizers.induced_metric_rms(1e-2, xi=0.5, backend="pallas")),
       "radam_schedule": (
           lambda: optimizers.radam(optax.cosine_decay_schedule(1e-2, 10)),
           lambda: optimizers.radam(optax.cosine_decay_schedule(1e-2, 10), backend="pallas")),
@@ -71,6 +87,11 @@ class AgreementTest(parameterized.TestCase):
         # float32 values may differ by one bf16 ulp (2^-8 relative).
         rtol = 1e-6 if dtype == "float32" else 2.0**-7
         np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol * np.abs(a).max())
+      # Both continue from the same point (the XLA step's), so each step is
+      # compared, not the drift of two trajectories.
+      params_x = optax.apply_updates(params_x, u_x)
+      params_p = jax.tree.map(lambda x, p: x.astype(p.dtype), params_x, params_p)
+      params_x = jax.tree.map(lambda p: p.astype(jnp.float32), params_p)
     for a, b in zip(jax.tree.leaves(state_x), jax.tree.leaves(state_p)):
       self.assertEqual(jnp.shape(a), jnp.shape(b))
     for m in jax.tree.leaves(state_p):
@@ -109,9 +130,9 @@ class DispatchTest(absltest.TestCase):
 
   def test_large_leaves_get_their_own_kernel_small_ones_share_one(self):
     # dense.kernel and embed are whole tiles; the other four share one kernel.
-    self.assertEqual(adam_family.kernel_count(_tree()), 3)
+    self.assertEqual(elementwise.kernel_count(_tree()), 3)
     many = {f"layer_{i}": {"bias": jnp.ones(96), "scale": jnp.ones(96)} for i in range(200)}
-    self.assertEqual(adam_family.kernel_count(many), 1)
+    self.assertEqual(elementwise.kernel_count(many), 1)
     tx = pallas_kernels.scale_by_adam()
     text = jax.jit(tx.update).trace(many, tx.init(many)).lower(lowering_platforms=("tpu",)).as_text()
     self.assertEqual(text.count("tpu_custom_call"), 1)
@@ -122,11 +143,38 @@ class DispatchTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "nesterov"):
       optimizers.scale_by_radam(nesterov=True, backend="pallas")
     with self.assertRaisesRegex(ValueError, r"\(rows, 128\)"):
-      adam_family.fused_update(jnp.zeros(16), jnp.zeros((10, 128)), jnp.zeros((10, 128)), jnp.zeros((10, 128)))
+      elementwise.fused_map(adam_family.adam_family_direction, adam_family.adam_scalars(0.9, 0.999, 1e-8, 0.1, 0.001),
+                            [jnp.zeros((10, 128))] * 3)
     with self.assertRaisesRegex(ValueError, "float32"):
       opt = optimizers.scale_by_radam(backend="pallas", mu_dtype=jnp.bfloat16)
       params = _tree()
       opt.update(params, opt.init(params))
+
+
+class ReductionTest(absltest.TestCase):
+
+  def test_fused_sums_equal_the_float64_sums(self):
+    rng = np.random.default_rng(3)
+    a = jnp.asarray(rng.normal(size=(4096, 128)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(4096, 128)), jnp.bfloat16)
+    sq, dot = reductions.fused_sums(lambda x, y: (x * x, x * y), [a, b], 2)
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b.astype(jnp.float32), np.float64)
+    np.testing.assert_allclose(float(sq), np.sum(a64 * a64), rtol=1e-6)
+    np.testing.assert_allclose(float(dot), np.sum(a64 * b64), rtol=1e-5, atol=1e-3)
+
+  def test_one_kernel_reads_all_three_norms_of_a_leaf(self):
+    tx = optimizers.scale_by_dog(backend="pallas")
+    params = {"w": jnp.ones((64, 128)), "b": jnp.ones(5)}
+    text = jax.jit(tx.update).trace(params, tx.init(params), params).lower(
+        lowering_platforms=("tpu",)).as_text()
+    self.assertEqual(text.count("tpu_custom_call"), 1)  # "b" is reduced by XLA.
+
+  def test_lowers_for_gpu(self):
+    tx = optimizers.induced_metric_rms(backend="pallas")
+    params = {"w": jnp.ones((64, 128))}
+    text = jax.jit(tx.update).trace(params, tx.init(params), params).lower(
+        lowering_platforms=("cuda",)).as_text()
+    self.assertEqual(text.count("xla.gpu.triton"), 1)
 
 
 class LoweringTest(parameterized.TestCase):
@@ -136,19 +184,24 @@ class LoweringTest(parameterized.TestCase):
     scalars = adam_family.adam_scalars(0.9, 0.999, 1e-8, 0.1, 0.001)
     g = jnp.ones((1024, 128), jnp.bfloat16)
     m = v = jnp.zeros((1024, 128), jnp.float32)
-    text = jax.jit(adam_family.fused_update).trace(scalars, g, m, v).lower(
-        lowering_platforms=(platform,)).as_text()
+    fused = lambda g, m, v: elementwise.fused_map(
+        adam_family.adam_family_direction, scalars, [g, m, v], aliases={1: 1, 2: 2})
+    text = jax.jit(fused).trace(g, m, v).lower(lowering_platforms=(platform,)).as_text()
     self.assertIn(marker, text)
     self.assertIn("output_operand_aliases", text)  # m and v updated in place.
 
-  @parameterized.parameters("tpu", "cuda")
-  def test_whole_optimizer_lowers(self, platform):
-    optimizer = optimizers.radam(1e-3, weight_decay=0.1, backend="pallas")
+  @parameterized.product(
+      platform=["tpu", "cuda"],
+      case=[("radam", 3), ("adamod", 3), ("amsbound", 3), ("adabound", 3), ("dog", 2), ("ldog", 2)])
+  def test_whole_optimizer_lowers(self, platform, case):
+    # Elementwise rules: two whole-tile leaves and one packed kernel for the
+    # rest. Reductions: the two whole-tile leaves (small ones reduce in XLA).
+    name, kernels = case
+    optimizer = optimizers.registry[name].build(backend="pallas")
     params = _tree()
     text = jax.jit(optimizer.update).trace(params, optimizer.init(params), params).lower(
         lowering_platforms=(platform,)).as_text()
-    # Two whole-tile leaves and one packed kernel for the rest.
-    self.assertEqual(text.count("tpu_custom_call" if platform == "tpu" else "xla.gpu.triton"), 3)
+    self.assertEqual(text.count("tpu_custom_call" if platform == "tpu" else "xla.gpu.triton"), kernels)
 
 
 if __name__ == "__main__":
