@@ -62,6 +62,8 @@ from optimizers import _eval
 from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
+from pallas_kernels import elementwise
+from pallas_kernels import transforms as pallas_transforms
 
 
 class ScheduleFreeState(NamedTuple):
@@ -98,6 +100,33 @@ def schedule_free_eval_params(opt_state: optax.OptState, params: optax.Params) -
 def _lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
   """start + weight (end - start), as torch.lerp rounds it for weight < 0.5."""
   return jnp.where(weight < 0.5, start + weight * (end - start), end - (end - start) * (1.0 - weight))
+
+
+def _x_and_decayed_z(y, z, x_weight, lr_wd):
+  """x = lerp(y, z, 1 - 1/b1) before the step, and z after decay at y."""
+  return _lerp(y, z, x_weight), z - lr_wd * y
+
+
+def _new_y(x, z, c, one_minus_b1):
+  """y' = lerp(lerp(x, z', c), z', 1 - b1): the averaged x', then the interpolation."""
+  return _lerp(_lerp(x, z, c), z, one_minus_b1)
+
+
+def _rms_normalised(g, v, b2, one_minus_b2, bc2, eps, adaptive):
+  """v' and g / (sqrt(v' / bc2) + eps) (g itself where not `adaptive`), in v's dtype."""
+  g = g.astype(v.dtype)
+  v = b2 * v + one_minus_b2 * jnp.square(g)
+  return v, jnp.where(adaptive, g / (jnp.sqrt(v / bc2) + eps), g)
+
+
+def _fused_adam_rule(scalars, p, g, z, v):
+  """A whole Schedule-Free AdamW/RAdam element step (backend="pallas"): (u, z', v')."""
+  x_weight, lr_wd, neg_lr, b2, one_minus_b2, bc2, eps, adaptive, c, one_minus_b1 = scalars
+  y = p.astype(z.dtype)
+  x, z = _x_and_decayed_z(y, z, x_weight, lr_wd)
+  v, normalised = _rms_normalised(g, v, b2, one_minus_b2, bc2, eps, adaptive > 0.5)
+  z = z + neg_lr * normalised
+  return (_new_y(x, z, c, one_minus_b1) - y).astype(p.dtype), z, v
 
 
 def schedule_free(
@@ -153,11 +182,11 @@ def schedule_free(
     cast = _numerics.cast_like
     y = jax.tree.map(lambda p, z: p.astype(z.dtype), params, state.z)
     # x from y and z before the step; decay at y moves z and y but not x.
-    x = jax.tree.map(lambda y, z: _lerp(y, z, cast(1.0 - 1.0 / b1, z)), y, state.z)
     decayed = _weight_decay.mask_tree(mask, params)
-    z = jax.tree.map(
-        lambda z, y, m: z - cast(lr * weight_decay, z) * _weight_decay.as_multiplier(m, z.dtype) * y,
-        state.z, y, decayed,
+    x, z = _numerics.tree_map_unzip(
+        lambda y, z, m: _x_and_decayed_z(
+            y, z, cast(1.0 - 1.0 / b1, z), cast(lr * weight_decay, z) * _weight_decay.as_multiplier(m, z.dtype)),
+        2, y, state.z, decayed,
     )
     base_updates, base_state = base.update(
         jax.tree.map(lambda g, z: g.astype(z.dtype), updates, z), state.base_state, z
@@ -172,11 +201,7 @@ def schedule_free(
     weight_sum = state.weight_sum + weight
     c = jnp.where(weight_sum > 0, weight / jnp.where(weight_sum > 0, weight_sum, 1.0), 0.0)
 
-    def new_y(x, z, p):
-      x = _lerp(x, z, cast(c, z))
-      return _lerp(x, z, cast(1.0 - b1, z))
-
-    y_new = jax.tree.map(new_y, x, z, params)
+    y_new = jax.tree.map(lambda x, z: _new_y(x, z, cast(c, z), cast(1.0 - b1, z)), x, z)
     new_updates = jax.tree.map(lambda yn, yo, p: (yn - yo).astype(p.dtype), y_new, y, params)
     return new_updates, ScheduleFreeState(
         count=optax.safe_increment(state.count),
@@ -208,16 +233,12 @@ def _scale_by_debiased_rms(b2: float, eps: float, *, rectify: bool) -> optax.Gra
     count = optax.safe_increment(state.count)
     t = _numerics.step_count(count)
     bc2 = _numerics.bias_correction(b2, t)
-    nu = jax.tree.map(
-        lambda v, g: _numerics.cast_like(b2, v) * v + _numerics.cast_like(1.0 - b2, v) * jnp.square(g.astype(v.dtype)),
-        state.nu, updates,
+    adaptive = _numerics.sma_length(b2, t) > 4.0 if rectify else True
+    cast = _numerics.cast_like
+    nu, out = _numerics.tree_map_unzip(
+        lambda g, v: _rms_normalised(g, v, cast(b2, v), cast(1.0 - b2, v), cast(bc2, v), eps, adaptive),
+        2, updates, state.nu,
     )
-    normalised = lambda g, v: g.astype(v.dtype) / (jnp.sqrt(v / _numerics.cast_like(bc2, v)) + eps)
-    if rectify:
-      adaptive = _numerics.sma_length(b2, t) > 4.0
-      out = jax.tree.map(lambda g, v: jnp.where(adaptive, normalised(g, v), g.astype(v.dtype)), updates, nu)
-    else:
-      out = jax.tree.map(normalised, updates, nu)
     return jax.tree.map(lambda o, g: o.astype(g.dtype), out, updates), ScaleByDebiasedRmsState(count, nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -262,17 +283,62 @@ def _check_warmup(owner, warmup_steps):
     raise ValueError(f"{owner}: `warmup_steps` must be an int >= 0, got {warmup_steps!r}.")
 
 
-def _adaptive(owner, learning_rate, lr_t, rectify, b1, b2, eps, weight_decay, r, weight_lr_power, mask):
+def _adaptive(owner, learning_rate, lr_t, rectify, b1, b2, eps, weight_decay, r, weight_lr_power, mask,
+              backend="xla"):
   """AdamW/RAdam schedule-free: base step -lr_t g / (sqrt(v / bc2) + eps).
 
   `lr_t(learning_rate)` is the stepped rate (after warmup or rectification).
+  backend="pallas" runs the whole step (x, decay at y, v, z, y') as one fused
+  elementwise rule per leaf group, with the same state as the XLA path.
   """
   _check_common(owner, learning_rate, b1, weight_decay, r, weight_lr_power)
+  pallas_transforms.check_backend(owner, backend)
   lr = lr_t(learning_rate)
   _validation.check_decay(owner, "b2", b2)
   _validation.check_non_negative(owner, "eps", eps)
   base = optax.chain(_scale_by_debiased_rms(b2, eps, rectify=rectify), optax.scale_by_learning_rate(lr))
-  return schedule_free(base, lr, b1, weight_decay, r, weight_lr_power, mask=mask)
+  wrapped = schedule_free(base, lr, b1, weight_decay, r, weight_lr_power, mask=mask)
+  if backend == "xla":
+    return wrapped
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError(f"{owner}: `params` are required (they are y, the interpolation).")
+    _validation.check_tree_matches(owner, updates, state.z)
+    dtype = _numerics.scalar_dtype()
+    rms_state, schedule_state = state.base_state
+    lr_now = jnp.asarray(_numerics.learning_rate_at(lr, state.count), dtype)
+    count = optax.safe_increment(state.count)
+    t = _numerics.step_count(count)
+    lr_max = jnp.maximum(state.lr_max, lr_now)
+    weight = t**r * lr_max**weight_lr_power
+    weight_sum = state.weight_sum + weight
+    c = jnp.where(weight_sum > 0, weight / jnp.where(weight_sum > 0, weight_sum, 1.0), 0.0)
+    adaptive = _numerics.sma_length(b2, t) > 4.0 if rectify else True
+    decayed = jax.tree.leaves(_weight_decay.mask_tree(mask, params))
+    leaves, treedef = jax.tree.flatten(params)
+    columns = [leaves, treedef.flatten_up_to(updates), treedef.flatten_up_to(state.z),
+               treedef.flatten_up_to(rms_state.nu)]
+    out = [[None] * len(leaves) for _ in range(3)]
+    for flag in (True, False):  # One kernel group per weight-decay multiplier.
+      group = [i for i, m in enumerate(decayed) if bool(m) == flag]
+      if not group:
+        continue
+      scalars = (1.0 - 1.0 / b1, lr_now * weight_decay * float(flag), -lr_now, b2, _numerics.one_minus(b2),
+                 _numerics.bias_correction(b2, t), eps, jnp.where(adaptive, 1.0, 0.0), c, 1.0 - b1)
+      results = elementwise.tree_map(_fused_adam_rule, scalars, [[col[i] for i in group] for col in columns],
+                                     3, aliases={2: 1, 3: 2})
+      for k in range(3):
+        for i, value in zip(group, results[k]):
+          out[k][i] = value
+    u, z, nu = (treedef.unflatten(o) for o in out)
+    return u, ScheduleFreeState(
+        count=count, b1=state.b1, weight_sum=weight_sum, lr_max=lr_max, z=z,
+        base_state=(ScaleByDebiasedRmsState(optax.safe_increment(rms_state.count), nu),
+                    schedule_state._replace(count=optax.safe_increment(schedule_state.count))),
+    )
+
+  return optax.GradientTransformation(wrapped.init, update_fn)
 
 
 def schedule_free_sgd(
@@ -315,6 +381,7 @@ def schedule_free_adamw(
     weight_lr_power: float = 2.0,
     *,
     mask: Any = None,
+    backend: str = "xla",
 ) -> optax.GradientTransformation:
   """Schedule-Free AdamW (schedulefree 1.4.1 AdamWScheduleFree).
 
@@ -327,6 +394,7 @@ def schedule_free_adamw(
     warmup_steps: linear warmup of the learning rate (reference 0).
     r, weight_lr_power: weighting of the average (reference 0, 2).
     mask: Optax-style mask selecting the leaves decayed at y.
+    backend: "xla" (default) or "pallas": the whole step fused per leaf.
 
   Returns:
     An `optax.GradientTransformation`; evaluate at `schedule_free_eval_params`.
@@ -334,7 +402,7 @@ def schedule_free_adamw(
   _check_warmup("schedule_free_adamw", warmup_steps)
   return _adaptive(
       "schedule_free_adamw", learning_rate, lambda lr: _warmup(lr, warmup_steps), False, b1, b2,
-      eps, weight_decay, r, weight_lr_power, mask,
+      eps, weight_decay, r, weight_lr_power, mask, backend,
   )
 
 
@@ -349,6 +417,7 @@ def schedule_free_radam(
     silent_sgd_phase: bool = True,
     *,
     mask: Any = None,
+    backend: str = "xla",
 ) -> optax.GradientTransformation:
   """Schedule-Free RAdam (schedulefree 1.4.1 RAdamScheduleFree); no warmup needed.
 
@@ -362,11 +431,12 @@ def schedule_free_radam(
     silent_sgd_phase: no step while rho_t <= 4 (reference True); False takes
       plain SGD steps at lr there.
     mask: Optax-style mask selecting the leaves decayed at y.
+    backend: "xla" (default) or "pallas": the whole step fused per leaf.
 
   Returns:
     An `optax.GradientTransformation`; evaluate at `schedule_free_eval_params`.
   """
   return _adaptive(
       "schedule_free_radam", learning_rate, lambda lr: _rectified(lr, b2, silent_sgd_phase), True,
-      b1, b2, eps, weight_decay, r, weight_lr_power, mask,
+      b1, b2, eps, weight_decay, r, weight_lr_power, mask, backend,
   )

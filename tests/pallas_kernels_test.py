@@ -33,6 +33,10 @@ def _tree(dtype=jnp.float32, seed=0):
   }
 
 
+def _kernels_only(params):
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
 def _pairs():
   return {
       "adamw": (lambda: optax.adamw(1e-2, weight_decay=0.1),
@@ -51,6 +55,13 @@ def _pairs():
           lambda: optimizers.adamod(optax.cosine_decay_schedule(1e-2, 10), b3=0.9, weight_decay=0.1),
           lambda: optimizers.adamod(optax.cosine_decay_schedule(1e-2, 10), b3=0.9, weight_decay=0.1,
                                     backend="pallas")),
+      # The whole schedule-free step (x, decay at y, v, z, y') per leaf group.
+      "schedule_free_adamw_masked": (
+          lambda: optimizers.schedule_free_adamw(1e-2, warmup_steps=3, weight_decay=0.1, mask=_kernels_only),
+          lambda: optimizers.schedule_free_adamw(1e-2, warmup_steps=3, weight_decay=0.1, mask=_kernels_only,
+                                                 backend="pallas")),
+      "schedule_free_radam": (lambda: optimizers.schedule_free_radam(1e-2, weight_decay=0.1),
+                              lambda: optimizers.schedule_free_radam(1e-2, weight_decay=0.1, backend="pallas")),
       # Fused reductions: DoG's three norms per leaf, the induced metric's trace.
       "dog": (lambda: optimizers.dog(), lambda: optimizers.dog(backend="pallas")),
       "ldog_init_eta": (lambda: optimizers.ldog(init_eta=1e-3), lambda: optimizers.ldog(init_eta=1e-3, backend="pallas")),
@@ -192,7 +203,8 @@ class LoweringTest(parameterized.TestCase):
 
   @parameterized.product(
       platform=["tpu", "cuda"],
-      case=[("radam", 3), ("adamod", 3), ("amsbound", 3), ("adabound", 3), ("dog", 2), ("ldog", 2)])
+      case=[("radam", 3), ("adamod", 3), ("amsbound", 3), ("adabound", 3), ("schedule_free_adamw", 3),
+            ("schedule_free_radam", 3), ("dog", 2), ("ldog", 2)])
   def test_whole_optimizer_lowers(self, platform, case):
     # Elementwise rules: two whole-tile leaves and one packed kernel for the
     # rest. Reductions: the two whole-tile leaves (small ones reduce in XLA).
