@@ -84,8 +84,9 @@ def _sum_sq(tree: Any, layerwise: bool, dtype: Any) -> Any:
   return _combine(jax.tree.map(lambda x: jnp.sum(jnp.square(x.astype(dtype))), tree), layerwise, dtype)
 
 
-def _norms_rule(g, x, x0):
+def _norms_rule(scalars, g, x, x0):
   """|g|^2, |x_0|^2 and |x - x_0|^2 of one leaf, read once (backend="pallas")."""
+  del scalars
   return g * g, x0 * x0, (x - x0) * (x - x0)
 
 
@@ -147,7 +148,7 @@ def scale_by_dog(
     lr = _numerics.learning_rate_at(learning_rate, state.count)
     if backend == "pallas":
       treedef = jax.tree.structure(updates)
-      sums = reductions.leaf_sums(_norms_rule, [updates, params, state.init_params], 3)
+      sums = reductions.leaf_sums(_norms_rule, (), [updates, params, state.init_params], 3)
       grad_sq, init_sq, moved_sq = (
           _combine(treedef.unflatten([s[k].astype(dtype) for s in sums]), layerwise, dtype) for k in range(3))
     else:

@@ -198,7 +198,7 @@ def scale_by_induced_metric(
     t = _numerics.step_count(count)
     metric_g = updates if preconditioner is None else preconditioner(updates, base_state)
     if backend == "pallas":
-      dot = reductions.tree_sums(lambda g, pg: (g * pg,), [updates, metric_g])[0].astype(t.dtype)
+      dot = reductions.tree_sums(lambda _, g, pg: (g * pg,), (), [updates, metric_g])[0].astype(t.dtype)
     else:
       dot = _tree_vdot(updates, metric_g, t.dtype)
     trace = xi * dot

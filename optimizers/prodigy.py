@@ -68,6 +68,9 @@ import optax
 from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
+from pallas_kernels import elementwise
+from pallas_kernels import reductions
+from pallas_kernels import transforms as pallas_transforms
 
 
 class ScaleByProdigyState(NamedTuple):
@@ -97,6 +100,58 @@ def _sliced(x: jax.Array, slice_p: int) -> jax.Array:
   return x if slice_p == 1 else jnp.reshape(x, (-1,))[::slice_p]
 
 
+def _gradient(g, p, coupled_wd):
+  """The gradient the statistics see: g, plus wd p for coupled decay."""
+  g = g.astype(_numerics.state_dtype(g.dtype))
+  return g + coupled_wd * p.astype(g.dtype)
+
+
+def _s_update(g, s, beta3, s_coef):
+  """s after one step (g sliced like s)."""
+  cast = _numerics.cast_like
+  return cast(beta3, s) * s + cast(s_coef, s) * g.astype(s.dtype)
+
+
+def _moments(g, m, v, b1, d_one_minus_b1, b2, d2_one_minus_b2):
+  """m (None without b1) and v after one step, in the state dtypes."""
+  cast = _numerics.cast_like
+  v = cast(b2, v) * v + cast(d2_one_minus_b2, v) * g * g
+  if m is not None:
+    m = cast(b1, m) * m + cast(d_one_minus_b1, m) * g
+  return m, v
+
+
+def _new_x_delta(direction, v, p, decayed_dlr_wd, moves):
+  """old x - new x, formed as the reference: decay, then the step, each rounded."""
+  x = p.astype(v.dtype)
+  x_decayed = x - decayed_dlr_wd * x
+  return jnp.where(moves, x - (x_decayed - direction), 0.0).astype(p.dtype)
+
+
+def _fused_sums_rule(scalars, g, p, p0, s):
+  """Per element: g (x0 - x) and |s'|, for the numerator and D (one read)."""
+  coupled_wd, beta3, s_coef = scalars
+  g = g + coupled_wd * p
+  return g * (p0 - p), jnp.abs(_s_update(g, s, beta3, s_coef))
+
+
+def _fused_statistics_rule(scalars, g, p, s, v, *m):
+  coupled_wd, beta3, s_coef, b1, d_one_minus_b1, b2, d2_one_minus_b2, active = scalars
+  g = g + coupled_wd * p
+  s_new = _s_update(g, s, beta3, s_coef)
+  m_new, v_new = _moments(g, m[0] if m else None, v, b1, d_one_minus_b1, b2, d2_one_minus_b2)
+  keep = lambda new, old: jnp.where(active > 0.5, new, old)
+  return (keep(s_new, s), keep(v_new, v)) + ((keep(m_new, m[0]),) if m else ())
+
+
+def _fused_step_rule(scalars, g, p, v, *m):
+  coupled_wd, dlr, dlr_d_new, d_eps, decayed_dlr_wd, moves = scalars
+  g = g + coupled_wd * p
+  denom = jnp.sqrt(v) + d_eps
+  direction = dlr * m[0] / denom if m else dlr_d_new * g / denom
+  return (_new_x_delta(direction, v, p, decayed_dlr_wd, moves > 0.5),)
+
+
 def scale_by_prodigy(
     learning_rate: optax.ScalarOrSchedule = 1.0,
     b1: float = 0.9,
@@ -113,6 +168,7 @@ def scale_by_prodigy(
     slice_p: int = 1,
     *,
     mask: Any = None,
+    backend: str = "xla",
 ) -> optax.GradientTransformation:
   """Prodigy's step, learning rate and weight decay included (no sign flip).
 
@@ -132,11 +188,19 @@ def scale_by_prodigy(
     growth_rate: d grows at most by this factor per step (reference inf).
     slice_p: keep x0 and s for every slice_p-th element (reference 1).
     mask: Optax-style mask selecting the leaves that weight decay applies to.
+    backend: "xla" (default) or "pallas": three fused passes (the dot product
+      and |s| as one reduction, the statistics, the step), float32 sums;
+      slice_p = 1 and a concrete b1 only.
 
   Returns:
     An `optax.GradientTransformation` whose state has `estimated_d()`.
   """
   owner = "scale_by_prodigy"
+  pallas_transforms.check_backend(owner, backend)
+  if backend == "pallas" and slice_p != 1:
+    raise ValueError(f"{owner}: backend='pallas' needs slice_p=1, got {slice_p}; use backend='xla'.")
+  if backend == "pallas" and _validation.concrete_value(b1) is None:
+    raise ValueError(f"{owner}: backend='pallas' needs a concrete b1 (not injected); use backend='xla'.")
   _validation.check_learning_rate(owner, learning_rate)
   _validation.check_decay(owner, "b1", b1)
   _validation.check_decay(owner, "b2", b2)
@@ -167,6 +231,63 @@ def scale_by_prodigy(
         s=jax.tree.map(jnp.zeros_like, init_params),
     )
 
+  def _fused_update(updates, state, params, decay_mask, coupled_wd, lr, beta3, d, dlr, ratio, s_coef):
+    """backend="pallas": the same step in three fused passes over the leaves."""
+    dtype = _numerics.scalar_dtype()
+    treedef = jax.tree.structure(updates)
+    flat = lambda tree: treedef.flatten_up_to(tree)
+    g, p, p0, s, v = (flat(t) for t in (updates, params, state.init_params, state.s, state.nu))
+    m = flat(state.mu) if keep_mu else None
+    decayed = [bool(x) for x in flat(decay_mask)]
+    groups = [(flag, [i for i, x in enumerate(decayed) if x == flag]) for flag in (True, False)]
+    groups = [(flag, idx) for flag, idx in groups if idx]
+    pick = lambda column, idx: [column[i] for i in idx]
+    cwd = lambda flag: coupled_wd(flag, jnp.float32)
+
+    # Pass 1: the dot product and |s'| (one fused reduction per leaf).
+    dot = jnp.zeros([], dtype)
+    denominator = jnp.zeros([], dtype)
+    for flag, idx in groups:
+      sums = reductions.tree_sums(_fused_sums_rule, (cwd(flag), beta3, s_coef),
+                                  [pick(c, idx) for c in (g, p, p0, s)], 2)
+      dot, denominator = dot + sums[0].astype(dtype), denominator + sums[1].astype(dtype)
+    numerator = beta3 * state.numerator + ratio * dlr * dot
+    active = lr > 0
+    moves = active & (denominator > 0)
+    d_hat = d_coef * numerator / jnp.where(moves, denominator, 1.0)
+    d_grown = jnp.where(d == d0, jnp.maximum(d, d_hat), d)
+    d_max = jnp.maximum(state.d_max, d_hat)
+    d_new = jnp.minimum(d_max, d_grown * growth_rate)
+
+    # Pass 2: s, v (and m), kept as they were when lr = 0.
+    # Pass 3: the step from the new moments and d.
+    out_s, out_v, out_m, out_u = ([None] * len(g) for _ in range(4))
+    for flag, idx in groups:
+      stats = (cwd(flag), beta3, s_coef, b1, d * (1.0 - b1), b2, d * d * (1.0 - b2), jnp.where(active, 1.0, 0.0))
+      trees = [pick(c, idx) for c in (g, p, s, v)] + ([pick(m, idx)] if keep_mu else [])
+      new = elementwise.tree_map(_fused_statistics_rule, stats, trees, len(trees) - 2,
+                                 aliases={2: 0, 3: 1, **({4: 2} if keep_mu else {})})
+      decayed_dlr_wd = weight_decay * dlr * float(flag) if decouple else 0.0
+      step_scalars = (cwd(flag), dlr, dlr * d_new, d_new * eps, decayed_dlr_wd, jnp.where(moves, 1.0, 0.0))
+      step_trees = [pick(g, idx), pick(p, idx), new[1]] + ([new[2]] if keep_mu else [])
+      (u,) = elementwise.tree_map(_fused_step_rule, step_scalars, step_trees, 1)
+      for k, i in enumerate(idx):
+        out_s[i], out_v[i], out_u[i] = new[0][k], new[1][k], u[k]
+        if keep_mu:
+          out_m[i] = new[2][k]
+    new_updates = treedef.unflatten(out_u)
+    return new_updates, ScaleByProdigyState(
+        count=jnp.where(moves, optax.safe_increment(state.count), state.count),
+        schedule_count=optax.safe_increment(state.schedule_count),
+        d=jnp.where(moves, d_new, d),
+        d_max=jnp.where(moves, d_max, state.d_max),
+        numerator=jnp.where(moves, numerator, state.numerator),
+        mu=treedef.unflatten(out_m) if keep_mu else None,
+        nu=treedef.unflatten(out_v),
+        init_params=state.init_params,
+        s=treedef.unflatten(out_s),
+    )
+
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError(f"{owner}: `params` are required (Prodigy measures x0 - x).")
@@ -189,16 +310,17 @@ def scale_by_prodigy(
     dlr = d * lr * bc
     decay_mask = _weight_decay.mask_tree(mask, params)
 
-    def gradient(g, p, decayed):
-      g = g.astype(_numerics.state_dtype(g.dtype))
-      if decouple:
-        return g
-      return g + weight_decay * _weight_decay.as_multiplier(decayed, g.dtype) * p.astype(g.dtype)
+    def coupled_wd(decayed, dtype):
+      return 0.0 if decouple else weight_decay * _weight_decay.as_multiplier(decayed, dtype)
 
-    grads = jax.tree.map(gradient, updates, params, decay_mask)
     ratio = d / d0
     s_coef = ratio * (d if safeguard_warmup else dlr)
     cast = _numerics.cast_like
+    if backend == "pallas":
+      return _fused_update(updates, state, params, decay_mask, coupled_wd, lr, beta3, d, dlr, ratio, s_coef)
+    grads = jax.tree.map(
+        lambda g, p, decayed: _gradient(g, p, coupled_wd(decayed, _numerics.state_dtype(g.dtype))),
+        updates, params, decay_mask)
 
     # The numerator and D: sums of per-leaf sums over the whole tree.
     def dot_term(g, p, p0):
@@ -208,17 +330,11 @@ def scale_by_prodigy(
 
     dot = sum(jax.tree.leaves(jax.tree.map(dot_term, grads, params, state.init_params)), jnp.zeros([], dtype))
     numerator = beta3 * state.numerator + ratio * dlr * dot
-    s = jax.tree.map(
-        lambda s, g: cast(beta3, s) * s + cast(s_coef, s) * _sliced(g, slice_p).astype(s.dtype),
-        state.s, grads,
-    )
-    nu = jax.tree.map(
-        lambda v, g: cast(b2, v) * v + cast(d * d * (1.0 - b2), v) * g * g, state.nu, grads
-    )
-    if keep_mu:
-      mu = jax.tree.map(lambda m, g: cast(b1, m) * m + cast(d * (1.0 - b1), m) * g, state.mu, grads)
-    else:
-      mu = None
+    s = jax.tree.map(lambda s, g: _s_update(_sliced(g, slice_p), s, beta3, s_coef), state.s, grads)
+    mu, nu = _numerics.tree_map_unzip(
+        lambda g, m, v: _moments(g, m, v, b1, d * (1.0 - b1), b2, d * d * (1.0 - b2)),
+        2, grads, state.mu if keep_mu else jax.tree.map(lambda _: None, grads), state.nu)
+    mu = mu if keep_mu else None
     denominator = sum(
         jax.tree.leaves(jax.tree.map(lambda x: jnp.sum(jnp.abs(x)).astype(dtype), s)),
         jnp.zeros([], dtype),
@@ -243,12 +359,9 @@ def scale_by_prodigy(
       # The new parameters as the reference forms them (decay, then the step,
       # each rounded), returned as old - new: with Prodigy's d amplifying
       # rounding differences, float32 parity needs the same roundings.
-      x = p.astype(v.dtype)
-      if decouple:
-        x_decayed = x - cast(weight_decay * dlr, v) * _weight_decay.as_multiplier(decayed, v.dtype) * x
-      else:
-        x_decayed = x
-      return jnp.where(moves, x - (x_decayed - direction), 0.0).astype(p.dtype)
+      decayed_dlr_wd = (
+          cast(weight_decay * dlr, v) * _weight_decay.as_multiplier(decayed, v.dtype) if decouple else 0.0)
+      return _new_x_delta(direction, v, p, decayed_dlr_wd, moves)
 
     mu_or_grads = mu if keep_mu else grads
     new_updates = jax.tree.map(step, grads, mu_or_grads, nu, params, decay_mask)

@@ -1,7 +1,7 @@
 """Fused sum reductions over trees: global norms and dot products in one pass.
 
-`leaf_sums(rule, trees)` returns, per leaf, the sums over elements of each
-output of an elementwise `rule(*leaves) -> outputs` (e.g. `x * x` for a
+`leaf_sums(rule, scalars, trees)` returns, per leaf, the sums over elements of
+each output of an elementwise `rule(scalars, *leaves) -> outputs` (e.g. `x * x` for a
 squared norm, `g * (x - x0)` for a dot product, several at once), without
 materialising the rule's outputs: each large leaf is read once by a kernel
 that writes per-block partial sums, and XLA adds the few partials. Leaves
@@ -30,7 +30,7 @@ from pallas_kernels import elementwise
 LANES = elementwise.LANES
 
 
-def _partials(rule, num_outputs, *arrays, platform):
+def _partials(rule, num_scalars, num_outputs, vector, *arrays, platform):
   rows = arrays[0].shape[0]
   block = elementwise._block_rows(rows, platform)  # pylint: disable=protected-access
   grid = rows // block
@@ -38,13 +38,16 @@ def _partials(rule, num_outputs, *arrays, platform):
   tile = pl.BlockSpec((block, LANES), lambda i: (i, 0))
   out_tile = pl.BlockSpec((fold, LANES), lambda i: (i, 0))
   if platform == "tpu":
+    scalar_spec = pl.BlockSpec(memory_space=pltpu.SMEM)
     params = pltpu.CompilerParams(dimension_semantics=("parallel",))
   else:
+    scalar_spec = pl.BlockSpec((vector.shape[0],), lambda i: (0,))
     params = pltriton.CompilerParams(num_warps=4) if platform == "cuda" else None
   num_in = len(arrays)
 
-  def kernel(*refs):
-    values = rule(*(r[...].astype(jnp.float32) for r in refs[:num_in]))
+  def kernel(s_ref, *refs):
+    scalars = tuple(s_ref[i] for i in range(num_scalars))
+    values = rule(scalars, *(r[...].astype(jnp.float32) for r in refs[:num_in]))
     for ref, value in zip(refs[num_in:], values):
       if fold == 1:
         ref[...] = jnp.sum(value, axis=0, keepdims=True)
@@ -55,31 +58,32 @@ def _partials(rule, num_outputs, *arrays, platform):
       kernel,
       out_shape=tuple(jax.ShapeDtypeStruct((grid * fold, LANES), jnp.float32) for _ in range(num_outputs)),
       grid=(grid,),
-      in_specs=[tile] * num_in,
+      in_specs=[scalar_spec] + [tile] * num_in,
       out_specs=tuple(out_tile for _ in range(num_outputs)),
       compiler_params=params,
       interpret=platform == "cpu",
       name="steplab_reduction",
-  )(*arrays)
+  )(vector, *arrays)
   return tuple(jnp.sum(o) for o in outs)
 
 
-def fused_sums(rule: Callable[..., Sequence[jax.Array]], arrays: Sequence[jax.Array],
-               num_outputs: int) -> tuple[jax.Array, ...]:
+def fused_sums(rule: Callable[..., Sequence[jax.Array]], scalars: Sequence[Any],
+               arrays: Sequence[jax.Array], num_outputs: int) -> tuple[jax.Array, ...]:
   """Sums of the rule's outputs over (rows, 128) operands, one kernel."""
   shape = arrays[0].shape
   if len(shape) != 2 or shape[1] != LANES or shape[0] % elementwise.SUBLANES:
     raise ValueError(f"fused_sums: operands must be (rows, {LANES}) with rows % 16 == 0, got {shape}")
-  call = functools.partial(_partials, rule, num_outputs)
+  scalars = tuple(scalars)
+  call = functools.partial(_partials, rule, len(scalars), num_outputs)
   return tuple(jax.lax.platform_dependent(
-      *arrays,
+      elementwise.scalar_vector(scalars), *arrays,
       tpu=functools.partial(call, platform="tpu"),
       cuda=functools.partial(call, platform="cuda"),
       default=functools.partial(call, platform="cpu"),
   ))
 
 
-def leaf_sums(rule: Callable[..., Sequence[jax.Array]], trees: Sequence[Any],
+def leaf_sums(rule: Callable[..., Sequence[jax.Array]], scalars: Sequence[Any], trees: Sequence[Any],
               num_outputs: int = 1) -> list[tuple[jax.Array, ...]]:
   """Per leaf, the float32 sums over elements of each of the rule's outputs."""
   treedef = jax.tree.structure(trees[0])
@@ -88,15 +92,15 @@ def leaf_sums(rule: Callable[..., Sequence[jax.Array]], trees: Sequence[Any],
   for leaves in zip(*columns):
     if elementwise.is_direct(leaves[0]):
       flat = [x.reshape(x.size // LANES, LANES) for x in leaves]
-      out.append(fused_sums(rule, flat, num_outputs))
+      out.append(fused_sums(rule, scalars, flat, num_outputs))
     else:
-      values = rule(*(x.astype(jnp.float32) for x in leaves))
+      values = rule(tuple(jnp.asarray(x, jnp.float32) for x in scalars), *(x.astype(jnp.float32) for x in leaves))
       out.append(tuple(jnp.sum(v) for v in values))
   return out
 
 
-def tree_sums(rule: Callable[..., Sequence[jax.Array]], trees: Sequence[Any],
+def tree_sums(rule: Callable[..., Sequence[jax.Array]], scalars: Sequence[Any], trees: Sequence[Any],
               num_outputs: int = 1) -> tuple[jax.Array, ...]:
   """The sums over the whole tree (e.g. a global squared norm)."""
-  per_leaf = leaf_sums(rule, trees, num_outputs)
+  per_leaf = leaf_sums(rule, scalars, trees, num_outputs)
   return tuple(sum((s[k] for s in per_leaf), jnp.zeros([], jnp.float32)) for k in range(num_outputs))

@@ -67,6 +67,15 @@ def _pairs():
       "ldog_init_eta": (lambda: optimizers.ldog(init_eta=1e-3), lambda: optimizers.ldog(init_eta=1e-3, backend="pallas")),
       "induced_metric_rms": (lambda: optimizers.induced_metric_rms(1e-2, xi=0.5),
                              lambda: optimizers.induced_metric_rms(1e-2, xi=0.5, backend="pallas")),
+      # Three fused passes: the dot product and |s| (reduction), the
+      # statistics, the step; d from the float32 sums.
+      "prodigy": (lambda: optimizers.prodigy(), lambda: optimizers.prodigy(backend="pallas")),
+      "prodigy_coupled_wd": (lambda: optimizers.prodigy(weight_decay=0.1, decouple=False),
+                             lambda: optimizers.prodigy(weight_decay=0.1, decouple=False, backend="pallas")),
+      "prodigy_b1_zero_masked_wd": (
+          lambda: optimizers.prodigy(b1=0.0, weight_decay=0.1, safeguard_warmup=True, mask=_kernels_only),
+          lambda: optimizers.prodigy(b1=0.0, weight_decay=0.1, safeguard_warmup=True, mask=_kernels_only,
+                                     backend="pallas")),
       "radam_schedule": (
           lambda: optimizers.radam(optax.cosine_decay_schedule(1e-2, 10)),
           lambda: optimizers.radam(optax.cosine_decay_schedule(1e-2, 10), backend="pallas")),
@@ -97,7 +106,10 @@ class AgreementTest(parameterized.TestCase):
         # Float32: a few ulps. bfloat16: the two roundings of nearly equal
         # float32 values may differ by one bf16 ulp (2^-8 relative).
         rtol = 1e-6 if dtype == "float32" else 2.0**-7
-        np.testing.assert_allclose(b, a, rtol=rtol, atol=rtol * np.abs(a).max())
+        # Prodigy forms x - (x_decayed - step) as the reference rounds it, so
+        # its update is exact to an ulp of the parameter, not of the step.
+        scale = np.abs(np.asarray(p, np.float32)).max() if name.startswith("prodigy") else np.abs(a).max()
+        np.testing.assert_allclose(b, a, rtol=rtol, atol=2 * rtol * scale)
       # Both continue from the same point (the XLA step's), so each step is
       # compared, not the drift of two trajectories.
       params_x = optax.apply_updates(params_x, u_x)
@@ -168,10 +180,10 @@ class ReductionTest(absltest.TestCase):
     rng = np.random.default_rng(3)
     a = jnp.asarray(rng.normal(size=(4096, 128)), jnp.float32)
     b = jnp.asarray(rng.normal(size=(4096, 128)), jnp.bfloat16)
-    sq, dot = reductions.fused_sums(lambda x, y: (x * x, x * y), [a, b], 2)
+    sq, dot = reductions.fused_sums(lambda scalars, x, y: (x * x, scalars[0] * x * y), (2.0,), [a, b], 2)
     a64, b64 = np.asarray(a, np.float64), np.asarray(b.astype(jnp.float32), np.float64)
     np.testing.assert_allclose(float(sq), np.sum(a64 * a64), rtol=1e-6)
-    np.testing.assert_allclose(float(dot), np.sum(a64 * b64), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(float(dot), 2.0 * np.sum(a64 * b64), rtol=1e-5, atol=1e-3)
 
   def test_one_kernel_reads_all_three_norms_of_a_leaf(self):
     tx = optimizers.scale_by_dog(backend="pallas")
@@ -204,7 +216,10 @@ class LoweringTest(parameterized.TestCase):
   @parameterized.product(
       platform=["tpu", "cuda"],
       case=[("radam", 3), ("adamod", 3), ("amsbound", 3), ("adabound", 3), ("schedule_free_adamw", 3),
-            ("schedule_free_radam", 3), ("dog", 2), ("ldog", 2)])
+            ("schedule_free_radam", 3), ("dog", 2), ("ldog", 2),
+            # Prodigy: a reduction for the two whole-tile leaves, then the
+            # statistics and the step kernels (2 direct + 1 packed each).
+            ("prodigy", 8)])
   def test_whole_optimizer_lowers(self, platform, case):
     # Elementwise rules: two whole-tile leaves and one packed kernel for the
     # rest. Reductions: the two whole-tile leaves (small ones reduce in XLA).
