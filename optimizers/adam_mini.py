@@ -61,6 +61,9 @@ import optax
 
 from optimizers import _numerics
 from optimizers import _validation
+from pallas_kernels import adam_family
+from pallas_kernels import elementwise
+from pallas_kernels import transforms as pallas_transforms
 
 QUERY_NAMES = ("q_proj", "wq", "query")
 KEY_NAMES = ("k_proj", "wk", "key")
@@ -229,6 +232,45 @@ def _broadcast(v: jax.Array, block: Block, shape: Sequence[int]) -> jax.Array:
   return v
 
 
+def _momentum_step_rule(scalars, g, m, coef):
+  """m' = b1 m + (1 - b1) g and u = m' coef (coef = 1 / (bc1 h_B), broadcast)."""
+  b1, one_minus_b1 = scalars
+  m = b1 * m + one_minus_b1 * g.astype(m.dtype)
+  return (m * coef).astype(g.dtype), m
+
+
+def _two_d_view(shape: Sequence[int], block: Block):
+  """(2-D shape, per_row) of a leaf whose kept axes are all leading or all trailing."""
+  split = list(shape)
+  if block.heads is not None:
+    split = split[:-1] + [block.heads, split[-1] // block.heads]
+  kept = [i for i in range(len(split)) if i not in block.axes]
+  if not kept:  # One v for the tensor: any view; a per-column factor of equal values.
+    size = math.prod(split)
+    return ((size // elementwise.LANES, elementwise.LANES), False) if size % elementwise.LANES == 0 else None
+  k = min(kept)
+  if all(i in block.axes for i in range(k)) and k > 0:  # Reduced axes leading: per column.
+    return (math.prod(split[:k]), math.prod(split[k:])), False
+  j = max(kept)
+  if kept == list(range(j + 1)) and j + 1 < len(split):  # Kept axes leading: per row.
+    return (math.prod(split[:j + 1]), math.prod(split[j + 1:])), True
+  return None
+
+
+def _factor(coef, block, shape, rows, cols, per_row):
+  """The block coefficient as the (rows, 1) or (1, cols) factor of the 2-D view."""
+  split = list(shape)
+  if block.heads is not None:
+    split = split[:-1] + [block.heads, split[-1] // block.heads]
+  if per_row:
+    return jnp.reshape(coef, (rows, 1))
+  if len(block.axes) == len(split):  # Whole tensor: one value per column.
+    return jnp.broadcast_to(jnp.reshape(coef, (1, 1)), (1, cols))
+  k = min(i for i in range(len(split)) if i not in block.axes)
+  # Expand the trailing reduced axes (e.g. head_dim) into the columns.
+  return jnp.broadcast_to(coef, tuple(1 if i < k else n for i, n in enumerate(split))).reshape(1, cols)
+
+
 def scale_by_adam_mini(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -238,6 +280,7 @@ def scale_by_adam_mini(
     num_kv_heads: int | None = None,
     partition: Any = None,
     mu_dtype: Any | None = None,
+    backend: str = "xla",
 ) -> optax.GradientTransformation:
   """Adam-mini's bias-corrected step m_hat / (sqrt(v_B_hat) + eps) (no sign flip).
 
@@ -249,8 +292,13 @@ def scale_by_adam_mini(
     partition: a tree of `Block`s, or a function params -> tree of `Block`s,
       replacing the name rules (`adam_mini_partition`).
     mu_dtype: dtype of m (default: the state dtype).
+    backend: "xla" (default) or "pallas": per-element (bias) leaves in the
+      fused Adam kernel; block leaves update m and the step in one fused
+      pass with the block's 1 / (bc1 h_B) read per row or column block
+      (`elementwise.fused_map_broadcast`), after XLA's block means of g^2.
   """
   owner = "scale_by_adam_mini"
+  pallas_transforms.check_backend(owner, backend)
   _validation.check_decay(owner, "b1", b1)
   _validation.check_decay(owner, "b2", b2)
   _validation.check_non_negative(owner, "eps", eps)
@@ -274,6 +322,36 @@ def scale_by_adam_mini(
         nu=treedef.unflatten(nu),
     )
 
+  def _fused_update(leaves, treedef, state, blocks, count, correction1, sqrt_correction2):
+    mu_leaves, nu_leaves = treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu)
+    out, mus, nus = [None] * len(leaves), [None] * len(leaves), [None] * len(leaves)
+    adam = [i for i, b in enumerate(blocks) if b.rule == "adam"]
+    if adam:  # Per-element v: the fused Adam kernel, packed.
+      scalars = adam_family.adam_scalars(b1, b2, eps, correction1, jnp.square(sqrt_correction2))
+      u, m, v = adam_family.tree_update(scalars, [leaves[i] for i in adam], [mu_leaves[i] for i in adam],
+                                        [nu_leaves[i] for i in adam])
+      for k, i in enumerate(adam):
+        out[i], mus[i], nus[i] = u[k], m[k], v[k]
+    for i, (g, m, v, block) in enumerate(zip(leaves, mu_leaves, nu_leaves, blocks)):
+      if block.rule == "adam":
+        continue
+      v = b2 * v + _numerics.one_minus(b2) * _block_mean_sq(g.astype(v.dtype), block)
+      h = jnp.sqrt(v) / _numerics.cast_like(sqrt_correction2, v) + eps
+      coef = 1.0 / (_numerics.cast_like(correction1, v) * h)
+      view = _two_d_view(g.shape, block)
+      if view is None or m.dtype != jnp.float32:  # No 2-D view: XLA for this leaf.
+        m = b1 * m.astype(v.dtype) + _numerics.one_minus(b1) * g.astype(v.dtype)
+        out[i], mus[i] = (m * _broadcast(coef, block, g.shape)).astype(g.dtype), m.astype(mu_dtype or v.dtype)
+      else:
+        (rows, cols), per_row = view
+        factor = _factor(coef, block, g.shape, rows, cols, per_row)
+        u, m = elementwise.fused_map_broadcast(
+            _momentum_step_rule, (b1, _numerics.one_minus(b1)), [g.reshape(rows, cols), m.reshape(rows, cols)],
+            factor, aliases={1: 1})
+        out[i], mus[i] = u.reshape(g.shape), m.reshape(g.shape)
+      nus[i] = v
+    return treedef.unflatten(out), ScaleByAdamMiniState(count, treedef.unflatten(mus), treedef.unflatten(nus))
+
   def update_fn(updates, state, params=None):
     _validation.check_tree_matches(owner, updates, state.mu)
     count = optax.safe_increment(state.count)
@@ -283,6 +361,8 @@ def scale_by_adam_mini(
     # The partition depends on names and shapes only: the updates tree has both.
     blocks = blocks_of(updates if params is None else params)
     leaves, treedef = jax.tree.flatten(updates)
+    if backend == "pallas":
+      return _fused_update(leaves, treedef, state, blocks, count, correction1, sqrt_correction2)
     out, mus, nus = [], [], []
     for g, m, v, block in zip(leaves, treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu), blocks):
       g32 = g.astype(v.dtype)
@@ -315,6 +395,7 @@ def adam_mini(
     partition: Any = None,
     mask: Any = None,
     mu_dtype: Any | None = None,
+    backend: str = "xla",
 ) -> optax.GradientTransformation:
   """Adam-mini (adam-mini 1.1.1's `Adam_mini`) as one `optax.chain`.
 
@@ -326,12 +407,13 @@ def adam_mini(
     partition: a tree of `Block`s or a function of params (default: name rules).
     mask: weight-decay mask; default `weight_decay_mask` (no norms, biases).
     mu_dtype: dtype of m.
+    backend: "xla" (default) or "pallas" (see `scale_by_adam_mini`).
   """
   _validation.check_learning_rate("adam_mini", learning_rate)
   _validation.check_non_negative("adam_mini", "weight_decay", weight_decay)
   return optax.chain(
       scale_by_adam_mini(b1, b2, eps, num_heads=num_heads, num_kv_heads=num_kv_heads,
-                         partition=partition, mu_dtype=mu_dtype),
+                         partition=partition, mu_dtype=mu_dtype, backend=backend),
       optax.add_decayed_weights(weight_decay, weight_decay_mask if mask is None else mask),
       optax.scale_by_learning_rate(learning_rate),
   )

@@ -66,15 +66,25 @@ def _block_rows(rows: int, platform: str) -> int:
   return block
 
 
-def _call(rule, num_scalars, out_dtypes, aliases, vector, *arrays, platform):
-  rows = arrays[0].shape[0]
-  block = _block_rows(rows, platform)
-  tile = pl.BlockSpec((block, LANES), lambda i: (i, 0))
+def _kernel_call(rule, num_scalars, out_dtypes, aliases, blocks, factor, vector, *arrays, platform):
+  """The pallas_call of `rule` over (R, C) operands in (bm, bc) blocks.
+
+  factor: None, "row" or "column": the last operand is then an (R, 1) or
+  (1, C) factor, read once per block (see `fused_map_broadcast`).
+  """
+  rows, cols = arrays[0].shape
+  bm, bc = blocks
+  tile = pl.BlockSpec((bm, bc), lambda i, j: (i, j))
+  specs = [tile] * (len(arrays) - (factor is not None))
+  if factor == "row":
+    specs.append(pl.BlockSpec((bm, 1), lambda i, j: (i, 0)))
+  elif factor == "column":
+    specs.append(pl.BlockSpec((1, bc), lambda i, j: (0, j)))
   if platform == "tpu":
     scalar_spec = pl.BlockSpec(memory_space=pltpu.SMEM)
-    params = pltpu.CompilerParams(dimension_semantics=("parallel",))
+    params = pltpu.CompilerParams(dimension_semantics=("parallel", "parallel"))
   else:
-    scalar_spec = pl.BlockSpec((vector.shape[0],), lambda i: (0,))
+    scalar_spec = pl.BlockSpec((vector.shape[0],), lambda i, j: (0,))
     params = pltriton.CompilerParams(num_warps=4) if platform == "cuda" else None
   num_in = len(arrays)
 
@@ -86,9 +96,9 @@ def _call(rule, num_scalars, out_dtypes, aliases, vector, *arrays, platform):
 
   return pl.pallas_call(
       kernel,
-      out_shape=tuple(jax.ShapeDtypeStruct(arrays[0].shape, d) for d in out_dtypes),
-      grid=(rows // block,),
-      in_specs=[scalar_spec] + [tile] * num_in,
+      out_shape=tuple(jax.ShapeDtypeStruct((rows, cols), d) for d in out_dtypes),
+      grid=(rows // bm, cols // bc),
+      in_specs=[scalar_spec] + specs,
       out_specs=tuple(tile for _ in out_dtypes),
       # +1: operand 0 is the scalar vector.
       input_output_aliases={i + 1: o for i, o in aliases.items()},
@@ -96,6 +106,11 @@ def _call(rule, num_scalars, out_dtypes, aliases, vector, *arrays, platform):
       interpret=platform == "cpu",
       name=getattr(rule, "__name__", "steplab_elementwise"),
   )(vector, *arrays)
+
+
+def _call(rule, num_scalars, out_dtypes, aliases, vector, *arrays, platform):
+  blocks = (_block_rows(arrays[0].shape[0], platform), LANES)
+  return _kernel_call(rule, num_scalars, out_dtypes, aliases, blocks, None, vector, *arrays, platform=platform)
 
 
 def fused_map(rule: Rule, scalars: Sequence[Any], arrays: Sequence[jax.Array],
@@ -190,3 +205,59 @@ def tree_map(rule: Rule, scalars: Sequence[Any], trees: Sequence[Any], num_outpu
         outs[k][i] = jnp.ravel(y)[start:start + n].reshape(columns[0][i].shape).astype(dtypes[j][k])
       start += n
   return tuple(treedef.unflatten(o) for o in outs)
+
+
+def _pow2_divisor(n: int, limit: int, multiple: int) -> int | None:
+  """The largest power of two <= limit dividing n and a multiple of `multiple`."""
+  block = limit
+  while block >= multiple:
+    if n % block == 0:
+      return block
+    block //= 2
+  return None
+
+
+def _blocks_2d(rows: int, cols: int, platform: str) -> tuple[int, int] | None:
+  """(row block, column block) for a 2-D operand, or None if no legal tiling.
+
+  TPU: multiples of (8, 128) or the full dimension. Triton: powers of two.
+  The caps keep about 1 MiB per float32 operand block.
+  """
+  bm = _pow2_divisor(rows, 256, 8)
+  bc = _pow2_divisor(cols, 1024, 128)
+  if platform == "cpu":
+    return bm or rows, bc or cols
+  if platform == "tpu":
+    return bm or (rows if rows <= 256 else None), bc or (cols if cols <= 1024 else None)
+  return bm, bc  # Triton: powers of two only.
+
+
+def fused_map_broadcast(rule: Rule, scalars: Sequence[Any], arrays: Sequence[jax.Array],
+                        factor: jax.Array, aliases: Mapping[int, int] = ()) -> tuple[jax.Array, ...]:
+  """rule over 2-D (R, C) operands plus a per-row (R, 1) or per-column (1, C) factor.
+
+  For per-block statistics broadcast over their block (Adam-mini's v): the
+  factor is read once per block of the grid, never expanded to full size.
+  On a platform where (R, C) has no legal tiling (Triton needs powers of
+  two) the branch computes the rule with XLA instead.
+  """
+  rows, cols = arrays[0].shape
+  per_row = factor.shape == (rows, 1)
+  if not per_row and factor.shape != (1, cols):
+    raise ValueError(f"fused_map_broadcast: factor must be ({rows}, 1) or (1, {cols}), got {factor.shape}")
+  scalars = tuple(scalars)
+  operands = tuple(arrays) + (factor,)
+  sample = jax.eval_shape(lambda *xs: rule(tuple(jnp.zeros([], jnp.float32) for _ in scalars), *xs), *operands)
+  out_dtypes = tuple(o.dtype for o in sample)
+  aliases = {i: o for i, o in dict(aliases).items() if arrays[i].dtype == out_dtypes[o]}
+  vector = scalar_vector(scalars)
+
+  def branch(platform):
+    if None in _blocks_2d(rows, cols, platform):
+      return lambda vector, *xs: tuple(rule(tuple(vector[k] for k in range(len(scalars))), *xs))
+    return functools.partial(_kernel_call, rule, len(scalars), out_dtypes, aliases,
+                             _blocks_2d(rows, cols, platform), "row" if per_row else "column",
+                             platform=platform)
+
+  return tuple(jax.lax.platform_dependent(
+      vector, *operands, tpu=branch("tpu"), cuda=branch("cuda"), default=branch("cpu")))
