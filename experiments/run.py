@@ -62,7 +62,23 @@ import optimizers
 FLAGS = flags.FLAGS
 _WORKLOAD = flags.DEFINE_string("workload", "mnist1d_mlp", "Workload name.")
 _OPTIMIZER = flags.DEFINE_string("optimizer", "radam", "Registry optimizer (ignored with --submission_path).")
-_SUBMISSION_PATH = flags.DEFINE_string("submission_path", None, "A submission module (.py file or dotted name).")
+_SUBMISSION_PATH = flags.DEFINE_string(
+    "submission_path", None,
+    "A submission module (.py file or dotted name); AlgoPerf submission files run unchanged.")
+_SUBMISSION_NAME = flags.DEFINE_string(
+    "submission_name", None,
+    "Name in the logs (default: the registry name, the module's NAME, the file's stem, or its"
+    " folder's name for AlgoPerf's submission.py).")
+_LOG_LAYOUT = flags.DEFINE_enum(
+    "log_layout", "steplab", ["steplab", "algoperf"],
+    "steplab: {experiment_dir}/{submission}/{workload}/study_{s}/trial_{t}/ (t from 0);"
+    " algoperf: AlgoPerf's {experiment_dir}/{submission}/study_{s}/{workload}_jax/trial_{t}/"
+    " (t from 1) with meta_data_{p}.json and flags_{p}.json. Both are scored by experiments.score.")
+_METRICS_LOGGER = flags.DEFINE_bool(
+    "metrics_logger", True,
+    "Attach workload.metrics_logger (AlgoPerf does): what a submission logs goes to"
+    " measurements.csv. AlgoPerf's archived baselines index a scalar loss there (loss[0], from"
+    " the pmap era) and fail with it, in AlgoPerf's runner too: run them with --nometrics_logger.")
 _TUNING_RULESET = flags.DEFINE_enum("tuning_ruleset", "external", ["external", "self"], "AlgoPerf tuning ruleset.")
 _SEARCH_SPACE = flags.DEFINE_string("tuning_search_space", None, "JSON search space; default: the registry's / submission's.")
 _NUM_TRIALS = flags.DEFINE_integer("num_tuning_trials", 4, "Trials per study (external ruleset).")
@@ -109,7 +125,7 @@ _RUNNER_FLAGS = (
     _WORKLOAD, _OPTIMIZER, _SUBMISSION_PATH, _TUNING_RULESET, _SEARCH_SPACE, _NUM_TRIALS,
     _NUM_STUDIES, _RNG_SEED, _EXPERIMENT_DIR, _MAX_STEPS, _RESUME, _OVERWRITE,
     _SAVE_CHECKPOINTS, _HPARAMS, _DATA_DIR, _EVAL_PERIOD, _LOG_SHARPNESS, _LOG_GRAD_NORMS,
-    _STOP_AT_TARGET,
+    _STOP_AT_TARGET, _SUBMISSION_NAME, _LOG_LAYOUT, _METRICS_LOGGER,
 )
 
 # Probe flags, with the probes that use them.
@@ -120,7 +136,8 @@ _PROBE_FLAGS = (
 # Flags of the tuning loop that a probe does not use.
 _TRIAL_ONLY_FLAGS = (
     _SUBMISSION_PATH, _TUNING_RULESET, _SEARCH_SPACE, _NUM_TRIALS, _NUM_STUDIES, _MAX_STEPS, _RESUME,
-    _SAVE_CHECKPOINTS, _EVAL_PERIOD, _LOG_SHARPNESS, _LOG_GRAD_NORMS,
+    _SAVE_CHECKPOINTS, _EVAL_PERIOD, _LOG_SHARPNESS, _LOG_GRAD_NORMS, _SUBMISSION_NAME, _LOG_LAYOUT,
+    _METRICS_LOGGER,
 )
 PROBES_DIR = "probes"  # {experiment_dir}/probes/{optimizer}/{workload}/
 LR_RANGE_STEPS = 200
@@ -136,14 +153,15 @@ def _parse_json_flag(name: str, text: str) -> Any:
 def _submission() -> submission_lib.Submission:
   if _SUBMISSION_PATH.value:
     try:
-      return submission_lib.load_submission(_SUBMISSION_PATH.value)
+      return submission_lib.load_submission(_SUBMISSION_PATH.value, name=_SUBMISSION_NAME.value)
     except ValueError as e:
       raise app.UsageError(str(e)) from None
   if _OPTIMIZER.value not in optimizers.registry:
     raise app.UsageError(
         f"unknown --optimizer {_OPTIMIZER.value!r}; registered: {', '.join(sorted(optimizers.registry))}"
     )
-  return submission_lib.registry_submission(_OPTIMIZER.value)
+  sub = submission_lib.registry_submission(_OPTIMIZER.value)
+  return dataclasses.replace(sub, name=_SUBMISSION_NAME.value) if _SUBMISSION_NAME.value else sub
 
 
 def _hparams_point() -> dict[str, Any] | None:
@@ -156,12 +174,14 @@ def _hparams_point() -> dict[str, Any] | None:
   return point
 
 
-def _points(sub: submission_lib.Submission, study: int) -> list[dict[str, Any]]:
-  """The hyperparameter points of one study."""
+def _points(sub: submission_lib.Submission, study: int) -> list[dict[str, Any] | None]:
+  """The hyperparameter points of one study (None: self-tuning, as AlgoPerf)."""
   if _HPARAMS.value is not None:
     return [_hparams_point()]
   if _TUNING_RULESET.value == "self":
-    return [{}]  # The submission's own defaults.
+    if _SEARCH_SPACE.value:
+      raise app.UsageError("--tuning_search_space does not apply to --tuning_ruleset=self (AlgoPerf refuses it too).")
+    return [None]  # The submission tunes itself; it gets hyperparameters=None.
   if _SEARCH_SPACE.value:
     if not os.path.exists(_SEARCH_SPACE.value):
       raise app.UsageError(f"--tuning_search_space: no such file {_SEARCH_SPACE.value!r}")
@@ -218,7 +238,10 @@ def _run_probe(workload: workloads.Workload) -> None:
   for path in existing:
     os.remove(path)
   os.makedirs(directory, exist_ok=True)
-  batch_size = sub.get_batch_size(workload.name)
+  try:
+    batch_size, _ = trainer.batch_size_for(sub, workload)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   progress = lambda m: print("  " + m, flush=True)
   print(f"--probe={probe}: {optimizer} on {workload.name} ({workload.num_params():,} params,"
         f" batch {batch_size}), hyperparameters {json.dumps(point)}", flush=True)
@@ -286,22 +309,34 @@ def main(argv: Sequence[str]) -> None:
     _run_probe(workload)
     return
   sub = _submission()
-  root = os.path.join(_EXPERIMENT_DIR.value, sub.name, workload.name)
-  if os.path.exists(root) and not (_RESUME.value or _OVERWRITE.value):
-    raise app.UsageError(f"{root} exists: pass --resume_last_run to continue it or --overwrite to replace it.")
-  if _OVERWRITE.value and os.path.exists(root):
-    shutil.rmtree(root)
+  try:
+    batch_size, batch_name = trainer.batch_size_for(sub, workload)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  layout = _LOG_LAYOUT.value
+  roots = _workload_roots(sub.name, workload.name, layout)
+  existing = [r for r in roots if os.path.exists(r)]
+  if existing and not (_RESUME.value or _OVERWRITE.value):
+    raise app.UsageError(f"{existing[0]} exists: pass --resume_last_run to continue it or --overwrite to replace it.")
+  if _OVERWRITE.value:
+    for r in existing:
+      shutil.rmtree(r)
   budget = workload.targets.max_allowed_runtime_sec * (1.5 if _TUNING_RULESET.value == "self" else 1.0)
   print(
       f"{sub.name} on {workload.name} ({workload.num_params():,} params, {jax.device_count()} x"
       f" {jax.devices()[0].platform}): target {workload.targets.metric}"
       f" {'>=' if workload.targets.mode == 'max' else '<='} {workload.targets.validation},"
-      f" budget {budget:.0f}s, {_TUNING_RULESET.value} ruleset", flush=True,
+      f" budget {budget:.0f}s, {_TUNING_RULESET.value} ruleset, batch size {batch_size}"
+      + ("" if batch_name == workload.name else f" (the submission's size for {batch_name!r})"), flush=True,
   )
   results = []
   for study in range(_NUM_STUDIES.value):
-    for trial, point in enumerate(_points(sub, study)):
-      trial_dir = os.path.join(root, f"study_{study}", f"trial_{trial}")
+    points = _points(sub, study)
+    if len(points) < _NUM_TRIALS.value and _TUNING_RULESET.value == "external" and _HPARAMS.value is None:
+      print(f"the search space lists {len(points)} points: running {len(points)} trials, not"
+            f" --num_tuning_trials={_NUM_TRIALS.value} (as AlgoPerf)", flush=True)
+    for trial, point in enumerate(points):
+      trial_dir = _trial_dir(sub.name, workload.name, study, trial, layout)
       record = dict(
           workload=workload.name, submission=sub.name, hyperparameters=point,
           rng_seed=_RNG_SEED.value + 1000 * study + trial, study=study, trial=trial,
@@ -316,15 +351,15 @@ def main(argv: Sequence[str]) -> None:
           continue
       resume = _RESUME.value and os.path.isdir(os.path.join(trial_dir, "checkpoints"))
       print(f"study {study} trial {trial}: {json.dumps(point)}", flush=True)
-      logs_flags = {holder.name: holder.value for holder in _RUNNER_FLAGS}
       os.makedirs(trial_dir, exist_ok=True)
-      logs.write_json(os.path.join(trial_dir, "flags.json"), logs_flags)
+      preemption_count = _write_run_files(trial_dir, workload, record, layout, resume)
       result = trainer.run_trial(
           workload, sub, point, trial_dir=trial_dir, rng_seed=record["rng_seed"], record=record,
           max_global_steps=_MAX_STEPS.value, resume=resume, save_checkpoints=_SAVE_CHECKPOINTS.value,
           budget_sec=budget, progress=lambda m: print("  " + m, flush=True),
           log_sharpness=_LOG_SHARPNESS.value, log_grad_norms=_LOG_GRAD_NORMS.value,
-          stop_at_target=_STOP_AT_TARGET.value,
+          stop_at_target=_STOP_AT_TARGET.value, tuning_ruleset=_TUNING_RULESET.value,
+          preemption_count=preemption_count, metrics_logger=_METRICS_LOGGER.value,
       )
       results.append((study, trial, point, result.time_to_target_sec if result.reached_target else None,
                       result.steps_to_target, result.global_step))
@@ -334,8 +369,57 @@ def main(argv: Sequence[str]) -> None:
   for study, trial, point, seconds, steps, total in results:
     shown = f"{seconds:.1f}" if seconds is not None else "not reached"
     print(f"| {study} | {trial} | {shown} | {steps if steps is not None else '-'} | {total} | {json.dumps(point)} |")
-  logging.info("logs in %s", root)
-  print(f"\nlogs: {root}; score with: python -m experiments.score --experiment_dir={_EXPERIMENT_DIR.value}")
+  where = roots[0] if len(roots) == 1 else os.path.join(_EXPERIMENT_DIR.value, sub.name)
+  logging.info("logs in %s", where)
+  print(f"\nlogs: {where}; score with: python -m experiments.score --experiment_dir={_EXPERIMENT_DIR.value}")
+
+
+def _workload_roots(submission: str, workload: str, layout: str) -> list[str]:
+  """The directories holding this (submission, workload)'s trials."""
+  base = os.path.join(_EXPERIMENT_DIR.value, submission)
+  if layout == "steplab":
+    return [os.path.join(base, workload)]
+  return [os.path.join(base, f"study_{s}", f"{workload}_{ALGOPERF_FRAMEWORK}") for s in range(_NUM_STUDIES.value)]
+
+
+def _trial_dir(submission: str, workload: str, study: int, trial: int, layout: str) -> str:
+  """steplab: .../{workload}/study_{s}/trial_{t}; AlgoPerf: .../study_{s}/{workload}_jax/trial_{t+1}."""
+  if layout == "steplab":
+    return os.path.join(_EXPERIMENT_DIR.value, submission, workload, f"study_{study}", f"trial_{trial}")
+  return os.path.join(_workload_roots(submission, workload, layout)[study], f"trial_{trial + 1}")
+
+
+ALGOPERF_FRAMEWORK = "jax"
+# The workload attributes AlgoPerf's meta_data_{p}.json records as `workload.<name>`.
+_ALGOPERF_WORKLOAD_FIELDS = (
+    "target_metric_name", "validation_target_value", "test_target_value", "max_allowed_runtime_sec",
+    "eval_period_time_sec", "step_hint", "name", "default_batch_size",
+)
+
+
+def _write_run_files(trial_dir: str, workload: workloads.Workload, record: dict[str, Any], layout: str,
+                     resume: bool) -> int:
+  """The run's flags (and AlgoPerf's meta data); returns the preemption count.
+
+  AlgoPerf numbers meta_data_{p}.json / flags_{p}.json by how often the trial
+  was resumed; so does the AlgoPerf layout here.
+  """
+  run_flags = {holder.name: holder.value for holder in _RUNNER_FLAGS}
+  preemption = 0
+  meta_path = os.path.join(trial_dir, "meta_data.json")
+  if resume and os.path.exists(meta_path):
+    preemption = int(logs.read_json(meta_path).get("preemption_count", 0)) + 1
+  if layout == "steplab":
+    logs.write_json(os.path.join(trial_dir, "flags.json"), run_flags)
+    return preemption
+  meta = {f"workload.{name}": getattr(workload, name) for name in _ALGOPERF_WORKLOAD_FIELDS}
+  meta.update({"workload.target_mode": workload.targets.mode, "rng_seed": record["rng_seed"],
+               "framework": ALGOPERF_FRAMEWORK, "jax_version": jax.__version__,
+               "platform": jax.devices()[0].platform, "device_count": jax.device_count()})
+  logs.write_json(os.path.join(trial_dir, f"meta_data_{preemption}.json"), meta)
+  logs.write_json(os.path.join(trial_dir, f"flags_{preemption}.json"),
+                  dict(run_flags, framework=ALGOPERF_FRAMEWORK, workload=workload.name))
+  return preemption
 
 
 if __name__ == "__main__":

@@ -17,41 +17,56 @@ A submission is a Python module (or any object) with AlgoPerf's functions:
                      eval_results, global_step, rng)
         -> (optimizer_state, params, model_state)          # optional
 
-As in AlgoPerf's JAX submissions, `optimizer_state` is a pair
-`(opt_state, update_fn)`; only `opt_state` (a pytree of arrays) is
-checkpointed, and `update_fn` is re-attached on resume.
+Files written for AlgoPerf run unchanged: `load_submission` first makes
+`algoperf.spec` & co. importable (`experiments.algoperf_compat.install`; a
+real AlgoPerf installation is used as it is). As in AlgoPerf's JAX
+submissions, `optimizer_state` is a pair `(opt_state, update_fn)`; only
+`opt_state` (a pytree of arrays) is checkpointed, and `update_fn` is
+re-attached on resume. `update_params` gets `train_state` only when its
+signature names it, as AlgoPerf does.
 
-`hyperparameters` is a namespace (attribute access, `hyperparameters.learning_rate`)
-built from one point of the search space. `registry_submission(name)` turns
-any `optimizers.registry` entry into a submission; its `prepare_for_eval`
-returns `optimizers.eval_params`, so schedule-free and averaging methods are
-evaluated at the right parameters.
+`hyperparameters` is what AlgoPerf passes: a namedtuple `Hyperparameters`
+built from one search-space point (`make_hyperparameters`), or None under the
+self-tuning ruleset. `registry_submission(name)` turns any
+`optimizers.registry` entry into a submission that speaks AlgoPerf's API
+only (so it also runs in AlgoPerf's own runner, see
+`experiments.export_submission`); its `prepare_for_eval` hands out
+`optimizers.eval_params` (x for schedule-free, the average for averaging
+methods) and keeps the training parameters in its state, since the runner
+continues from what `prepare_for_eval` returns.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import importlib
 import inspect
 import importlib.util
+import keyword
 import os
-import types
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
+import numpy as np
 import optax
 
+from experiments import algoperf_compat
 import optimizers
 from optimizers import schedules
-from optimizers.registry import translate_one_minus
+from optimizers.registry import factory_name
+from optimizers.registry import translate_hyperparameter
 
 REQUIRED = ("get_batch_size", "init_optimizer_state", "update_params", "data_selection")
 
 
 @dataclasses.dataclass(frozen=True)
 class Submission:
-  """The functions of a submission, plus its name and default search space."""
+  """The functions of a submission, plus its name and default search space.
+
+  `path`: the file it was loaded from, if any.
+  """
 
   name: str
   get_batch_size: Callable[..., int]
@@ -60,23 +75,73 @@ class Submission:
   data_selection: Callable[..., Any]
   prepare_for_eval: Callable[..., Any] | None = None
   search_space: Mapping[str, Any] | None = None
+  path: str | None = None
+
+  @property
+  def needs_train_state(self) -> bool:
+    """Whether `update_params` takes `train_state` (AlgoPerf passes it only then)."""
+    try:
+      return "train_state" in inspect.signature(self.update_params).parameters
+    except (TypeError, ValueError):  # No signature (e.g. some builtins): do not pass it.
+      return False
 
 
-def hyperparameters_namespace(point: Mapping[str, Any]) -> types.SimpleNamespace:
-  return types.SimpleNamespace(**dict(point))
+def make_hyperparameters(point: Mapping[str, Any] | None) -> Any:
+  """What AlgoPerf passes as `hyperparameters`: a namedtuple, or None.
+
+  A namedtuple (`collections.namedtuple("Hyperparameters", names)`) as
+  AlgoPerf's `halton.generate_search` makes, so it is a pytree and a jit
+  argument; None (self-tuning, no point) stays None.
+
+  Raises:
+    ValueError: a name that cannot be an attribute (not an identifier).
+  """
+  if point is None:
+    return None
+  bad = [k for k in point if not (isinstance(k, str) and k.isidentifier() and not keyword.iskeyword(k))]
+  if bad:
+    raise ValueError(f"hyperparameter names must be Python identifiers (AlgoPerf reads them as attributes): {bad}")
+  return collections.namedtuple("Hyperparameters", list(point))(**point)
 
 
-def load_submission(path_or_module: str) -> Submission:
+def hyperparameters_dict(hyperparameters: Any) -> dict[str, Any]:
+  """A submission's `hyperparameters` (namedtuple, mapping, namespace or None) as a dict."""
+  if hyperparameters is None:
+    return {}
+  if hasattr(hyperparameters, "_asdict"):
+    return dict(hyperparameters._asdict())
+  if isinstance(hyperparameters, Mapping):
+    return dict(hyperparameters)
+  return dict(vars(hyperparameters))
+
+
+def submission_name(path: str) -> str:
+  """A submission's name from its path: the file's stem, or its folder's
+  name when the file is AlgoPerf's conventional `submission.py`."""
+  path = os.path.abspath(path)
+  stem = os.path.splitext(os.path.basename(path))[0]
+  if stem == "submission":
+    return os.path.basename(os.path.dirname(path)) or stem
+  return stem
+
+
+def load_submission(path_or_module: str, name: str | None = None) -> Submission:
   """Loads a submission from a `.py` file path or a dotted module name.
+
+  `algoperf` is made importable first (see the module docstring). The name
+  (used in log paths) is `name`, else the module's `NAME`, else
+  `submission_name(path)`.
 
   Raises:
     ValueError: if it cannot be found or lacks one of the required functions.
   """
+  algoperf_compat.install()
   if path_or_module.endswith(".py"):
     if not os.path.exists(path_or_module):
       raise ValueError(f"--submission_path: no such file {path_or_module!r}.")
-    name = os.path.splitext(os.path.basename(path_or_module))[0]
-    spec = importlib.util.spec_from_file_location(f"submission_{name}", path_or_module)
+    default_name = submission_name(path_or_module)
+    module_name = f"steplab_submission_{default_name}"
+    spec = importlib.util.spec_from_file_location(module_name, path_or_module)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
   else:
@@ -84,7 +149,7 @@ def load_submission(path_or_module: str) -> Submission:
       module = importlib.import_module(path_or_module)
     except ImportError as e:
       raise ValueError(f"--submission_path: cannot import {path_or_module!r}: {e}") from None
-    name = path_or_module.rsplit(".", 1)[-1]
+    default_name = path_or_module.rsplit(".", 1)[-1]
   missing = [f for f in REQUIRED if not callable(getattr(module, f, None))]
   if missing:
     raise ValueError(
@@ -92,27 +157,32 @@ def load_submission(path_or_module: str) -> Submission:
         f" {list(REQUIRED)} and optionally prepare_for_eval."
     )
   return Submission(
-      name=getattr(module, "NAME", name),
+      name=name or getattr(module, "NAME", default_name),
       get_batch_size=module.get_batch_size,
       init_optimizer_state=module.init_optimizer_state,
       update_params=module.update_params,
       data_selection=module.data_selection,
       prepare_for_eval=getattr(module, "prepare_for_eval", None),
       search_space=getattr(module, "SEARCH_SPACE", None),
+      path=path_or_module if path_or_module.endswith(".py") else None,
   )
 
 
 # --- The generic adapter -------------------------------------------------------
 
 # Hyperparameters the adapter consumes itself; the rest go to the optimizer.
-# `schedule_<option>` keys are options of the named schedule.
+# `schedule_<option>` keys are options of the named schedule. The workload-
+# level keys are AlgoPerf's: label smoothing and dropout rates go to the
+# workload's loss and model, `grad_clip` clips the gradient's global norm
+# before the optimizer (as AlgoPerf's baselines).
 SCHEDULE_KEYS = ("schedule", "warmup_factor", "step_hint_factor")
 SCHEDULE_OPTION_PREFIX = "schedule_"
 LOSS_KEYS = ("label_smoothing",)
+WORKLOAD_KEYS = ("label_smoothing", "dropout_rate", "aux_dropout_rate", "grad_clip")
 
 
 def _is_adapter_key(key: str) -> bool:
-  return key in SCHEDULE_KEYS or key in LOSS_KEYS or key.startswith(SCHEDULE_OPTION_PREFIX)
+  return key in SCHEDULE_KEYS or key in WORKLOAD_KEYS or key.startswith(SCHEDULE_OPTION_PREFIX)
 
 
 def build_optimizer(
@@ -140,7 +210,9 @@ def build_optimizer(
     (torch's OneCycleLR momentum) through `optax.inject_hyperparams`.
 
   Without either key the rate is constant. `one_minus_<name>` sets
-  `<name> = 1 - value`. `schedule_context` fills schedule options the point
+  `<name> = 1 - value`; AlgoPerf's `beta1`/`beta2` set `b1`/`b2`;
+  `grad_clip` puts `optax.clip_by_global_norm` first; the other
+  `WORKLOAD_KEYS` are ignored here (the loss and model take them). `schedule_context` fills schedule options the point
   leaves out (the runner passes `batch_size` and `tokens_per_step` for the
   power schedule).
   """
@@ -149,28 +221,39 @@ def build_optimizer(
   for key, value in merged.items():
     if _is_adapter_key(key):
       continue
-    arg, arg_value = translate_one_minus(key, value)
+    arg, arg_value = translate_hyperparameter(key, value, _arguments(factory))
     kwargs[arg] = arg_value
   unknown = sorted(set(kwargs) - set(_arguments(factory)))
   if unknown:
     raise ValueError(
-        f"hyperparameters {unknown} are not arguments of {factory.__name__};"
-        f" valid: {sorted(_arguments(factory))} (plus {list(SCHEDULE_KEYS + LOSS_KEYS)}"
-        f" and {SCHEDULE_OPTION_PREFIX}<option>)."
+        f"hyperparameters {unknown} are not arguments of {factory_name(factory)};"
+        f" valid: {sorted(_arguments(factory))} (plus {list(SCHEDULE_KEYS + WORKLOAD_KEYS)},"
+        f" {SCHEDULE_OPTION_PREFIX}<option>, one_minus_<name> and AlgoPerf's beta1/beta2)."
     )
   if "schedule" in merged or "warmup_factor" in merged:
     if "learning_rate" not in kwargs:
-      raise ValueError(f"a learning-rate schedule needs a learning_rate (the peak) for {factory.__name__}.")
+      raise ValueError(f"a learning-rate schedule needs a learning_rate (the peak) for {factory_name(factory)}.")
     peak = kwargs["learning_rate"]
     kwargs["learning_rate"], momentum = _schedule(merged, step_hint, dict(schedule_context))
     if "base_learning_rate" in _arguments(factory):
       kwargs.setdefault("base_learning_rate", peak)  # AdaBound's bounds follow it.
     if momentum is not None:
       if "b1" not in _arguments(factory):
-        raise ValueError(f"schedule_cycle_momentum: {factory.__name__} has no b1 to cycle.")
+        raise ValueError(f"schedule_cycle_momentum: {factory_name(factory)} has no b1 to cycle.")
       kwargs["b1"] = momentum
-      return optax.inject_hyperparams(factory)(**kwargs)
-  return factory(**kwargs)
+      return _clipped(optax.inject_hyperparams(factory)(**kwargs), merged)
+  return _clipped(factory(**kwargs), merged)
+
+
+def _clipped(optimizer: optax.GradientTransformation, point: Mapping[str, Any]) -> optax.GradientTransformation:
+  clip = point.get("grad_clip")
+  if clip is None:
+    return optimizer
+  if not clip > 0:
+    raise ValueError(f"grad_clip must be positive, got {clip!r}")
+  # optax.chain's state is a tuple: eval_params and estimated_d find their
+  # marked states inside it as before.
+  return optax.chain(optax.clip_by_global_norm(clip), optimizer)
 
 
 def _schedule(point: Mapping[str, Any], step_hint: int, context: dict[str, Any]):
@@ -203,19 +286,25 @@ def _arguments(factory) -> tuple[str, ...]:
 
 
 @functools.lru_cache(maxsize=None)
-def training_loss(workload, label_smoothing: float = 0.0) -> Callable[..., Any]:
+def training_loss(workload, label_smoothing: float = 0.0, dropout_rate: float | None = None,
+                  aux_dropout_rate: float | None = None) -> Callable[..., Any]:
   """The training objective the registry adapter differentiates.
 
   `loss(params, model_state, batch, rng) -> (mean loss, new model state)`:
-  the workload's `model_fn` in train mode (batch statistics updated, dropout
-  drawn from `rng`), its summed `loss_fn` over the valid examples divided by
-  their number. Cached per (workload, label_smoothing), so functions jitted
-  on it compile once (the probes and the trainer's diagnostics use it too).
+  the workload's `model_fn` in `ForwardPassMode.TRAIN` (batch statistics
+  updated, dropout drawn from `rng`; dropout rates the workload's unless
+  given), its summed `loss_fn` over the valid examples divided by their
+  number. Only AlgoPerf's workload API is used, so it also trains AlgoPerf's
+  own workloads. Cached per arguments, so functions jitted on it compile once
+  (the probes and the trainer's diagnostics use it too).
   """
+  train_mode = algoperf_compat.install().ForwardPassMode.TRAIN
+  dropout = {k: v for k, v in (("dropout_rate", dropout_rate), ("aux_dropout_rate", aux_dropout_rate))
+             if v is not None}
 
   def loss(params, model_state, batch, rng):
     logits, new_model_state = workload.model_fn(
-        params, batch, model_state, "train", rng, update_batch_norm=True
+        params, batch, model_state, train_mode, rng, update_batch_norm=True, **dropout
     )
     losses = workload.loss_fn(batch["targets"], logits, batch.get("weights"), label_smoothing)
     return losses["summed"] / losses["n_valid_examples"], new_model_state
@@ -224,15 +313,16 @@ def training_loss(workload, label_smoothing: float = 0.0) -> Callable[..., Any]:
 
 
 @functools.lru_cache(maxsize=None)
-def train_step(workload, optimizer: optax.GradientTransformation, label_smoothing: float,
-               needs_value: bool = False):
+def train_step(workload, optimizer: optax.GradientTransformation, label_smoothing: float = 0.0,
+               needs_value: bool = False, dropout_rate: float | None = None,
+               aux_dropout_rate: float | None = None):
   """The jitted step: loss, gradients, optimizer update, new params.
 
   `step(params, model_state, opt_state, batch, rng) -> (params, model_state,
   opt_state, loss)`. With `needs_value` the optimizer also gets the batch loss
   as `value=`.
   """
-  loss_fn = training_loss(workload, label_smoothing)
+  loss_fn = training_loss(workload, label_smoothing, dropout_rate, aux_dropout_rate)
 
   @jax.jit
   def step(params, model_state, opt_state, batch, rng):
@@ -246,6 +336,31 @@ def train_step(workload, optimizer: optax.GradientTransformation, label_smoothin
   return step
 
 
+class AdapterState(NamedTuple):
+  """The registry adapter's optimizer state (the checkpointed half of its pair).
+
+  `train_params` is None for optimizers that evaluate where they train. For
+  the others (schedule-free, averaging) it holds the training parameters
+  while the runner holds the evaluation parameters `prepare_for_eval`
+  returned (`holding_eval` = 1); the next update resumes from them. AlgoPerf's
+  schedule-free submissions do the same with an `is_holding_x` flag and an
+  inverse map; keeping y needs no inverse, so it serves every eval rule.
+  """
+
+  opt_state: Any
+  train_params: Any
+  holding_eval: Any  # int32 scalar, 0 or 1.
+
+
+_eval_params = jax.jit(optimizers.eval_params)
+
+
+def _has_eval_rule(opt_state: Any, params: Any) -> bool:
+  """Whether the optimizer evaluates somewhere other than its training point
+  (`optimizers.eval_params` returns `params` itself when it does not)."""
+  return optimizers.eval_params(opt_state, params) is not params
+
+
 def optimizer_submission(
     name: str,
     factory: Callable[..., optax.GradientTransformation],
@@ -257,12 +372,19 @@ def optimizer_submission(
 ) -> Submission:
   """A submission that trains with `factory(**defaults, **point)`.
 
+  It uses only AlgoPerf's workload API (`step_hint`, `model_fn` with
+  `ForwardPassMode`, `loss_fn`), so it runs in steplab's runner and in
+  AlgoPerf's. Under self-tuning (`hyperparameters` None) it trains at
+  `defaults`.
+
   Args:
     name: the submission's name (used in log paths).
     factory: an optimizer factory taking `learning_rate` and friends.
     defaults: hyperparameters a point does not set.
     search_space: the default tuning search space.
-    batch_sizes: per-workload batch size; default: the workload's default.
+    batch_sizes: per-workload batch size; default: a steplab workload's
+      `default_batch_size`. Other names raise ValueError (the runner then
+      asks for the workload's AlgoPerf base workload, as AlgoPerf does).
     needs_value: pass the batch loss to `update` as `value=` (optimizers
       that need it, e.g. induced_metric_log).
   """
@@ -272,35 +394,42 @@ def optimizer_submission(
     if batch_sizes and workload_name in batch_sizes:
       return batch_sizes[workload_name]
     if workload_name not in workloads.WORKLOADS:
-      raise ValueError(f"unknown workload {workload_name!r}; valid: {sorted(workloads.WORKLOADS)}")
+      raise ValueError(f"unsupported workload name {workload_name!r}; known: "
+                       f"{sorted(set(workloads.WORKLOADS) | set(batch_sizes or ()))}")
     return workloads.WORKLOADS[workload_name].default_batch_size  # No data loading.
 
   def init_optimizer_state(workload, model_params, model_state, hyperparameters, rng):
     del model_state, rng
+    point = hyperparameters_dict(hyperparameters)
     # The power schedule's batch size and tokens per step, where known.
-    if batch_sizes and workload.name in batch_sizes:
-      batch_size = batch_sizes[workload.name]
+    workload_name = getattr(workload, "name", None)
+    if batch_sizes and workload_name in batch_sizes:
+      batch_size = batch_sizes[workload_name]
     else:
       batch_size = getattr(workload, "default_batch_size", None)
     context = {} if batch_size is None else dict(
         batch_size=batch_size, tokens_per_step=batch_size * getattr(workload, "context_length", 1))
-    optimizer = build_optimizer(
-        factory, vars(hyperparameters), workload.targets.step_hint, defaults, context
-    )
-    label_smoothing = float(getattr(hyperparameters, "label_smoothing", 0.0))
-    update_fn = train_step(workload, optimizer, label_smoothing, needs_value)
-    return jax.jit(optimizer.init)(model_params), update_fn
+    optimizer = build_optimizer(factory, point, workload.step_hint, defaults, context)
+    merged = {**dict(defaults), **point}
+    update_fn = train_step(
+        workload, optimizer, float(merged.get("label_smoothing", 0.0)), needs_value,
+        merged.get("dropout_rate"), merged.get("aux_dropout_rate"))
+    opt_state = jax.jit(optimizer.init)(model_params)
+    train_params = model_params if _has_eval_rule(opt_state, model_params) else None
+    return AdapterState(opt_state, train_params, np.int32(0)), update_fn
 
   def update_params(workload, current_param_container, current_params_types, model_state,
                     hyperparameters, batch, loss_type, optimizer_state, eval_results,
                     global_step, rng, train_state=None):
     del workload, current_params_types, hyperparameters, loss_type, eval_results
     del global_step, train_state
-    opt_state, update_fn = optimizer_state
-    params, model_state, opt_state, _ = update_fn(
-        current_param_container, model_state, opt_state, batch, rng
-    )
-    return (opt_state, update_fn), params, model_state
+    state, update_fn = optimizer_state
+    params = current_param_container
+    if state.train_params is not None and int(np.asarray(state.holding_eval)):
+      params = state.train_params  # The runner holds eval params; train from y.
+    params, model_state, opt_state, _ = update_fn(params, model_state, state.opt_state, batch, rng)
+    held = params if state.train_params is not None else None
+    return (AdapterState(opt_state, held, np.int32(0)), update_fn), params, model_state
 
   def data_selection(workload, input_queue, optimizer_state, current_param_container,
                      model_state, hyperparameters, global_step, rng):
@@ -313,8 +442,12 @@ def optimizer_submission(
                        global_step, rng):
     del workload, current_params_types, hyperparameters, loss_type, eval_results
     del global_step, rng
-    params = optimizers.eval_params(optimizer_state[0], current_param_container)
-    return optimizer_state, params, model_state
+    state, update_fn = optimizer_state
+    if state.train_params is None or int(np.asarray(state.holding_eval)):
+      return optimizer_state, current_param_container, model_state  # Already the eval point.
+    eval_params = _eval_params(state.opt_state, current_param_container)
+    held = AdapterState(state.opt_state, current_param_container, np.int32(1))
+    return (held, update_fn), eval_params, model_state
 
   return Submission(
       name=name,

@@ -10,6 +10,15 @@ validation target is reached, when the submission time exceeds the budget, or
 at `max_global_steps`. Steps-to-target, which does not depend on machine
 speed, is logged next to time-to-target.
 
+The submission sees what AlgoPerf's runner gives it (`submission_runner.py`,
+`train_once`): hyperparameters as a namedtuple (None under self-tuning), raw
+PRNG keys split as AlgoPerf splits them (per step: data selection, update,
+prepare_for_eval, eval), `train_state` when `update_params` asks for it,
+`workload.metrics_logger` attached, `spec.TrainingCompleteError` ending
+training after one last evaluation, and training CONTINUES from the
+optimizer state, parameters and model state `prepare_for_eval` returns (so a
+schedule-free submission may hand out x and swap y back on its next update).
+
 Data-parallel over all local devices: the batch is sharded along a "data"
 mesh axis and parameters and optimizer state are replicated, so the same code
 runs on one CPU, simulated CPU devices, a GPU or a TPU slice.
@@ -41,18 +50,20 @@ import dataclasses
 import math
 import os
 import time
+import types
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import logging
 import jax
 import numpy as np
 
+from experiments import algoperf_compat
 from experiments import checkpoints
 from experiments import logs
 from experiments import probes
 import optimizers
 from experiments.submission import Submission
-from experiments.submission import hyperparameters_namespace
+from experiments.submission import make_hyperparameters
 from experiments.workloads.base import Workload
 
 GRAD_NORMS_CSV = "grad_norms.csv"
@@ -136,10 +147,81 @@ def data_parallel_shardings(batch_size: int, devices: Sequence[jax.Device] | Non
   return data, replicated
 
 
+class MetricsLogger:
+  """`workload.metrics_logger`: what submissions log, into `measurements.csv`.
+
+  AlgoPerf's submissions call `append_scalar_metrics(metrics, global_step)`
+  (every 100 steps, say, with their loss and gradient norm); values may be
+  device scalars. The time spent here is logging time, outside the clock.
+  """
+
+  def __init__(self, log: logs.CsvLog, clock: "Clock", time_fn: Callable[[], float]):
+    self._log, self._clock, self._time_fn = log, clock, time_fn
+
+  def append_scalar_metrics(self, metrics: Mapping[str, Any], global_step: int,
+                            preemption_count: int | None = None, is_eval: bool = False) -> None:
+    del is_eval  # Evaluations are the runner's own rows.
+    start = self._time_fn()
+    values = jax.device_get(dict(metrics))
+    row = {"global_step": int(global_step), **{k: float(np.asarray(v)) for k, v in values.items()}}
+    if preemption_count is not None:
+      row["preemption_count"] = preemption_count
+    self._log.append(row)
+    self._clock.logging += self._time_fn() - start
+
+  def finish(self) -> None:
+    pass
+
+
+def batch_size_for(submission: Submission, workload: Workload) -> tuple[int, str]:
+  """(global batch size, the workload name it was asked for).
+
+  `get_batch_size(workload.name)` first; a ValueError there (a name the
+  submission does not know) falls back to the workload's
+  `algoperf_base_workloads` in order, as AlgoPerf falls back to a variant's
+  base workload.
+
+  Raises:
+    ValueError: no name was accepted (every answer quoted).
+  """
+  names = [workload.name, *getattr(workload, "algoperf_base_workloads", ())]
+  errors = []
+  for name in names:
+    try:
+      batch_size = submission.get_batch_size(name)
+    except ValueError as e:
+      errors.append(f"{name!r}: {e}")
+      continue
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+      raise ValueError(f"{submission.name}.get_batch_size({name!r}) returned {batch_size!r}, not a positive int")
+    return int(batch_size), name
+  raise ValueError(f"{submission.name}.get_batch_size knows none of {names}: " + "; ".join(errors))
+
+
+def algoperf_rngs(rng_seed: int, tuning_ruleset: str = "external"):
+  """(data, optimizer-init, model-init, per-step base) raw keys, as AlgoPerf.
+
+  AlgoPerf's runner seeds `PRNGKey(seed)`, splits once more under external
+  tuning, then splits four ways; each step folds the step into the last key
+  and splits that four ways (`step_rngs`).
+  """
+  rng = jax.random.PRNGKey(rng_seed)
+  if tuning_ruleset == "external":
+    rng, _ = jax.random.split(rng, 2)
+  data_rng, opt_init_rng, model_init_rng, rng = jax.random.split(rng, 4)
+  return data_rng, opt_init_rng, model_init_rng, rng
+
+
+@jax.jit
+def step_rngs(rng: jax.Array, step: jax.Array) -> jax.Array:
+  """(data selection, update, prepare_for_eval, eval) keys of one step."""
+  return tuple(jax.random.split(jax.random.fold_in(rng, step), 4))
+
+
 def run_trial(
     workload: Workload,
     submission: Submission,
-    hyperparameters: Mapping[str, Any],
+    hyperparameters: Mapping[str, Any] | None,
     *,
     trial_dir: str,
     rng_seed: int,
@@ -154,12 +236,16 @@ def run_trial(
     log_sharpness: bool = False,
     log_grad_norms: bool = False,
     stop_at_target: bool = True,
+    tuning_ruleset: str = "external",
+    preemption_count: int = 0,
+    metrics_logger: bool = True,
 ) -> TrialResult:
   """Trains until target, budget or `max_global_steps`; writes the trial logs.
 
   Args:
     workload, submission: what to run.
-    hyperparameters: one point of the search space.
+    hyperparameters: one point of the search space, or None (self-tuning:
+      the submission gets None, as in AlgoPerf).
     trial_dir: where logs and checkpoints go.
     rng_seed: seeds data order, initialisation and per-step RNG.
     record: identity of the run (workload, submission, hyperparameters,
@@ -175,8 +261,14 @@ def run_trial(
     log_sharpness: log lambda_1 at every evaluation (see the module doc).
     log_grad_norms: write every step's gradient norm to grad_norms.csv.
     stop_at_target: end the trial at the first evaluation that reaches the
-      target (AlgoPerf). False trains on to `max_global_steps` or the budget,
+      target. False trains on to `max_global_steps` or the budget,
       for comparisons at equal steps (time-to-target is still recorded).
+    tuning_ruleset: "external" or "self" (AlgoPerf seeds the RNG slightly
+      differently for each).
+    preemption_count: how many times this trial was resumed (logged, as
+      AlgoPerf's `preemption_count` column).
+    metrics_logger: attach a `MetricsLogger` as `workload.metrics_logger`
+      (AlgoPerf attaches one); False leaves it None.
 
   Returns:
     A `TrialResult`.
@@ -185,15 +277,17 @@ def run_trial(
   budget = targets.max_allowed_runtime_sec if budget_sec is None else budget_sec
   target_key = f"validation/{targets.metric}"
   os.makedirs(trial_dir, exist_ok=True)
-  hparams = hyperparameters_namespace(hyperparameters)
-  batch_size = submission.get_batch_size(workload.name)
+  hparams = make_hyperparameters(hyperparameters)
+  batch_size, _ = batch_size_for(submission, workload)
   devices = list(jax.devices() if devices is None else devices)
   num_devices = len(devices)
   data_sharding, replicated = data_parallel_shardings(batch_size, devices, workload.name)
+  spec = algoperf_compat.install()
+  params_types = algoperf_compat.to_spec_enums(workload.model_params_types, spec)
+  loss_type = algoperf_compat.to_spec_enums(workload.loss_type, spec)
 
   # --- Initialisation (not timed) --------------------------------------------
-  base_rng = jax.random.key(rng_seed)
-  model_rng, opt_rng, step_rng_base = jax.random.split(base_rng, 3)
+  _, opt_rng, model_rng, step_rng_base = algoperf_rngs(rng_seed, tuning_ruleset)
   params, model_state = workload.init_model_fn(model_rng)
   params, model_state = jax.device_put((params, model_state), replicated)
   optimizer_state = submission.init_optimizer_state(workload, params, model_state, hparams, opt_rng)
@@ -210,7 +304,7 @@ def run_trial(
       target_metric=target_key, target_value=targets.validation, target_mode=targets.mode,
       max_allowed_runtime_sec=budget, status="running", reached_target=False,
       time_to_target_sec=None, steps_to_target=None, num_devices=num_devices,
-      batch_size=batch_size,
+      batch_size=batch_size, preemption_count=preemption_count,
   )
   if resume:
     state = dict(params=params, model_state=model_state, opt_state=opt_state)
@@ -224,58 +318,77 @@ def run_trial(
   optimizer_state = (opt_state, update_fn)
   eval_log = logs.CsvLog.resume(os.path.join(trial_dir, "eval_measurements.csv"), max_step=step if resume else -1)
   train_log = logs.CsvLog.resume(os.path.join(trial_dir, "measurements.csv"), max_step=step if resume else -1)
-  logs.write_json(os.path.join(trial_dir, "hparams.json"), dict(hyperparameters))
+  logs.write_json(os.path.join(trial_dir, "hparams.json"), dict(hyperparameters or {}))
   logs.write_json(os.path.join(trial_dir, "meta_data.json"), meta)
+  workload.attach_metrics_logger(MetricsLogger(train_log, clock, time_fn) if metrics_logger else None)
   queue = BatchQueue(workload, rng_seed, batch_size, step, data_sharding)
-  label_smoothing = float(getattr(hparams, "label_smoothing", 0.0))
+  label_smoothing = float(hparams.label_smoothing) if hasattr(hparams, "label_smoothing") else 0.0
   grad_norms = _GradNorms(workload, label_smoothing, trial_dir, step if resume else 0) if log_grad_norms else None
   sharpness = (_Sharpness(workload, label_smoothing, rng_seed, batch_size, data_sharding,
-                         jax.random.fold_in(step_rng_base, 0)) if log_sharpness else None)
-  params_types = workload.model_params_types
+                          step_rngs(step_rng_base, 0)[1]) if log_sharpness else None)
   eval_results: list[tuple[int, dict[str, float]]] = []
   reached_at: tuple[float, int] | None = None
   metrics: dict[str, float] = {}
+  # AlgoPerf's bookkeeping, read-only to a submission that asks for it.
+  train_state = dict(
+      validation_goal_reached=False, test_goal_reached=False, is_time_remaining=True,
+      last_eval_time=last_eval_time, training_complete=False,
+      accumulated_submission_time=clock.submission, accumulated_eval_time=clock.eval,
+      accumulated_logging_time=clock.logging, last_step_end_time=None,
+  )
+  extra = {"train_state": types.MappingProxyType(train_state)} if submission.needs_train_state else {}
+  trial_start = time_fn()
 
   def sync(tree):
     jax.block_until_ready(tree)
 
   # --- Training loop ------------------------------------------------------------
   while True:
-    step_rng = jax.random.fold_in(step_rng_base, step)
+    data_rng, update_rng, prepare_rng, eval_rng = step_rngs(step_rng_base, step)
     start = time_fn()
     batch = submission.data_selection(
-        workload, queue, optimizer_state, params, model_state, hparams, step, step_rng
+        workload, queue, optimizer_state, params, model_state, hparams, step, data_rng
     )
     if grad_norms is not None:
       sync(batch)  # Its transfer is the submission's time; the recomputed gradient is not.
       paused = time_fn()
-      grad_norms.record(step, params, model_state, batch, step_rng)
+      grad_norms.record(step, params, model_state, batch, update_rng)
       excluded = time_fn() - paused
       clock.logging += excluded
       start += excluded
-    optimizer_state, params, model_state = submission.update_params(
-        workload, params, params_types, model_state, hparams, batch, workload.loss_type,
-        optimizer_state, eval_results, step, step_rng,
-    )
+    training_complete = False
+    try:
+      optimizer_state, params, model_state = submission.update_params(
+          workload, params, params_types, model_state, hparams, batch, loss_type,
+          optimizer_state, eval_results, step, update_rng, **extra,
+      )
+    except spec.TrainingCompleteError:
+      training_complete = True  # AlgoPerf: the step counts, one last evaluation follows.
     sync((optimizer_state[0], params, model_state))
     clock.submission += time_fn() - start
     step += 1
+    train_state.update(accumulated_submission_time=clock.submission, last_step_end_time=time_fn())
 
     over_budget = clock.submission >= budget
     at_cap = max_global_steps is not None and step >= max_global_steps
     due = clock.submission - last_eval_time >= targets.eval_period_time_sec
-    if not (due or over_budget or at_cap):
+    if not (due or over_budget or at_cap or training_complete):
       continue
 
-    # prepare_for_eval counts as submission time (AlgoPerf v0.6).
+    if sharpness is not None:  # At the training point, before prepare_for_eval may swap it.
+      start = time_fn()
+      lambda_1 = sharpness(params, model_state)
+      clock.eval += time_fn() - start
+    # prepare_for_eval counts as submission time (AlgoPerf v0.6); training
+    # continues from what it returns, as in AlgoPerf.
+    del batch  # As AlgoPerf: a submission may donate buffers here.
     start = time_fn()
-    eval_params, eval_model_state = params, model_state
     if submission.prepare_for_eval is not None:
-      _, eval_params, eval_model_state = submission.prepare_for_eval(
-          workload, params, params_types, model_state, hparams, workload.loss_type,
-          optimizer_state, eval_results, step, step_rng,
+      optimizer_state, params, model_state = submission.prepare_for_eval(
+          workload, params, params_types, model_state, hparams, loss_type,
+          optimizer_state, eval_results, step, prepare_rng,
       )
-      sync(eval_params)
+      sync((optimizer_state[0], params, model_state))
     clock.submission += time_fn() - start
     last_eval_time = clock.submission
     if clock.submission > budget and reached_at is None:
@@ -286,20 +399,28 @@ def run_trial(
     start = time_fn()
     metrics = {}
     for split in ("train", "validation", "test"):
-      for name, value in workload.eval_model(eval_params, eval_model_state, step_rng, split).items():
+      for name, value in workload.eval_model(params, model_state, eval_rng, split).items():
         metrics[f"{split}/{name}"] = float(value)
-    if sharpness is not None:  # At the training point, where the gradients are taken.
-      metrics[probes.SHARPNESS_METRIC] = sharpness(params, model_state)
+    if sharpness is not None:
+      metrics[probes.SHARPNESS_METRIC] = lambda_1
     clock.eval += time_fn() - start
     eval_results.append((step, metrics))
     reached = targets.reached(metrics[target_key])
     if reached and reached_at is None:
       reached_at = (clock.submission, step)
+    train_state.update(
+        validation_goal_reached=reached_at is not None,
+        test_goal_reached=train_state["test_goal_reached"] or workload.has_reached_test_target(metrics),
+        is_time_remaining=clock.submission < budget, last_eval_time=last_eval_time,
+        accumulated_eval_time=clock.eval, training_complete=training_complete,
+    )
 
     start = time_fn()
     row = dict(global_step=step, accumulated_submission_time=clock.submission,
                accumulated_eval_time=clock.eval, accumulated_logging_time=clock.logging,
-               accumulated_checkpoint_time=clock.checkpoint, **metrics)
+               accumulated_checkpoint_time=clock.checkpoint, **metrics,
+               score=clock.submission, preemption_count=preemption_count,
+               total_duration=time_fn() - trial_start)
     optimizer_scalars = _optimizer_scalars(optimizer_state[0])
     if sharpness is not None:
       optimizer_scalars[probes.SHARPNESS_METRIC] = metrics[probes.SHARPNESS_METRIC]
@@ -313,6 +434,7 @@ def run_trial(
         f" (target {targets.validation}), {clock.submission:.1f}s/{budget:.0f}s"
     )
     clock.logging += time_fn() - start
+    train_state.update(accumulated_logging_time=clock.logging)
 
     if checkpointer is not None and save_checkpoints:
       start = time_fn()
@@ -320,7 +442,9 @@ def run_trial(
       checkpointer.save(step, state, dict(record, clock=clock.as_dict(), last_eval_time=last_eval_time))
       clock.checkpoint += time_fn() - start
 
-    if (reached and stop_at_target) or over_budget or at_cap:
+    if (reached and stop_at_target) or over_budget or at_cap or training_complete:
+      if training_complete:
+        progress(f"{submission.name} raised TrainingCompleteError at step {step}")
       break
 
   if grad_norms is not None:
@@ -336,6 +460,7 @@ def run_trial(
   logs.write_json(os.path.join(trial_dir, "meta_data.json"), meta)
   if checkpointer is not None:
     checkpointer.close()
+  workload.attach_metrics_logger(None)
   return TrialResult(
       reached_target=reached_at is not None,
       time_to_target_sec=reached_at[0] if reached_at else math.inf,

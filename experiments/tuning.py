@@ -26,6 +26,7 @@ import math
 import os
 from typing import Any, Mapping, Sequence, Union
 
+from absl import logging
 import numpy as np
 
 _RANGE_KEYS = frozenset({"min", "max", "scaling"})
@@ -244,16 +245,17 @@ def sample_points(space: SpaceLike, num_points: int, seed: int | None) -> list[d
   choices to feasible_points[floor(u n)].
 
   List form: the first `num_points` points as given (`seed` is unused: the
-  list is the trial schedule, and every study runs the same one).
+  list is the trial schedule, and every study runs the same one); fewer if
+  the list is shorter, with a warning, as AlgoPerf.
   """
   space = load_search_space(space)
   if not isinstance(num_points, (int, np.integer)) or num_points < 0:
     raise ValueError(f"num_points must be a non-negative integer, got {num_points!r}")
   if space.points is not None:
     if num_points > len(space.points):
-      raise ValueError(
-          f"asked for {num_points} points but the search space lists only {len(space.points)}"
-      )
+      # AlgoPerf's halton.generate_search truncates too (and says so in its log).
+      logging.warning("asked for %d trials but the search space lists only %d points: running %d",
+                      num_points, len(space.points), len(space.points))
     return [copy.deepcopy(p) for p in space.points[:num_points]]
   names = list(space.dims)
   if num_points == 0:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import functools
 import inspect
 import types
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Collection, Iterator, Mapping
 
 import optax
 
@@ -87,12 +88,12 @@ class OptimizerSpec:
     unknown = [
         key
         for key in list(self.defaults) + list(self.search_space)
-        if _argument_name(key) not in self.arguments
+        if argument_name(key, self.arguments) not in self.arguments
     ]
     if unknown:
       raise ValueError(
           f"OptimizerSpec {self.name!r}: {unknown} are not arguments of"
-          f" {self.factory.__name__}; valid: {sorted(self.arguments)}"
+          f" {factory_name(self.factory)}; valid: {sorted(self.arguments)}"
       )
 
   @property
@@ -101,20 +102,21 @@ class OptimizerSpec:
     return tuple(inspect.signature(self.factory).parameters)
 
   def hyperparameters(self, **overrides: Any) -> dict[str, Any]:
-    """Defaults updated by `overrides` (which may use `one_minus_<arg>`).
+    """Defaults updated by `overrides` (which may use AlgoPerf's names:
+    `one_minus_<arg>`, `beta1`/`beta2`/`beta3`; see `translate_hyperparameter`).
 
     Raises:
       ValueError: for a name the factory does not take, listing valid names.
     """
     params = dict(self.defaults)
     for key, value in overrides.items():
-      arg = _argument_name(key)
+      arg = argument_name(key, self.arguments)
       if arg not in self.arguments:
         raise ValueError(
             f"{self.name}: unknown hyperparameter {key!r}; valid names:"
-            f" {sorted(self.arguments)} (or one_minus_<name> for a beta)."
+            f" {sorted(self.arguments)} (or one_minus_<name>, beta1/beta2/beta3 for b1/b2/b3)."
         )
-      arg, params[arg] = translate_one_minus(key, value)
+      arg, params[arg] = translate_hyperparameter(key, value, self.arguments)
     return params
 
   def build(self, **overrides: Any) -> optax.GradientTransformation:
@@ -122,15 +124,34 @@ class OptimizerSpec:
     return self.factory(**self.hyperparameters(**overrides))
 
 
-def _argument_name(key: str) -> str:
-  return key[len(_ONE_MINUS):] if key.startswith(_ONE_MINUS) else key
+# AlgoPerf's search spaces say beta1/beta2 where Optax says b1/b2.
+ALGOPERF_ALIASES = types.MappingProxyType({"beta1": "b1", "beta2": "b2", "beta3": "b3"})
 
 
-def translate_one_minus(key: str, value: Any) -> tuple[str, Any]:
-  """(`arg`, 1 - value) for AlgoPerf's `one_minus_<arg>` names, else unchanged."""
-  if key.startswith(_ONE_MINUS):
-    return _argument_name(key), 1.0 - value
-  return key, value
+def factory_name(factory: Callable[..., Any]) -> str:
+  """A factory's name for messages; `functools.partial`s (optax.nadamw) too."""
+  while isinstance(factory, functools.partial):
+    factory = factory.func
+  return getattr(factory, "__name__", repr(factory))
+
+
+def argument_name(key: str, arguments: Collection[str] = ()) -> str:
+  """The factory argument a hyperparameter name sets.
+
+  `one_minus_<name>` sets `<name>`; AlgoPerf's `beta1`/`beta2`/`beta3` set
+  `b1`/`b2`/`b3` unless the factory itself takes an argument of that name.
+  """
+  name = key[len(_ONE_MINUS):] if key.startswith(_ONE_MINUS) else key
+  if name not in arguments and name in ALGOPERF_ALIASES:
+    return ALGOPERF_ALIASES[name]
+  return name
+
+
+def translate_hyperparameter(key: str, value: Any, arguments: Collection[str] = ()) -> tuple[str, Any]:
+  """(argument, value) for a search-space name: `one_minus_<arg>` gives
+  (arg, 1 - value), AlgoPerf's beta names map to Optax's (`argument_name`)."""
+  arg = argument_name(key, arguments)
+  return arg, (1.0 - value if key.startswith(_ONE_MINUS) else value)
 
 
 class Registry(collections.abc.Mapping):

@@ -208,8 +208,8 @@ class LrRangeTest(absltest.TestCase):
       probes.lr_range_sweep(lambda lr: 1.0, 0.1, 1.0, 10, divergence_factor=1.0)
     with self.assertRaisesRegex(ValueError, "unknown optimizer 'adamx'"):
       probes.ProbeTraining(Blobs(), "adamx")
-    with self.assertRaisesRegex(ValueError, "unknown hyperparameter 'beta1'"):
-      probes.ProbeTraining(Blobs(), "adamw", {"beta1": 0.9})
+    with self.assertRaisesRegex(ValueError, "unknown hyperparameter 'beta_one'"):
+      probes.ProbeTraining(Blobs(), "adamw", {"beta_one": 0.9})
 
   def test_writes_json_and_png(self):
     directory = test_util.tempdir(self)
@@ -301,11 +301,11 @@ class TrainerDiagnosticsTest(absltest.TestCase):
     self.assertEqual([int(r[0]) for r in rows[1:]], list(range(23)))
     # Step 0's norm is that of the gradient at initialisation on batch 0.
     workload = Blobs()
-    model_rng, _, step_rng = jax.random.split(jax.random.key(0), 3)
+    _, _, model_rng, step_rng = trainer.algoperf_rngs(0)
     params, _ = workload.init_model_fn(model_rng)
     loss = probes.training_loss(workload)
-    grads, _ = jax.grad(loss, has_aux=True)(params, None, workload.train_batch(0, 0, 32),
-                                            jax.random.fold_in(step_rng, 0))
+    update_rng = trainer.step_rngs(step_rng, 0)[1]  # The key update_params gets at step 0.
+    grads, _ = jax.grad(loss, has_aux=True)(params, None, workload.train_batch(0, 0, 32), update_rng)
     self.assertAlmostEqual(float(rows[1][1]), float(optax.tree.norm(grads)), delta=1e-6)
 
     with self.assertRaises(KeyboardInterrupt):  # After the step-15 checkpoint.
@@ -400,7 +400,7 @@ class RunnerTest(parameterized.TestCase):
       ("one_step", ["--probe=lr_range", "--probe_steps=1"], "at least 2"),
       ("negative_bisections", ["--probe=max_lr", "--probe_bisections=-1"], "--probe_bisections must be"),
       ("nan_threshold", ["--probe=max_lr", "--probe_threshold=nan"], "--probe_threshold must be finite"),
-      ("unknown_hparam", ["--probe=sharpness", '--hparams={"beta1": 0.9}'], "--hparams.*beta1"),
+      ("unknown_hparam", ["--probe=sharpness", '--hparams={"beta_one": 0.9}'], "--hparams.*beta_one"),
       ("unknown_optimizer", ["--probe=sharpness", "--optimizer=adamx"], "unknown --optimizer 'adamx'"),
   )
   def test_bad_combinations(self, argv, message):

@@ -62,8 +62,16 @@ class RegistryTest(parameterized.TestCase):
     self.assertTrue(math.isclose(hparams["b2"], 0.99))
 
   def test_unknown_hyperparameter_lists_valid_names(self):
-    with self.assertRaisesRegex(ValueError, "unknown hyperparameter 'beta1'.*'b1'"):
-      optimizers.registry["radam"].build(beta1=0.9)
+    with self.assertRaisesRegex(ValueError, "unknown hyperparameter 'beta_one'.*'b1'"):
+      optimizers.registry["radam"].build(beta_one=0.9)
+
+  def test_algoperf_names_translate(self):
+    # AlgoPerf's search spaces (adamw/nadamw baselines) say beta1, beta2, one_minus_beta1.
+    hparams = optimizers.registry["nadamw"].hyperparameters(one_minus_beta1=0.1, beta2=0.99)
+    self.assertTrue(math.isclose(hparams["b1"], 0.9))
+    self.assertEqual(hparams["b2"], 0.99)
+    self.assertNotIn("beta2", hparams)
+    self.assertEqual(optimizers.registry["nadamw"].factory.func.__name__, "adamw")  # A partial.
 
   def test_registry_is_read_only_and_rejects_duplicates(self):
     spec = optimizers.registry["radam"]
@@ -77,7 +85,7 @@ class RegistryTest(parameterized.TestCase):
   def test_spec_rejects_unknown_arguments(self):
     with self.assertRaisesRegex(ValueError, "not arguments of radam"):
       optimizers.OptimizerSpec(
-          name="bad", factory=optimizers.radam, defaults=dict(beta1=0.9), search_space={},
+          name="bad", factory=optimizers.radam, defaults=dict(beta_one=0.9), search_space={},
           paper="p", reference="r", state_bytes_per_param=8,
       )
 

@@ -76,8 +76,10 @@ class SamplePointsTest(parameterized.TestCase):
     points = [{"learning_rate": 1e-3, "b1": 0.9}, {"learning_rate": 3e-3, "b1": 0.95}]
     self.assertEqual(tuning.trial_points(points, 2, study=0, rng_seed=0), points)
     self.assertEqual(tuning.trial_points(points, 1, study=4, rng_seed=9), points[:1])
-    with self.assertRaisesRegex(ValueError, "asked for 3 points but the search space lists only 2"):
-      tuning.sample_points(points, 3, seed=0)
+    # Fewer points than trials: truncated with a warning, as AlgoPerf does.
+    with self.assertLogs(level="WARNING") as logged:
+      self.assertEqual(tuning.sample_points(points, 3, seed=0), points)
+    self.assertIn("lists only 2 points", "".join(logged.output))
 
   def test_load_from_file(self):
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from experiments import workloads
+from experiments.algoperf_compat import spec
 from experiments.workloads import _common
 from experiments.workloads import cifar10
 from experiments.workloads import transformer
@@ -87,7 +88,7 @@ class WorkloadTest(parameterized.TestCase):
     self.assertGreater(w.targets.step_hint, 0)
     self.assertGreater(w.targets.max_allowed_runtime_sec, w.targets.eval_period_time_sec)
     self.assertNotIn("PLACEHOLDER", w.targets.how_set)
-    self.assertEqual(w.loss_type, "softmax_cross_entropy")
+    self.assertEqual(w.loss_type, spec.LossType.SOFTMAX_CROSS_ENTROPY)
     self.assertGreater(w.default_batch_size, 0)
 
   @parameterized.named_parameters(NAMES)
@@ -140,7 +141,7 @@ class WorkloadTest(parameterized.TestCase):
     # pytest-xdist each model is compiled in one process only.
     w = tiny(name)
     params, model_state = w.init_model_fn(jax.random.key(0))
-    self.assertEqual(w.param_shapes(), jax.tree.map(lambda x: x.shape, params))
+    self.assertEqual(w.param_shapes, jax.tree.map(lambda x: spec.ShapeTuple(x.shape), params))
     self.assertEqual(w.num_params(), sum(x.size for x in jax.tree.leaves(params)))
     batch = w.train_batch(0, 0, 8)
     logits, _ = jax.eval_shape(
@@ -268,7 +269,7 @@ class LogregTest(absltest.TestCase):
 
   def test_is_one_dense_layer_on_standardised_features(self):
     w = tiny("logreg")
-    self.assertEqual(w.param_shapes(), {"kernel": (64, 10), "bias": (10,)})
+    self.assertEqual(w.param_shapes, {"kernel": spec.ShapeTuple((64, 10)), "bias": spec.ShapeTuple((10,))})
     x = w._splits["train"][0]
     np.testing.assert_allclose(x.mean(0), 0, atol=1e-5)
     self.assertTrue(np.all((np.abs(x.std(0) - 1) < 1e-4) | (x.std(0) == 0)))

@@ -92,6 +92,8 @@ def softmax_cross_entropy(
 ) -> dict[str, jax.Array]:
   """Summed softmax cross-entropy over integer labels, AlgoPerf's loss_fn contract.
 
+  `label_smoothing` may be a Python number or a traced scalar.
+
   Works for any leading shape: (batch,) labels for classification, (batch,
   time) for language models. A mask of lower rank than the labels (e.g. the
   per-example "weights" of an LM eval batch) is broadcast over the trailing
@@ -99,11 +101,12 @@ def softmax_cross_entropy(
   """
   logits = logits_batch.astype(jnp.float32)
   num_classes = logits.shape[-1]
-  if label_smoothing:
+  if isinstance(label_smoothing, (int, float)) and label_smoothing == 0:
+    # The common case, without materialising one-hot labels.
+    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, label_batch)
+  else:  # A number or a traced value (AlgoPerf submissions pass it into jit).
     one_hot = optax.smooth_labels(jax.nn.one_hot(label_batch, num_classes), label_smoothing)
     per_example = optax.softmax_cross_entropy(logits, one_hot)
-  else:
-    per_example = optax.softmax_cross_entropy_with_integer_labels(logits, label_batch)
   if mask_batch is None:
     mask = jnp.ones_like(per_example)
   else:
@@ -180,7 +183,7 @@ class ClassifierEvalMixin(EvalMixin):
 
   def _batch_stats(self, params, model_state, batch):
     logits, _ = self.model_fn(  # pytype: disable=attribute-error
-        params, batch, model_state, "eval", None, update_batch_norm=False
+        params, batch, model_state, base.ForwardPassMode.EVAL, None, update_batch_norm=False
     )
     weights = batch["weights"]
     loss = self.loss_fn(batch["targets"], logits, weights)  # pytype: disable=attribute-error
@@ -200,7 +203,7 @@ class ArrayClassificationWorkload(ClassifierEvalMixin, base.Workload):
   validation set (as AlgoPerf does), so its cost does not grow with the data.
   """
 
-  loss_type = "softmax_cross_entropy"
+  loss_type = base.LossType.SOFTMAX_CROSS_ENTROPY
   eval_batch_size = 1000
   _splits: dict[str, tuple[np.ndarray, np.ndarray]]
 

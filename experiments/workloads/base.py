@@ -25,33 +25,36 @@ from typing import Any, Literal, Mapping
 import jax
 import numpy as np
 
+from experiments.algoperf_compat import spec
+
 Batch = Mapping[str, np.ndarray]
 Params = Any
 ModelState = Any  # e.g. batch-norm statistics; None when the model has none.
 
 
-class ParameterType(enum.Enum):
-  """What a parameter is, as AlgoPerf's `spec.ParameterType` names it.
+# AlgoPerf's enums, one definition (steplab's copy of `algoperf.spec`).
+ParameterType = spec.ParameterType
+ForwardPassMode = spec.ForwardPassMode
+LossType = spec.LossType
 
-  Submissions receive a tree of these (`current_params_types`) to treat, say,
-  norms and biases differently from weights.
+
+def is_train_mode(mode: Any) -> bool:
+  """Whether a `model_fn` mode is training.
+
+  Accepts AlgoPerf's `spec.ForwardPassMode` members (steplab's or a real
+  AlgoPerf installation's: matched by name) and, for steplab's own callers,
+  the strings "train" and "eval". Anything else is an error rather than a
+  silent evaluation-mode pass.
   """
-
-  WEIGHT = 0
-  BIAS = 1
-  CONV_WEIGHT = 2
-  BATCH_NORM_SCALE = 3
-  BATCH_NORM_BIAS = 4
-  LAYER_NORM_SCALE = 5
-  LAYER_NORM_BIAS = 6
-  EMBEDDING = 7
-  ATTENTION_Q = 8
-  ATTENTION_K = 9
-  ATTENTION_V = 10
-  ATTENTION_OUT = 11
-  ATTENTION_QKV = 12
-  ATTENTION_KV = 13
-  ATTENTION_BIAS = 14
+  if isinstance(mode, enum.Enum) and type(mode).__name__ == "ForwardPassMode":
+    name = mode.name
+  elif isinstance(mode, str):
+    name = mode.upper()
+  else:
+    name = None
+  if name not in ("TRAIN", "EVAL"):
+    raise ValueError(f"model_fn mode must be spec.ForwardPassMode.TRAIN/EVAL (or 'train'/'eval'), got {mode!r}")
+  return name == "TRAIN"
 
 
 _ATTENTION_KERNELS = {
@@ -122,13 +125,27 @@ class Targets:
     return value <= self.validation
 
 
-class Workload(abc.ABC):
-  """A benchmark workload. Subclasses set `name`, `targets`, `loss_type`."""
+class Workload(spec.Workload, abc.ABC):
+  """A benchmark workload. Subclasses set `name`, `targets`, `loss_type`.
+
+  Besides steplab's interface it has the attributes an AlgoPerf submission
+  reads: `step_hint`, `param_shapes` (a tree of `spec.ShapeTuple`),
+  `model_params_types`, `target_metric_name`, `validation_target_value`,
+  `test_target_value`, `max_allowed_runtime_sec`, `eval_period_time_sec`,
+  `has_reached_validation_target`, `metrics_logger`; `model_fn` takes
+  AlgoPerf's `spec.ForwardPassMode` and dropout rates; `loss_fn` takes a
+  traced `label_smoothing`. `loss_type` is a `spec.LossType`.
+
+  `algoperf_base_workloads` names the AlgoPerf workloads whose batch size a
+  submission's `get_batch_size` is asked for when it does not know this
+  workload's name (AlgoPerf asks for a variant's base workload the same way).
+  """
 
   name: str
   targets: Targets
-  loss_type: Literal["softmax_cross_entropy", "sigmoid_cross_entropy", "mean_squared_error"]
+  loss_type: LossType
   default_batch_size: int
+  algoperf_base_workloads: tuple[str, ...] = ()
 
   # --- Data -------------------------------------------------------------------
 
@@ -152,11 +169,18 @@ class Workload(abc.ABC):
       params: Params,
       batch: Batch,
       model_state: ModelState,
-      mode: Literal["train", "eval"],
+      mode: ForwardPassMode,
       rng: jax.Array,
       update_batch_norm: bool,
+      use_running_average_bn: bool | None = None,
+      dropout_rate: float | jax.Array | None = None,
+      aux_dropout_rate: float | None = None,
   ) -> tuple[jax.Array, ModelState]:
-    """Logits (or predictions) for `batch["inputs"]` and the new model state."""
+    """Logits (or predictions) for `batch["inputs"]` and the new model state.
+
+    `mode` is a `spec.ForwardPassMode` (see `is_train_mode`). Dropout rates
+    default (None) to the workload's own; `dropout_rate` may be traced.
+    """
 
   @abc.abstractmethod
   def loss_fn(
@@ -164,7 +188,7 @@ class Workload(abc.ABC):
       label_batch: jax.Array,
       logits_batch: jax.Array,
       mask_batch: jax.Array | None = None,
-      label_smoothing: float = 0.0,
+      label_smoothing: float | jax.Array = 0.0,
   ) -> dict[str, jax.Array]:
     """{"summed": sum of per-example losses, "n_valid_examples", "per_example"}."""
 
@@ -179,13 +203,49 @@ class Workload(abc.ABC):
     """Metrics on `split`, e.g. {"loss": ..., "accuracy": ...}; must include
     `targets.metric`."""
 
+  # --- AlgoPerf's attributes ----------------------------------------------------
+
+  @property
+  def step_hint(self) -> int:
+    return self.targets.step_hint
+
+  @property
+  def target_metric_name(self) -> str:
+    return self.targets.metric
+
+  @property
+  def validation_target_value(self) -> float:
+    return self.targets.validation
+
+  @property
+  def test_target_value(self) -> float:
+    return self.targets.test
+
+  @property
+  def max_allowed_runtime_sec(self) -> float:
+    return self.targets.max_allowed_runtime_sec
+
+  @property
+  def eval_period_time_sec(self) -> float:
+    return self.targets.eval_period_time_sec
+
+  def _reached(self, eval_result: Mapping[str, float], split: str, target: float) -> bool:
+    value = eval_result[f"{split}/{self.targets.metric}"]
+    return value >= target if self.targets.mode == "max" else value <= target
+
+  def has_reached_validation_target(self, eval_result: Mapping[str, float]) -> bool:
+    return self._reached(eval_result, "validation", self.targets.validation)
+
+  def has_reached_test_target(self, eval_result: Mapping[str, float]) -> bool:
+    return self._reached(eval_result, "test", self.targets.test)
+
   # --- Derived ----------------------------------------------------------------
 
-  def param_shapes(self, rng: jax.Array | None = None) -> Any:
-    """Parameter shapes, without allocating (via jax.eval_shape)."""
-    rng = jax.random.key(0) if rng is None else rng
-    params, _ = jax.eval_shape(self.init_model_fn, rng)
-    return jax.tree.map(lambda x: x.shape, params)
+  @functools.cached_property
+  def param_shapes(self) -> Any:
+    """Parameter shapes as a tree of `spec.ShapeTuple`, without allocating."""
+    params, _ = jax.eval_shape(self.init_model_fn, jax.random.key(0))
+    return jax.tree.map(lambda x: spec.ShapeTuple(x.shape), params)
 
   @functools.cached_property
   def model_params_types(self) -> Any:
@@ -194,12 +254,10 @@ class Workload(abc.ABC):
     Inferred from the Flax parameter paths by `parameter_type`; a workload
     whose names say otherwise overrides this.
     """
-    shapes = self.param_shapes()
     return jax.tree_util.tree_map_with_path(
-        lambda path, shape: parameter_type(tuple(_key_name(k) for k in path), len(shape)),
-        shapes, is_leaf=lambda x: isinstance(x, tuple),
+        lambda path, shape: parameter_type(tuple(_key_name(k) for k in path), len(shape.shape_tuple)),
+        self.param_shapes,
     )
 
   def num_params(self) -> int:
-    shapes = jax.tree.leaves(self.param_shapes(), is_leaf=lambda x: isinstance(x, tuple))
-    return int(sum(np.prod(s) for s in shapes))
+    return int(sum(np.prod(s.shape_tuple) for s in jax.tree.leaves(self.param_shapes)))

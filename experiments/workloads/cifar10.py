@@ -123,6 +123,7 @@ class Cifar10ResNet(_common.ArrayClassificationWorkload):
 
   name = "cifar10_resnet"
   default_batch_size = 128
+  algoperf_base_workloads = ("cifar", "imagenet_resnet")  # For get_batch_size.
   num_classes = 10
   targets = base.Targets(
       metric="accuracy", mode="max", validation=0.93, test=0.92,
@@ -172,11 +173,17 @@ class Cifar10ResNet(_common.ArrayClassificationWorkload):
     variables = self._init(rng, np.zeros((1, 32, 32, 3), np.float32))
     return variables["params"], {"batch_stats": variables["batch_stats"]}
 
-  def model_fn(self, params, batch, model_state, mode, rng, update_batch_norm):
-    """Batch statistics (and updated running ones) iff `update_batch_norm`, as AlgoPerf."""
-    del mode, rng  # No dropout.
+  def model_fn(self, params, batch, model_state, mode, rng, update_batch_norm,
+               use_running_average_bn=None, dropout_rate=None, aux_dropout_rate=None):
+    """Batch statistics (and updated running ones) iff `update_batch_norm`, as AlgoPerf.
+
+    `use_running_average_bn=True` normalises with the running statistics even
+    while updating them is asked for (AlgoPerf's flag); no dropout.
+    """
+    base.is_train_mode(mode)
+    del rng, dropout_rate, aux_dropout_rate
     variables = {"params": params, **model_state}
-    if update_batch_norm:
+    if update_batch_norm and not use_running_average_bn:
       logits, new_state = self._model.apply(
           variables, batch["inputs"], train=True, mutable=["batch_stats"]
       )

@@ -42,6 +42,7 @@ class LmTransformer(transformer.ByteLMWorkload):
 
   name = "lm_transformer"
   default_batch_size = 64
+  algoperf_base_workloads = ("finewebedu_lm", "wmt")  # For get_batch_size.
   targets = base.Targets(
       metric="perplexity", mode="min", validation=3.0, test=3.0,
       max_allowed_runtime_sec=3600.0, eval_period_time_sec=120.0, step_hint=20_000,

@@ -38,6 +38,7 @@ class Logreg(_common.ArrayClassificationWorkload):
 
   name = "logreg"
   default_batch_size = 128
+  algoperf_base_workloads = ("mnist",)  # For get_batch_size.
   num_features = 64
   num_classes = 10
   targets = base.Targets(
@@ -78,6 +79,8 @@ class Logreg(_common.ArrayClassificationWorkload):
               "bias": np.zeros((self.num_classes,), np.float32)}
     return jax.tree.map(jnp.asarray, params), None
 
-  def model_fn(self, params, batch, model_state, mode, rng, update_batch_norm):
-    del mode, rng, update_batch_norm
+  def model_fn(self, params, batch, model_state, mode, rng, update_batch_norm,
+               use_running_average_bn=None, dropout_rate=None, aux_dropout_rate=None):
+    base.is_train_mode(mode)  # Validates it; the model has no dropout or batch norm.
+    del rng, update_batch_norm, use_running_average_bn, dropout_rate, aux_dropout_rate
     return self._model.apply({"params": params}, batch["inputs"]), model_state

@@ -82,6 +82,7 @@ class _Mnist1dWorkload(_common.ArrayClassificationWorkload):
   """Shared data and model plumbing; subclasses choose the network."""
 
   default_batch_size = 128
+  algoperf_base_workloads = ("mnist",)  # For get_batch_size.
   sequence_length = 40
   num_classes = 10
 
@@ -109,8 +110,10 @@ class _Mnist1dWorkload(_common.ArrayClassificationWorkload):
     params = self._init(rng, np.zeros((1, self.sequence_length), np.float32))["params"]
     return params, None
 
-  def model_fn(self, params, batch, model_state, mode, rng, update_batch_norm):
-    del mode, rng, update_batch_norm  # No dropout, no batch norm.
+  def model_fn(self, params, batch, model_state, mode, rng, update_batch_norm,
+               use_running_average_bn=None, dropout_rate=None, aux_dropout_rate=None):
+    base.is_train_mode(mode)  # Validates it; the models have no dropout or batch norm.
+    del rng, update_batch_norm, use_running_average_bn, dropout_rate, aux_dropout_rate
     return self._model.apply({"params": params}, batch["inputs"]), model_state
 
 

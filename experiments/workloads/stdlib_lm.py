@@ -36,6 +36,7 @@ class StdlibLM(transformer.ByteLMWorkload):
 
   name = "stdlib_lm"
   default_batch_size = 16
+  algoperf_base_workloads = ("finewebedu_lm", "wmt")  # For get_batch_size.
   targets = base.Targets(
       metric="perplexity", mode="min", validation=4.9726, test=5.5084,
       max_allowed_runtime_sec=115.0, eval_period_time_sec=8.0, step_hint=1200,

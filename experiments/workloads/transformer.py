@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 from absl import logging
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -38,26 +39,44 @@ from experiments.workloads import base
 VOCAB_SIZE = 256  # Bytes.
 
 
+class Dropout(nn.Module):
+  """Inverted dropout whose rate is a call argument and may be traced.
+
+  AlgoPerf submissions pass `dropout_rate` into their jitted step as an
+  argument, so the rate can be a tracer; `nn.Dropout` branches on it in
+  Python. A rate that is a Python 0 skips the mask; a traced 0 keeps every
+  element exactly (x / 1).
+  """
+
+  @nn.compact
+  def __call__(self, x, rate, deterministic: bool):
+    if deterministic or (isinstance(rate, (int, float)) and rate == 0):
+      return x
+    keep = 1.0 - jnp.asarray(rate, jnp.float32)
+    mask = jax.random.bernoulli(self.make_rng("dropout"), keep, x.shape)
+    return jnp.where(mask, x / keep.astype(x.dtype), jnp.zeros_like(x))
+
+
 class Block(nn.Module):
   """Pre-LN Transformer block: x + attn(LN(x)), then x + mlp(LN(x))."""
 
   num_heads: int
   mlp_dim: int
-  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, mask, deterministic: bool):
+  def __call__(self, x, mask, deterministic: bool, dropout_rate):
     h = nn.LayerNorm(dtype=self.dtype)(x)
     h = nn.MultiHeadDotProductAttention(
-        num_heads=self.num_heads, dtype=self.dtype, dropout_rate=self.dropout_rate,
+        num_heads=self.num_heads, dtype=self.dtype, dropout_rate=self.attention_dropout_rate,
         deterministic=deterministic, kernel_init=_common.kernel_init,
     )(h, mask=mask)
-    x = x + nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    x = x + Dropout()(h, dropout_rate, deterministic)
     h = nn.LayerNorm(dtype=self.dtype)(x)
     dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=_common.kernel_init)
     h = dense(x.shape[-1])(nn.gelu(dense(self.mlp_dim)(h)))
-    return x + nn.Dropout(self.dropout_rate)(h, deterministic=deterministic)
+    return x + Dropout()(h, dropout_rate, deterministic)
 
 
 class TransformerLM(nn.Module):
@@ -73,17 +92,21 @@ class TransformerLM(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens, *, deterministic: bool = True):
+  def __call__(self, tokens, *, deterministic: bool = True, dropout_rate=None,
+               attention_dropout_rate: float | None = None):
+    """Logits; the dropout rates default to the module's (see `Dropout`)."""
+    rate = self.dropout_rate if dropout_rate is None else dropout_rate
+    attention_rate = self.dropout_rate if attention_dropout_rate is None else attention_dropout_rate
     length = tokens.shape[-1]
     if length > self.context_length:
       raise ValueError(f"sequence length {length} exceeds context_length={self.context_length}")
     init = _common.normal_init(0.02)
     x = nn.Embed(self.vocab_size, self.model_dim, embedding_init=init)(tokens)
     x = x + self.param("positions", init, (self.context_length, self.model_dim))[:length]
-    x = nn.Dropout(self.dropout_rate)(x.astype(self.dtype), deterministic=deterministic)
+    x = Dropout()(x.astype(self.dtype), rate, deterministic)
     mask = nn.make_causal_mask(tokens)
     for _ in range(self.num_layers):
-      x = Block(self.num_heads, self.mlp_dim, self.dropout_rate, self.dtype)(x, mask, deterministic)
+      x = Block(self.num_heads, self.mlp_dim, attention_rate, self.dtype)(x, mask, deterministic, rate)
     x = nn.LayerNorm(dtype=self.dtype)(x)
     logits = nn.Dense(self.vocab_size, dtype=self.dtype, kernel_init=_common.kernel_init)(x)
     return logits.astype(jnp.float32)
@@ -161,7 +184,7 @@ class ByteLMWorkload(_common.EvalMixin, base.Workload):
   cross-entropy in nats) over the fixed evaluation windows.
   """
 
-  loss_type = "softmax_cross_entropy"
+  loss_type = base.LossType.SOFTMAX_CROSS_ENTROPY
 
   def __init__(
       self,
@@ -219,14 +242,23 @@ class ByteLMWorkload(_common.EvalMixin, base.Workload):
     tokens = np.zeros((1, self.context_length), np.int32)
     return self._init(rng, tokens)["params"], None
 
-  def model_fn(self, params, batch, model_state, mode, rng, update_batch_norm):
-    del update_batch_norm
-    train = mode == "train" and self._model.dropout_rate > 0
+  def model_fn(self, params, batch, model_state, mode, rng, update_batch_norm,
+               use_running_average_bn=None, dropout_rate=None, aux_dropout_rate=None):
+    """Logits. `dropout_rate` (residual and embedding dropout, may be traced) and
+    `aux_dropout_rate` (attention-probability dropout, a Python number, as
+    AlgoPerf's WMT model) default to the workload's `dropout_rate`."""
+    del update_batch_norm, use_running_average_bn  # No batch norm.
+    if aux_dropout_rate is not None and not isinstance(aux_dropout_rate, (int, float)):
+      raise ValueError(f"aux_dropout_rate must be a Python number (it is static), got {aux_dropout_rate!r}")
+    rate = self._model.dropout_rate if dropout_rate is None else dropout_rate
+    attention_rate = self._model.dropout_rate if aux_dropout_rate is None else aux_dropout_rate
+    no_dropout = isinstance(rate, (int, float)) and rate == 0 and attention_rate == 0
+    train = base.is_train_mode(mode) and not no_dropout
     if train and rng is None:
-      raise ValueError("model_fn needs an rng in train mode when dropout_rate > 0")
+      raise ValueError("model_fn needs an rng in train mode when a dropout rate is not 0")
     logits = self._model.apply(
-        {"params": params}, batch["inputs"], deterministic=not train,
-        rngs={"dropout": rng} if train else None,
+        {"params": params}, batch["inputs"], deterministic=not train, dropout_rate=rate,
+        attention_dropout_rate=attention_rate, rngs={"dropout": rng} if train else None,
     )
     return logits, model_state
 
@@ -234,7 +266,7 @@ class ByteLMWorkload(_common.EvalMixin, base.Workload):
     return _common.softmax_cross_entropy(label_batch, logits_batch, mask_batch, label_smoothing)
 
   def _batch_stats(self, params, model_state, batch):
-    logits, _ = self.model_fn(params, batch, model_state, "eval", None, False)
+    logits, _ = self.model_fn(params, batch, model_state, base.ForwardPassMode.EVAL, None, False)
     loss = self.loss_fn(batch["targets"], logits, batch["weights"])
     return {"loss": loss["summed"], "tokens": loss["n_valid_examples"]}
 
