@@ -1,6 +1,28 @@
-"""Scores an experiment directory written by `experiments.run`.
+"""Scores an experiment directory: steplab's runs, AlgoPerf's logs, or both.
 
     python -m experiments.score --experiment_dir=DIR [--baseline=nadamw] [--output_dir=DIR/scores]
+        [--workload_targets=FILE] [--integration=exact|algoperf_grid]
+        [--write_workload_targets=FILE]
+
+Each submission directory of DIR is read in the layout it has (see
+`experiments.scoring`): steplab's `{submission}/{workload}/study_{s}/trial_{t}/`
+(as `experiments.run` writes it) or AlgoPerf's
+`{submission}/study_{s}/{workload}_{jax|pytorch}/trial_{t}/` (AlgoPerf's
+submission_runner, the published leaderboard logs, or `experiments.run
+--log_layout=algoperf`).
+
+--workload_targets    an AlgoPerf-format workload_targets.json: its targets
+                      override the logged ones, its base_workloads (if any)
+                      are the workloads that count.
+--integration         "exact" (default): the profile's integral, exactly;
+                      "algoperf_grid": AlgoPerf's trapezoid rule on 100 taus,
+                      to reproduce AlgoPerf's numbers (they differ from the
+                      exact ones in the third decimal).
+--write_workload_targets  also writes the workload_targets.json with which
+                      AlgoPerf's own scoring/score_submissions.py scores an
+                      AlgoPerf-layout steplab experiment (outside DIR: that
+                      scorer takes every entry of DIR for a submission, so
+                      also pass --output_dir outside DIR before running it).
 
 Writes to the output directory:
   scores.md                 per submission: benchmark score, speedup over the
@@ -39,6 +61,18 @@ _BASELINE = flags.DEFINE_string(
     "baseline", "nadamw", "Submission the speedups are relative to; empty to skip speedups."
 )
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Where results go (default: {experiment_dir}/scores).")
+_WORKLOAD_TARGETS = flags.DEFINE_string(
+    "workload_targets", None,
+    "AlgoPerf-format workload_targets.json: overrides the logged targets; its base_workloads are those that count.",
+)
+_INTEGRATION = flags.DEFINE_enum(
+    "integration", "exact", list(scoring.INTEGRATIONS),
+    "exact: the profile's exact integral; algoperf_grid: AlgoPerf's trapezoid rule on 100 taus in [1, 4].",
+)
+_WRITE_WORKLOAD_TARGETS = flags.DEFINE_string(
+    "write_workload_targets", None,
+    "Also write an AlgoPerf workload_targets.json for this experiment here (outside --experiment_dir).",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +93,13 @@ def _seconds(t: float) -> str:
   return f"{t:.1f}" if math.isfinite(t) else "inf"
 
 
-def _markdown(exp, results, scores, speedups, baseline) -> str:
+_INTEGRATION_TEXT = {
+    "exact": "Score: exact integral of the profile over tau in [1, 4], divided by 3.",
+    "algoperf_grid": "Score: AlgoPerf's trapezoid rule on 100 evenly spaced taus in [1, 4], divided by 3.",
+}
+
+
+def _markdown(exp, results, scores, speedups, baseline, integration="exact") -> str:
   workloads = exp.workloads
   info = scoring.workload_info(exp)
   header = ["submission", "score"] + ([f"speedup vs {baseline}"] if speedups else [])
@@ -72,6 +112,7 @@ def _markdown(exp, results, scores, speedups, baseline) -> str:
       "Targets: " + "; ".join(
           f"{w} {info[w].target_metric} {'>=' if info[w].target_mode == 'max' else '<='}"
           f" {info[w].target_value:g} within {info[w].budget:g}s" for w in workloads),
+      _INTEGRATION_TEXT[integration],
       "",
       "| " + " | ".join(header) + " |",
       "|" + "---|" * len(header),
@@ -83,7 +124,7 @@ def _markdown(exp, results, scores, speedups, baseline) -> str:
       row += [_seconds(r.time), "-" if r.steps is None or not math.isfinite(r.time) else str(r.steps)]
     lines.append("| " + " | ".join(row) + " |")
   if exp.skipped:
-    lines += ["", f"Skipped {len(exp.skipped)} incomplete trial(s):"] + [f"- {x}" for x in exp.skipped]
+    lines += ["", f"Skipped ({len(exp.skipped)}, not scored):"] + [f"- {x}" for x in exp.skipped]
   return "\n".join(lines) + "\n"
 
 
@@ -159,7 +200,7 @@ def _plot(exp, results, taus, profiles, output_dir) -> list[str]:
 
 
 def score(experiment_dir: str, baseline: str | None = "nadamw", output_dir: str | None = None,
-          plots: bool = True) -> Scores:
+          plots: bool = True, workload_targets: str | None = None, integration: str = "exact") -> Scores:
   """Scores `experiment_dir` and writes the report files to `output_dir`.
 
   Args:
@@ -167,11 +208,15 @@ def score(experiment_dir: str, baseline: str | None = "nadamw", output_dir: str 
     baseline: submission for the speedup column; None or "" skips it.
     output_dir: defaults to {experiment_dir}/scores.
     plots: whether to write the PNGs.
+    workload_targets: an AlgoPerf-format targets file (see the module doc).
+    integration: "exact" or "algoperf_grid" (see the module doc).
 
   Raises:
     ValueError: an unknown baseline (listing the submissions), or bad logs.
   """
-  exp = scoring.load_experiment(experiment_dir)
+  if integration not in scoring.INTEGRATIONS:
+    raise ValueError(f"integration must be one of {scoring.INTEGRATIONS}, got {integration!r}")
+  exp = scoring.load_experiment(experiment_dir, workload_targets)
   if baseline and baseline not in exp.submissions:
     raise ValueError(
         f"unknown baseline {baseline!r}; submissions in {experiment_dir}: {', '.join(exp.submissions)}"
@@ -181,13 +226,16 @@ def score(experiment_dir: str, baseline: str | None = "nadamw", output_dir: str 
   times = {s: {w: r.time for w, r in by_w.items()} for s, by_w in results.items()}
   taus = scoring.profile_taus(times, num=301)
   profiles = scoring.performance_profiles(times, taus)
-  scores = scoring.benchmark_score(profiles, taus)
+  scores = scoring.benchmark_scores(times, integration)
   budgets = {w: r.budget for w, r in scoring.workload_info(exp).items()}
-  speedups = scoring.speedups(times, baseline, budgets) if baseline else None
+  unbudgeted = sorted(w for w, b in budgets.items() if not math.isfinite(b))
+  if baseline and unbudgeted:
+    logging.warning("no budget logged for %s: no speedups (a miss counts as budget + 1 s).", unbudgeted)
+  speedups = scoring.speedups(times, baseline, budgets) if baseline and not unbudgeted else None
 
   output_dir = output_dir or os.path.join(experiment_dir, "scores")
   os.makedirs(output_dir, exist_ok=True)
-  markdown = _markdown(exp, results, scores, speedups, baseline)
+  markdown = _markdown(exp, results, scores, speedups, baseline, integration)
   files = []
   for name, text in (("scores.md", markdown), ("scores.csv", _csv(exp, results, scores, speedups))):
     files.append(os.path.join(output_dir, name))
@@ -204,11 +252,16 @@ def main(argv: Sequence[str]) -> None:
   if not _EXPERIMENT_DIR.value:
     raise app.UsageError("--experiment_dir is required")
   try:
-    result = score(_EXPERIMENT_DIR.value, _BASELINE.value, _OUTPUT_DIR.value)
+    result = score(_EXPERIMENT_DIR.value, _BASELINE.value, _OUTPUT_DIR.value,
+                   workload_targets=_WORKLOAD_TARGETS.value, integration=_INTEGRATION.value)
+    files = list(result.files)
+    if _WRITE_WORKLOAD_TARGETS.value:
+      scoring.write_algoperf_workload_targets(result.experiment, _WRITE_WORKLOAD_TARGETS.value)
+      files.append(_WRITE_WORKLOAD_TARGETS.value)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   print(result.markdown)
-  print("wrote " + ", ".join(result.files))
+  print("wrote " + ", ".join(files))
 
 
 if __name__ == "__main__":
