@@ -46,6 +46,7 @@ import inspect
 import importlib.util
 import keyword
 import os
+import sys
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
@@ -143,7 +144,12 @@ def load_submission(path_or_module: str, name: str | None = None) -> Submission:
     module_name = f"steplab_submission_{default_name}"
     spec = importlib.util.spec_from_file_location(module_name, path_or_module)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[module_name] = module  # As an import would (pickle, dataclasses need it).
+    try:
+      spec.loader.exec_module(module)
+    except BaseException:
+      del sys.modules[module_name]
+      raise
   else:
     try:
       module = importlib.import_module(path_or_module)
