@@ -187,7 +187,7 @@ def _points(sub: submission_lib.Submission, study: int) -> list[dict[str, Any] |
       raise app.UsageError(f"--tuning_search_space: no such file {_SEARCH_SPACE.value!r}")
     space_source = _SEARCH_SPACE.value
   else:
-    space_source = dict(sub.search_space or {})
+    space_source = sub.search_space
     if not space_source:
       raise app.UsageError(f"{sub.name} has no default search space; pass --tuning_search_space.")
   try:

@@ -60,12 +60,16 @@ from optimizers.registry import factory_name
 from optimizers.registry import translate_hyperparameter
 
 REQUIRED = ("get_batch_size", "init_optimizer_state", "update_params", "data_selection")
+SEARCH_SPACE_FILE = "tuning_search_space.json"  # AlgoPerf's name, beside submission.py.
 
 
 @dataclasses.dataclass(frozen=True)
 class Submission:
   """The functions of a submission, plus its name and default search space.
 
+  `search_space`: the default tuning search space, a dict or list (the
+  module's `SEARCH_SPACE`) or the path of a JSON file (`tuning_search_space.json`
+  beside the submission file, as AlgoPerf lays submissions out).
   `path`: the file it was loaded from, if any.
   """
 
@@ -75,7 +79,7 @@ class Submission:
   update_params: Callable[..., Any]
   data_selection: Callable[..., Any]
   prepare_for_eval: Callable[..., Any] | None = None
-  search_space: Mapping[str, Any] | None = None
+  search_space: Any = None
   path: str | None = None
 
   @property
@@ -162,6 +166,12 @@ def load_submission(path_or_module: str, name: str | None = None) -> Submission:
         f"submission {path_or_module!r} lacks {missing}; a submission defines"
         f" {list(REQUIRED)} and optionally prepare_for_eval."
     )
+  search_space = getattr(module, "SEARCH_SPACE", None)
+  if search_space is None and path_or_module.endswith(".py"):
+    # AlgoPerf keeps a submission's search space beside it.
+    beside = os.path.join(os.path.dirname(os.path.abspath(path_or_module)), SEARCH_SPACE_FILE)
+    if os.path.exists(beside):
+      search_space = beside
   return Submission(
       name=name or getattr(module, "NAME", default_name),
       get_batch_size=module.get_batch_size,
@@ -169,7 +179,7 @@ def load_submission(path_or_module: str, name: str | None = None) -> Submission:
       update_params=module.update_params,
       data_selection=module.data_selection,
       prepare_for_eval=getattr(module, "prepare_for_eval", None),
-      search_space=getattr(module, "SEARCH_SPACE", None),
+      search_space=search_space,
       path=path_or_module if path_or_module.endswith(".py") else None,
   )
 

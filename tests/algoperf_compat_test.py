@@ -340,6 +340,16 @@ class CommandLineTest(absltest.TestCase):
     trials = os.listdir(os.path.join(directory, "runs", "probe_submission", "logreg", "study_0"))
     self.assertEqual(sorted(trials), ["trial_0", "trial_1"])
 
+  def test_search_space_beside_the_submission_is_the_default(self):
+    directory = test_util.tempdir(self)
+    path = write_probe(directory)
+    with open(os.path.join(os.path.dirname(path), "tuning_search_space.json"), "w") as f:
+      json.dump([{"learning_rate": 0.1}], f)  # AlgoPerf's layout: beside submission.py.
+    self._run(f"--experiment_dir={directory}/runs", f"--submission_path={path}")
+    hparams = logs.read_json(os.path.join(directory, "runs", "probe_submission", "logreg", "study_0",
+                                          "trial_0", "hparams.json"))
+    self.assertEqual(hparams, {"learning_rate": 0.1})
+
   def test_algoperf_names_for_registry_optimizers(self):
     # The shape of AlgoPerf's nadamw/adamw tuning_search_space.json.
     directory = test_util.tempdir(self)
