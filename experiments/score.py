@@ -56,6 +56,7 @@ import numpy as np
 from experiments import common_flags
 from experiments import scoring
 
+FLAGS = flags.FLAGS
 _EXPERIMENT_DIR = common_flags.EXPERIMENT_DIR
 _BASELINE = flags.DEFINE_string(
     "baseline", "nadamw", "Submission the speedups are relative to; empty to skip speedups."
@@ -200,7 +201,8 @@ def _plot(exp, results, taus, profiles, output_dir) -> list[str]:
 
 
 def score(experiment_dir: str, baseline: str | None = "nadamw", output_dir: str | None = None,
-          plots: bool = True, workload_targets: str | None = None, integration: str = "exact") -> Scores:
+          plots: bool = True, workload_targets: str | None = None, integration: str = "exact",
+          missing_baseline_ok: bool = False) -> Scores:
   """Scores `experiment_dir` and writes the report files to `output_dir`.
 
   Args:
@@ -210,6 +212,8 @@ def score(experiment_dir: str, baseline: str | None = "nadamw", output_dir: str 
     plots: whether to write the PNGs.
     workload_targets: an AlgoPerf-format targets file (see the module doc).
     integration: "exact" or "algoperf_grid" (see the module doc).
+    missing_baseline_ok: a `baseline` not in the experiment skips speedups
+      with a warning instead of raising (for the default baseline).
 
   Raises:
     ValueError: an unknown baseline (listing the submissions), or bad logs.
@@ -217,6 +221,10 @@ def score(experiment_dir: str, baseline: str | None = "nadamw", output_dir: str 
   if integration not in scoring.INTEGRATIONS:
     raise ValueError(f"integration must be one of {scoring.INTEGRATIONS}, got {integration!r}")
   exp = scoring.load_experiment(experiment_dir, workload_targets)
+  if baseline and baseline not in exp.submissions and missing_baseline_ok:
+    logging.warning("no %r submission in %s: speedups skipped (pass --baseline=NAME to compare with one of %s).",
+                    baseline, experiment_dir, ", ".join(exp.submissions))
+    baseline = None
   if baseline and baseline not in exp.submissions:
     raise ValueError(
         f"unknown baseline {baseline!r}; submissions in {experiment_dir}: {', '.join(exp.submissions)}"
@@ -252,8 +260,12 @@ def main(argv: Sequence[str]) -> None:
   if not _EXPERIMENT_DIR.value:
     raise app.UsageError("--experiment_dir is required")
   try:
+    # The default baseline may simply not be in this experiment: skip speedups,
+    # with a note; a baseline the user named must exist.
     result = score(_EXPERIMENT_DIR.value, _BASELINE.value, _OUTPUT_DIR.value,
-                   workload_targets=_WORKLOAD_TARGETS.value, integration=_INTEGRATION.value)
+                   workload_targets=_WORKLOAD_TARGETS.value, integration=_INTEGRATION.value,
+                   missing_baseline_ok=(not FLAGS["baseline"].present
+                                        and _BASELINE.value == FLAGS["baseline"].default))
     files = list(result.files)
     if _WRITE_WORKLOAD_TARGETS.value:
       scoring.write_algoperf_workload_targets(result.experiment, _WRITE_WORKLOAD_TARGETS.value)

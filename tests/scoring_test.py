@@ -336,6 +336,17 @@ class ScoreMainTest(absltest.TestCase):
     self.assertIsNone(result.speedups)
     self.assertNotIn("speedup", result.markdown)
 
+  def test_default_baseline_missing_skips_speedups_with_a_note(self):
+    root = self.create_tempdir().full_path
+    _write_experiment(root)  # Has nadamw: rename it away.
+    os.rename(os.path.join(root, "nadamw"), os.path.join(root, "adamw"))
+    with flagsaver.flagsaver(experiment_dir=root, output_dir=os.path.join(root, "out")):
+      with self.assertLogs(level="WARNING") as logged:
+        score_lib.main(["score"])  # The runner's suggested command: no error.
+    self.assertIn("speedups skipped", "".join(logged.output))
+    with open(os.path.join(root, "out", "scores.md")) as f:
+      self.assertNotIn("speedup vs", f.read())
+
 
 if __name__ == "__main__":
   absltest.main()
