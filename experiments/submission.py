@@ -371,6 +371,19 @@ class AdapterState(NamedTuple):
 _eval_params = jax.jit(optimizers.eval_params)
 
 
+def training_params(optimizer_state: Any, params: Any) -> Any:
+  """The parameters the next update trains from.
+
+  `params` itself, except for the registry adapter holding its training
+  parameters while the runner holds the evaluation point (see
+  `AdapterState`). The trainer's diagnostics take gradients there.
+  """
+  state = optimizer_state[0] if isinstance(optimizer_state, tuple) and optimizer_state else None
+  if isinstance(state, AdapterState) and state.train_params is not None and int(np.asarray(state.holding_eval)):
+    return state.train_params
+  return params
+
+
 def _has_eval_rule(opt_state: Any, params: Any) -> bool:
   """Whether the optimizer evaluates somewhere other than its training point
   (`optimizers.eval_params` returns `params` itself when it does not)."""

@@ -61,6 +61,7 @@ from experiments import algoperf_compat
 from experiments import checkpoints
 from experiments import logs
 from experiments import probes
+from experiments import submission as submission_lib
 import optimizers
 from experiments.submission import Submission
 from experiments.submission import make_hyperparameters
@@ -352,7 +353,8 @@ def run_trial(
     if grad_norms is not None:
       sync(batch)  # Its transfer is the submission's time; the recomputed gradient is not.
       paused = time_fn()
-      grad_norms.record(step, params, model_state, batch, update_rng)
+      grad_norms.record(step, submission_lib.training_params(optimizer_state, params), model_state,
+                        batch, update_rng)
       excluded = time_fn() - paused
       clock.logging += excluded
       start += excluded
@@ -377,7 +379,7 @@ def run_trial(
 
     if sharpness is not None:  # At the training point, before prepare_for_eval may swap it.
       start = time_fn()
-      lambda_1 = sharpness(params, model_state)
+      lambda_1 = sharpness(submission_lib.training_params(optimizer_state, params), model_state)
       clock.eval += time_fn() - start
     # prepare_for_eval counts as submission time (AlgoPerf v0.6); training
     # continues from what it returns, as in AlgoPerf.

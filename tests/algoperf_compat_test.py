@@ -319,6 +319,39 @@ class RunnerContractTest(absltest.TestCase):
         np.testing.assert_array_equal(a, b)  # Exactly the params it handed out.
 
 
+class RegistryAdapterTest(absltest.TestCase):
+
+  def test_schedule_free_hands_out_x_and_trains_from_y(self):
+    workload = workloads.get_workload("logreg")
+    sub = submission_lib.registry_submission("schedule_free_adamw")
+    params, model_state = workload.init_model_fn(None)
+    hparams = submission_lib.make_hyperparameters({"learning_rate": 0.1})
+    state = sub.init_optimizer_state(workload, params, model_state, hparams, jax.random.PRNGKey(0))
+    batch = workload.train_batch(0, 0, 16)
+    args = (workload.model_params_types, model_state, hparams)
+    def steps(state, p, n):
+      for i in range(n):
+        state, p, _ = sub.update_params(workload, p, *args, workload.train_batch(0, i, 16),
+                                        workload.loss_type, state, [], i, jax.random.PRNGKey(i))
+      return state, p
+
+    state, y = steps(state, params, 2)  # x = y after one step (x_1 = z_1); they part after two.
+    state, x, _ = sub.prepare_for_eval(workload, y, *args, workload.loss_type, state, [], 2,
+                                       jax.random.PRNGKey(9))
+    self.assertGreater(float(jnp.abs(x["kernel"] - y["kernel"]).max()), 0.0)
+    self.assertIs(submission_lib.training_params(state, x), y)  # Diagnostics take gradients at y.
+    # The next update from the runner's x trains from y: the same as never evaluating.
+    swapped, after_eval, _ = sub.update_params(workload, x, *args, batch, workload.loss_type, state, [],
+                                               2, jax.random.PRNGKey(3))
+    plain_state = sub.init_optimizer_state(workload, params, model_state, hparams, jax.random.PRNGKey(0))
+    plain_state, y_plain = steps(plain_state, params, 2)
+    _, no_eval, _ = sub.update_params(workload, y_plain, *args, batch, workload.loss_type, plain_state,
+                                      [], 2, jax.random.PRNGKey(3))
+    for a, b in zip(jax.tree.leaves(after_eval), jax.tree.leaves(no_eval)):
+      np.testing.assert_array_equal(a, b)
+    self.assertIs(submission_lib.training_params(swapped, after_eval), after_eval)
+
+
 class CommandLineTest(absltest.TestCase):
 
   def tearDown(self):
