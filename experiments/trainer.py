@@ -36,7 +36,10 @@ Two optional diagnostics, both outside the submission clock:
   trainer recomputes the gradient of the workload's training loss
   (`probes.training_loss`, the registry adapter's) at the same parameters,
   model state, batch and RNG, before the update: for registry optimizers the
-  very gradient the optimizer receives. That costs one more forward and
+  very gradient the optimizer receives (after an evaluation, at the training
+  parameters the adapter holds, `submission.training_params`; a file
+  submission that swaps parameters in `prepare_for_eval` is measured at the
+  parameters it handed back, the only ones the runner sees). That costs one more forward and
   backward pass per step; the trainer waits for it and counts it as logging
   time, never submission time. The norms stay on the device until the next
   evaluation (or the end), where they are fetched in one transfer and
