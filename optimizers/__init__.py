@@ -44,6 +44,11 @@ from optimizers.induced_metric import induced_metric_sgd
 from optimizers.induced_metric import scale_by_induced_metric
 from optimizers.induced_metric import ScaleByDebiasedMomentsState
 from optimizers.induced_metric import ScaleByInducedMetricState
+from optimizers.muon import muon
+from optimizers.muon import muon_dimension_numbers
+from optimizers.muon import muon_partition
+from optimizers.muon import MuonDimensionNumbers
+from optimizers.muon import ScaleByMuonState
 from optimizers.prodigy import prodigy
 from optimizers.prodigy import scale_by_prodigy
 from optimizers.prodigy import ScaleByProdigyState
@@ -54,6 +59,8 @@ from optimizers.schedule_free import schedule_free_eval_params
 from optimizers.schedule_free import schedule_free_radam
 from optimizers.schedule_free import schedule_free_sgd
 from optimizers.schedule_free import ScheduleFreeState
+from optimizers.sgd import sgd_momentum
+from optimizers.sgd import sgd_nesterov
 from optimizers.schedules import cyclic_momentum_schedule
 from optimizers.schedules import cyclic_schedule
 from optimizers.schedules import linear_decay_to_zero_schedule
@@ -88,6 +95,8 @@ __all__ = (
     "ScaleByAdamPState",
     "ScaleByDebiasedMomentsState",
     "ScaleByDoGState",
+    "ScaleByMuonState",
+    "MuonDimensionNumbers",
     "ScaleByInducedMetricState",
     "ScaleByProdigyState",
     "ScaleByRAdamState",
@@ -109,6 +118,9 @@ __all__ = (
     "induced_metric_sgd",
     "eval_params",
     "ldog",
+    "muon",
+    "muon_dimension_numbers",
+    "muon_partition",
     "linear_decay_to_zero_schedule",
     "one_cycle_momentum_schedule",
     "one_cycle_schedule",
@@ -134,6 +146,8 @@ __all__ = (
     "schedule_free_radam",
     "schedule_free_sgd",
     "schedule_from_config",
+    "sgd_momentum",
+    "sgd_nesterov",
     "sgdp",
     "warmup_stable_decay_schedule",
 )

@@ -167,3 +167,32 @@ def tree_map_unzip(
   outs = treedef.flatten_up_to(jax.tree.map(fn, tree, *rest))
   columns = list(zip(*outs)) if outs else [()] * num_outputs
   return tuple(treedef.unflatten(list(column)) for column in columns)
+
+
+def in_state_dtype(
+    inner: optax.GradientTransformation,
+) -> optax.GradientTransformation:
+  """`inner` run on gradients and parameters promoted to their state dtype.
+
+  For wrapping Optax blocks that keep their state in the parameter dtype
+  (`optax.trace`, `optax.scale_by_adam`'s second moment, Muon's momentum):
+  bfloat16 parameters then get float32 state, as everywhere in steplab
+  (`state_dtype`), and the updates come back in each gradient's own dtype.
+  float32 and float64 leaves pass through unchanged, so the numbers equal
+  `inner`'s there.
+  """
+  inner = optax.with_extra_args_support(inner)
+
+  def promote(tree):
+    return jax.tree.map(lambda x: jnp.asarray(x, state_dtype(jnp.result_type(x))), tree)
+
+  def init_fn(params):
+    return inner.init(promote(params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    promoted = None if params is None else promote(params)
+    new_updates, state = inner.update(promote(updates), state, promoted, **extra_args)
+    new_updates = jax.tree.map(lambda u, g: u.astype(jnp.result_type(g)), new_updates, updates)
+    return new_updates, state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

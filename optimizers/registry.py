@@ -35,11 +35,14 @@ from optimizers.dog import ldog
 from optimizers.induced_metric import induced_metric_log
 from optimizers.induced_metric import induced_metric_rms
 from optimizers.induced_metric import induced_metric_sgd
+from optimizers.muon import muon
 from optimizers.prodigy import prodigy
 from optimizers.schedule_free import schedule_free_adamw
 from optimizers.schedule_free import schedule_free_radam
 from optimizers.schedule_free import schedule_free_sgd
 from optimizers.radam import radam
+from optimizers.sgd import sgd_momentum
+from optimizers.sgd import sgd_nesterov
 
 _ONE_MINUS = "one_minus_"
 
@@ -139,11 +142,16 @@ def argument_name(key: str, arguments: Collection[str] = ()) -> str:
   """The factory argument a hyperparameter name sets.
 
   `one_minus_<name>` sets `<name>`; AlgoPerf's `beta1`/`beta2`/`beta3` set
-  `b1`/`b2`/`b3` unless the factory itself takes an argument of that name.
+  `b1`/`b2`/`b3` unless the factory itself takes an argument of that name,
+  and `beta1` sets `momentum` for a factory with a momentum but no `b1`
+  (AlgoPerf's momentum/nesterov baselines tune `one_minus_beta1`).
   """
   name = key[len(_ONE_MINUS):] if key.startswith(_ONE_MINUS) else key
   if name not in arguments and name in ALGOPERF_ALIASES:
-    return ALGOPERF_ALIASES[name]
+    alias = ALGOPERF_ALIASES[name]
+    if alias == "b1" and "b1" not in arguments and "momentum" in arguments:
+      return "momentum"
+    return alias
   return name
 
 
@@ -436,5 +444,74 @@ registry.register(
         # tools/bench_memory.py; per-element on biases).
         state_bytes_per_param=4,
         static_args=("num_heads", "num_kv_heads", "partition"),
+    )
+)
+
+
+# AlgoPerf's momentum-SGD baselines (archived_paper_baselines/momentum and
+# nesterov): optax.sgd after coupled L2 decay, with their
+# tuning_search_space.json (learning rate, 1 - momentum (their
+# one_minus_beta1, which the registry also accepts), weight decay; their
+# warmup_factor 0.05 is the runner's). Their schedule decays linearly to
+# end_factor (1e-3 or 1e-2) of the peak at 0.9 step_hint; the runner puts its
+# warmup + cosine on every warmup_cosine entry instead.
+_SGD_SPACE = {
+    "learning_rate": _log(2e-2, 5.0),
+    "one_minus_momentum": _log(5e-3, 0.3),
+    "weight_decay": _log(1e-7, 5e-5),
+}
+for _factory, _baseline, _paper in (
+    (sgd_momentum, "momentum", "Polyak, Some methods of speeding up the convergence of iteration methods, 1964"),
+    (sgd_nesterov, "nesterov",
+     "Nesterov, A method for solving the convex programming problem with convergence rate O(1/k^2), 1983;"
+     " Sutskever et al., On the importance of initialization and momentum in deep learning, ICML 2013"),
+):
+  registry.register(
+      OptimizerSpec(
+          name=_factory.__name__,
+          factory=_factory,
+          defaults=dict(learning_rate=0.1, momentum=0.9, weight_decay=0.0),
+          search_space=_SGD_SPACE,
+          paper=_paper,
+          reference=(
+              f"optax.sgd (optax 0.2.8) after optax.add_decayed_weights, as AlgoPerf's"
+              f" archived_paper_baselines/{_baseline}"
+          ),
+          state_bytes_per_param=4,  # The momentum trace.
+      )
+  )
+del _factory, _baseline, _paper
+
+
+# Muon on weight matrices, Adam on the rest (optimizers/muon.py). Defaults:
+# Keller Jordan's Muon and MuonWithAuxAdam. Space, log-uniform: Muon's
+# learning rate around his 0.02 up to modded-nanogpt's 0.05 with room above
+# (0.2 diverges on mnist1d_mlp); weight decay from 0 in his code to 0.1 in Liu et
+# al.'s (his README example: 0.01); the Adam group's learning-rate ratio from
+# his README's 3e-4 / 0.02 = 0.015 to modded-nanogpt's scalar group (0.04 /
+# 0.05). He finds momentum 0.95, Nesterov and 5 Newton-Schulz steps need no
+# tuning ("only the learning rate and weight decay must be tuned"), so the
+# space leaves them at the defaults. Declared state: the momentum (4 bytes)
+# on Muon matrices; Adam leaves keep 8 (a small share of a network).
+registry.register(
+    OptimizerSpec(
+        name="muon",
+        factory=muon,
+        defaults=dict(
+            learning_rate=0.02, beta=0.95, ns_steps=5, eps=1e-8, weight_decay=0.0,
+            adam_lr_ratio=0.015, adam_b1=0.9, adam_b2=0.95, adam_eps=1e-10,
+        ),
+        search_space={
+            "learning_rate": _log(3e-3, 0.1),
+            "weight_decay": _log(1e-4, 1e-1),
+            "adam_lr_ratio": _log(1e-2, 1.0),
+        },
+        paper=(
+            "Jordan et al., Muon: An optimizer for hidden layers in neural networks, 2024"
+            " (kellerjordan.github.io/posts/muon)"
+        ),
+        reference="optax.contrib.scale_by_muon (optax 0.2.8); defaults: KellerJordan/Muon (MuonWithAuxAdam)",
+        state_bytes_per_param=4,
+        static_args=("ns_steps", "dimension_numbers"),
     )
 )

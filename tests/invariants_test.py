@@ -60,6 +60,14 @@ ROWS = {
     "induced_metric_rms": dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2), global_step_size=True),
     "induced_metric_log": dict(quadratic=dict(), rosenbrock=dict(learning_rate=1e-3), global_step_size=True),
     "sgdp": dict(quadratic=dict(learning_rate=0.1, momentum=0.9), rosenbrock=dict(learning_rate=1e-3, momentum=0.9)),
+    "sgd_momentum": dict(quadratic=dict(), rosenbrock=dict(learning_rate=1e-3)),
+    "sgd_nesterov": dict(quadratic=dict(), rosenbrock=dict(learning_rate=1e-3)),
+    # Muon orthogonalises the kernels (dense and conv); the bias, the scalar
+    # and Rosenbrock's vector take its Adam fallback, here at Muon's rate.
+    # fallback_state_bytes: Muon keeps 4 bytes (momentum) per matrix entry,
+    # the fallback 8 (m, v): a tree of both costs in between.
+    "muon": dict(quadratic=dict(adam_lr_ratio=1.0), rosenbrock=dict(learning_rate=1e-2, adam_lr_ratio=1.0),
+                 fallback_state_bytes=8),
 }
 
 NAMES = sorted(ROWS)
@@ -428,6 +436,12 @@ class InvariantsTest(parameterized.TestCase):
       # one float32 per parameter (here: per-element only on the bias).
       self.assertGreaterEqual(marginal, spec.state_bytes_per_param)
       self.assertLess(marginal, spec.state_bytes_per_param + 4)
+    elif ROWS[name].get("fallback_state_bytes"):
+      # Two groups with different state: the declared bytes hold for the main
+      # group, the fallback's for the rest; the grown dense layer adds a
+      # kernel row (main) and bias entries (fallback), so in between.
+      self.assertGreater(marginal, spec.state_bytes_per_param)
+      self.assertLess(marginal, ROWS[name]["fallback_state_bytes"])
     else:
       self.assertEqual(marginal, spec.state_bytes_per_param)
 

@@ -24,6 +24,14 @@ class RegistryTest(parameterized.TestCase):
     for name in ("radam", "adabound", "amsbound", "adamod", "adamp", "sgdp", "adamw", "nadamw"):
       self.assertIn(name, optimizers.registry)
 
+  def test_covers_the_baselines(self):
+    # AlgoPerf's momentum/nesterov baselines and Muon, on AlgoPerf's schedule.
+    for name in ("sgd_momentum", "sgd_nesterov", "muon"):
+      self.assertTrue(optimizers.registry[name].warmup_cosine, name)
+    # AlgoPerf's momentum baselines tune one_minus_beta1: it sets `momentum`.
+    hparams = optimizers.registry["sgd_momentum"].hyperparameters(one_minus_beta1=0.05)
+    self.assertTrue(math.isclose(hparams["momentum"], 0.95))
+
   @parameterized.parameters(NAMES)
   def test_defaults_are_the_factory_defaults(self, name):
     # The factories carry the reference defaults; the registry must not drift.
