@@ -74,6 +74,15 @@ _LOG_LAYOUT = flags.DEFINE_enum(
     "steplab: {experiment_dir}/{submission}/{workload}/study_{s}/trial_{t}/ (t from 0);"
     " algoperf: AlgoPerf's {experiment_dir}/{submission}/study_{s}/{workload}_jax/trial_{t}/"
     " (t from 1) with meta_data_{p}.json and flags_{p}.json. Both are scored by experiments.score.")
+_MEASURE = flags.DEFINE_enum(
+    "measure", None, list(trainer.MEASURES),
+    "What a trial's time is: 'steps' (cost-adjusted steps: steps x the submission's per-step cost"
+    " relative to --cost_baseline, measured in isolation; does not move with machine load) or"
+    " 'wallclock' (AlgoPerf's submission seconds). Default: the workload's (steps on the CPU"
+    " workloads, wallclock on the accelerator ones).")
+_COST_BASELINE = flags.DEFINE_string(
+    "cost_baseline", trainer.COST_BASELINE,
+    "Registry optimizer whose per-step cost the 'steps' measure divides by.")
 _METRICS_LOGGER = flags.DEFINE_bool(
     "metrics_logger", True,
     "Attach workload.metrics_logger (AlgoPerf does): what a submission logs goes to"
@@ -125,7 +134,7 @@ _RUNNER_FLAGS = (
     _WORKLOAD, _OPTIMIZER, _SUBMISSION_PATH, _TUNING_RULESET, _SEARCH_SPACE, _NUM_TRIALS,
     _NUM_STUDIES, _RNG_SEED, _EXPERIMENT_DIR, _MAX_STEPS, _RESUME, _OVERWRITE,
     _SAVE_CHECKPOINTS, _HPARAMS, _DATA_DIR, _EVAL_PERIOD, _LOG_SHARPNESS, _LOG_GRAD_NORMS,
-    _STOP_AT_TARGET, _SUBMISSION_NAME, _LOG_LAYOUT, _METRICS_LOGGER,
+    _STOP_AT_TARGET, _SUBMISSION_NAME, _LOG_LAYOUT, _METRICS_LOGGER, _MEASURE, _COST_BASELINE,
 )
 
 # Probe flags, with the probes that use them.
@@ -137,7 +146,7 @@ _PROBE_FLAGS = (
 _TRIAL_ONLY_FLAGS = (
     _SUBMISSION_PATH, _TUNING_RULESET, _SEARCH_SPACE, _NUM_TRIALS, _NUM_STUDIES, _MAX_STEPS, _RESUME,
     _SAVE_CHECKPOINTS, _EVAL_PERIOD, _LOG_SHARPNESS, _LOG_GRAD_NORMS, _SUBMISSION_NAME, _LOG_LAYOUT,
-    _METRICS_LOGGER,
+    _METRICS_LOGGER, _MEASURE, _COST_BASELINE,
 )
 PROBES_DIR = "probes"  # {experiment_dir}/probes/{optimizer}/{workload}/
 LR_RANGE_STEPS = 200
@@ -321,12 +330,28 @@ def main(argv: Sequence[str]) -> None:
   if _OVERWRITE.value:
     for r in existing:
       shutil.rmtree(r)
-  budget = workload.targets.max_allowed_runtime_sec * (1.5 if _TUNING_RULESET.value == "self" else 1.0)
+  factor = 1.5 if _TUNING_RULESET.value == "self" else 1.0  # AlgoPerf's self-tuning budget.
+  budget = workload.targets.max_allowed_runtime_sec * factor
+  measure = _MEASURE.value or workload.targets.measure
+  budget_steps = None
+  if measure == "steps":
+    if workload.targets.max_steps is None:
+      raise app.UsageError(f"--measure=steps: {workload.name} has no step budget; use --measure=wallclock.")
+    if _COST_BASELINE.value not in optimizers.registry:
+      raise app.UsageError(f"unknown --cost_baseline {_COST_BASELINE.value!r}; registered: "
+                           f"{', '.join(sorted(optimizers.registry))}")
+    budget_steps = workload.targets.max_steps * factor
+    if _EVAL_PERIOD.value is not None:
+      raise app.UsageError("--eval_period_time_sec applies to --measure=wallclock; under --measure=steps"
+                           f" {workload.name} evaluates every {workload.targets.eval_period_steps} steps.")
+  cost_baseline = submission_lib.registry_submission(_COST_BASELINE.value) if measure == "steps" else None
+  budget_text = (f"{budget_steps:.0f} cost-adjusted steps (relative to {_COST_BASELINE.value})"
+                 if measure == "steps" else f"{budget:.0f}s")
   print(
       f"{sub.name} on {workload.name} ({workload.num_params():,} params, {jax.device_count()} x"
       f" {jax.devices()[0].platform}): target {workload.targets.metric}"
       f" {'>=' if workload.targets.mode == 'max' else '<='} {workload.targets.validation},"
-      f" budget {budget:.0f}s, {_TUNING_RULESET.value} ruleset, batch size {batch_size}"
+      f" budget {budget_text}, {_TUNING_RULESET.value} ruleset, batch size {batch_size}"
       + ("" if batch_name == workload.name else f" (the submission's size for {batch_name!r})"), flush=True,
   )
   results = []
@@ -347,7 +372,8 @@ def main(argv: Sequence[str]) -> None:
         meta = logs.read_json(meta_path)
         if meta.get("status") == "complete":
           print(f"study {study} trial {trial}: complete, skipped", flush=True)
-          results.append((study, trial, point, meta.get("time_to_target_sec"), meta.get("steps_to_target"), meta.get("global_step")))
+          seconds = meta.get("cost_adjusted_steps_to_target" if measure == "steps" else "time_to_target_sec")
+          results.append((study, trial, point, seconds, meta.get("steps_to_target"), meta.get("global_step")))
           continue
       resume = _RESUME.value and os.path.isdir(os.path.join(trial_dir, "checkpoints"))
       print(f"study {study} trial {trial}: {json.dumps(point)}", flush=True)
@@ -360,11 +386,13 @@ def main(argv: Sequence[str]) -> None:
           log_sharpness=_LOG_SHARPNESS.value, log_grad_norms=_LOG_GRAD_NORMS.value,
           stop_at_target=_STOP_AT_TARGET.value, tuning_ruleset=_TUNING_RULESET.value,
           preemption_count=preemption_count, metrics_logger=_METRICS_LOGGER.value,
+          measure=measure, budget_steps=budget_steps, cost_baseline=cost_baseline,
       )
-      results.append((study, trial, point, result.time_to_target_sec if result.reached_target else None,
+      results.append((study, trial, point, result.score_time if result.reached_target else None,
                       result.steps_to_target, result.global_step))
 
-  print(f"\n| study | trial | time to target (s) | steps to target | steps | hyperparameters |")
+  unit = "cost-adjusted steps" if measure == "steps" else "s"
+  print(f"\n| study | trial | time to target ({unit}) | steps to target | steps | hyperparameters |")
   print("|---|---|---|---|---|---|")
   for study, trial, point, seconds, steps, total in results:
     shown = f"{seconds:.1f}" if seconds is not None else "not reached"

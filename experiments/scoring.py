@@ -11,6 +11,10 @@ The pipeline, for submissions s and workloads w:
      above R_MAX = 4; profile rho_s(tau) = |{w : r_{s,w} <= tau}| / |W|.
   4. Benchmark score B_s = 1/(R_MAX - 1) * integral_1^R_MAX rho_s(tau) dtau,
      in [0, 1]; plus the geometric-mean speedup over a baseline.
+  5. Uncertainty: `bootstrap_intervals` resamples each submission's studies
+     and reruns steps 2-4 on all submissions together, for percentile
+     intervals of times, scores and speedups and for which pairs of
+     submissions are not distinguishable.
 
 rho_s is a step function, so step 4 is integrated exactly by default.
 AlgoPerf's scorer instead applies the trapezoid rule on 100 evenly spaced taus
@@ -43,6 +47,7 @@ import math
 import os
 import re
 from typing import Any, Mapping, Sequence
+import zlib
 
 from absl import logging
 import numpy as np
@@ -73,8 +78,12 @@ def time_to_target(
     target_value: float,
     mode: str,
     budget: float,
+    time_column: str = TIME_COLUMN,
 ) -> tuple[float, int | None]:
-  """(submission time, global step) of the first eval reaching the target.
+  """(time, global step) of the first eval reaching the target.
+
+  Time is read from `time_column`: submission seconds by default, or
+  "cost_adjusted_steps" for trials of the runner's "steps" measure.
 
   The target is reached when metric >= target_value (mode "max") or <=
   (mode "min"); a missing or NaN metric (a diverged run) never reaches it.
@@ -88,7 +97,7 @@ def time_to_target(
     raise ValueError(f'target mode must be "max" or "min", got {mode!r}')
   best: tuple[float, int] | None = None
   for i, row in enumerate(eval_rows):
-    for column in (TIME_COLUMN, STEP_COLUMN):
+    for column in (time_column, STEP_COLUMN):
       if column not in row:
         raise ValueError(f"eval row {i} has no {column!r} column; it has {sorted(row)}")
     if target_metric not in row:
@@ -96,9 +105,9 @@ def time_to_target(
       value = math.nan
     else:
       value = _number(row[target_metric], f"eval row {i}, {target_metric!r}")
-    seconds = _number(row[TIME_COLUMN], f"eval row {i}, {TIME_COLUMN!r}")
+    seconds = _number(row[time_column], f"eval row {i}, {time_column!r}")
     if math.isnan(seconds):
-      raise ValueError(f"eval row {i}: {TIME_COLUMN!r} is blank")
+      raise ValueError(f"eval row {i}: {time_column!r} is blank")
     reached = value >= target_value if mode == "max" else value <= target_value
     if reached and seconds <= budget and (best is None or seconds < best[0]):
       best = (seconds, int(_number(row[STEP_COLUMN], f"eval row {i}, {STEP_COLUMN!r}")))
@@ -333,6 +342,398 @@ def speedups(times: Times, baseline: str, budgets: Mapping[str, float]) -> dict[
   }
 
 
+# --- Uncertainty: a bootstrap over studies ---------------------------------------
+
+TrialTimes = Mapping[str, Mapping[str, Mapping[Any, Any]]]  # submission -> workload -> study -> trial -> s
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+  """A percentile bootstrap interval [low, high] around a point estimate.
+
+  `basis` says what was resampled ("3 studies", "5 trials of 1 study",
+  "2/4 times resampled") or, when `degenerate`, why nothing could be ("1 study",
+  "no trials", "baseline"); the bounds of a degenerate interval are the
+  estimate and carry no information.
+  """
+
+  estimate: float
+  low: float
+  high: float
+  basis: str
+  degenerate: bool = False
+
+  def format(self, spec: str = ".1f") -> str:
+    """"[low, high]" ("inf" for an infinite bound), or "n/a (basis)"."""
+    if self.degenerate:
+      return f"n/a ({self.basis})"
+    return f"[{_format_bound(self.low, spec)}, {_format_bound(self.high, spec)}]"
+
+
+def _format_bound(x: float, spec: str) -> str:
+  return format(x, spec) if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreDifference:
+  """B_first - B_second over the bootstrap replicates.
+
+  `first` scored at least as high as `second` on the data. `first_ahead` is
+  the share of replicates in which B_first > B_second. `distinguishable` is
+  None when nothing was resampled, else whether the interval excludes 0.
+  """
+
+  first: str
+  second: str
+  interval: Interval
+  first_ahead: float
+
+  @property
+  def distinguishable(self) -> bool | None:
+    if self.interval.degenerate:
+      return None
+    return not self.interval.low <= 0.0 <= self.interval.high
+
+
+@dataclasses.dataclass(frozen=True)
+class BootstrapResult:
+  """What `bootstrap_intervals` computed.
+
+  `times[s][w]`, `scores[s]` and `speedups[s]` (None without a baseline) are
+  intervals around the point estimates `workload_time`, `benchmark_scores`
+  and `speedups` give on the data. `differences` holds every pair of
+  submissions, the higher-scoring first. `replicate_times[b, i, j]` is
+  replicate b's time of `submissions[i]` on `workloads[j]` (for
+  `profile_intervals`).
+  """
+
+  confidence: float
+  num_samples: int
+  seed: int
+  integration: str
+  paired: bool
+  resample_trials: bool
+  submissions: tuple[str, ...]
+  workloads: tuple[str, ...]
+  times: dict[str, dict[str, Interval]]
+  scores: dict[str, Interval]
+  speedups: dict[str, Interval] | None
+  differences: tuple[ScoreDifference, ...]
+  replicate_times: np.ndarray = dataclasses.field(repr=False, compare=False)
+
+  def indistinguishable(self) -> list[ScoreDifference]:
+    """The pairs whose score-difference interval contains 0."""
+    return [d for d in self.differences if d.distinguishable is False]
+
+
+def _percentile_bounds(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:
+  """Percentile interval over axis 0, as order statistics (no interpolation).
+
+  With B replicates sorted, low = x_(floor((B-1) a/2)) and high =
+  x_(ceil((B-1)(1-a/2))), a = 1 - confidence: rounded outwards, so the
+  interval holds at least `confidence` of the replicates. Interpolating
+  (np.quantile's default) between a finite time and an infinite one (a miss)
+  computes inf - inf = NaN; order statistics are exactly the replicates'
+  values, inf included.
+  """
+  b = samples.shape[0]
+  alpha = 1.0 - confidence
+  ordered = np.sort(samples, axis=0)  # inf sorts last; no NaN ever enters.
+  low = int(math.floor((b - 1) * alpha / 2 + 1e-9))
+  high = int(math.ceil((b - 1) * (1 - alpha / 2) - 1e-9))
+  return ordered[low], ordered[high]
+
+
+def _replicate_ratios(times: np.ndarray) -> np.ndarray:
+  """`performance_ratios` on [..., submission, workload] arrays (inf above R_MAX)."""
+  best = times.min(axis=-2, keepdims=True)
+  finite = np.isfinite(times)  # A finite time implies a finite best: no inf/inf.
+  with np.errstate(invalid="ignore", divide="ignore"):
+    ratios = np.where(finite, times / np.where(finite, best, 1.0), np.inf)
+  return np.where(ratios <= R_MAX, ratios, np.inf)
+
+
+def _replicate_scores(times: np.ndarray, integration: str) -> np.ndarray:
+  """`benchmark_scores` on [replicate, submission, workload] times -> [replicate, submission]."""
+  ratios = _replicate_ratios(times)
+  num_workloads = times.shape[-1]
+  if integration == "exact":
+    return np.where(np.isfinite(ratios), R_MAX - ratios, 0.0).sum(-1) / ((R_MAX - 1.0) * num_workloads)
+  taus = algoperf_taus()
+  out = np.empty(times.shape[:-1])
+  for i in range(times.shape[1]):  # One submission at a time bounds the memory.
+    rho = np.mean(ratios[:, i, :, None] <= taus, axis=1)  # [replicate, tau]
+    out[:, i] = np.trapezoid(rho, taus, axis=-1) / (R_MAX - 1.0)
+  return out
+
+
+def _study_table(trial_times: TrialTimes) -> tuple[list[str], list[str], dict]:
+  """Submissions, workloads and cell -> {study: (fastest, trial times)} (None: no trials)."""
+  if not isinstance(trial_times, Mapping) or not trial_times:
+    raise ValueError("no submissions: expected {submission: {workload: {study: {trial: seconds}}}}")
+  for s, by_w in trial_times.items():
+    if not isinstance(by_w, Mapping):
+      raise ValueError(f"submission {s!r}: expected {{workload: {{study: {{trial: seconds}}}}}},"
+                       f" got {type(by_w).__name__}")
+  submissions = list(trial_times)
+  workloads = sorted({w for by_w in trial_times.values() for w in by_w})
+  if not workloads:
+    raise ValueError("no workloads to score")
+  cells = {}
+  for s in submissions:
+    for w in workloads:
+      studies = trial_times[s].get(w)
+      if studies is not None and not isinstance(studies, Mapping):
+        raise ValueError(f"{s}/{w}: expected {{study: {{trial: seconds}}}}, got {type(studies).__name__}")
+      if not studies:
+        cells[s, w] = None  # Scored as a miss, as `workload_results` does.
+        continue
+      fastest = fastest_per_study(studies)  # Validates every time.
+      cells[s, w] = {}
+      for study, trials in studies.items():
+        seconds = trials.values() if isinstance(trials, Mapping) else trials
+        cells[s, w][study] = (fastest[study][1], np.asarray([float(t) for t in seconds]))
+  return submissions, workloads, cells
+
+
+def _stream(seed: int, *names: str) -> np.random.Generator:
+  """A generator for one submission (or cell): stable across runs and processes.
+
+  Seeded by (seed, crc32 of each name) rather than by drawing in order, so
+  adding a submission or workload leaves the others' resamples unchanged.
+  """
+  return np.random.default_rng([seed] + [zlib.crc32(str(n).encode("utf-8")) for n in names])
+
+
+def bootstrap_intervals(
+    trial_times: TrialTimes,
+    *,
+    num_samples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    integration: str = "exact",
+    baseline: str | None = None,
+    budgets: Mapping[str, float] | None = None,
+    paired: bool = True,
+    resample_trials: bool = False,
+) -> BootstrapResult:
+  """Bootstrap confidence intervals for workload times, scores and speedups.
+
+  Replicate b draws, for every submission s, n_s of its n_s studies with
+  replacement and recomputes, for all submissions jointly,
+
+    t^b_{s,w} = median_{k in draw} min_trial t_{s,w,k,trial}   (a miss: inf)
+    r^b_{s,w} = t^b_{s,w} / min_s' t^b_{s',w}  (inf above R_MAX)
+    B^b_s     = 1/(R_MAX - 1) int_1^R_MAX rho^b_s(tau) dtau     (`integration`)
+
+  and each interval is the percentile interval [q_{a/2}, q_{1-a/2}] of the B
+  replicates, a = 1 - confidence.
+
+  Why studies. A workload time is a statistic of the experiment's
+  randomness: the hyperparameter points a study draws (its Halton shift) and
+  its trials' seeds. What repeats independently is the study, one run of the
+  tuning procedure (AlgoPerf runs several per submission to average over
+  exactly this luck). The trials of a study are not independent draws: they
+  are one shifted Halton sequence, spread to cover the space together. So the
+  study is the unit resampled, and each replicate reruns the whole scoring
+  pipeline on the drawn studies.
+
+  Why jointly. A score is relative to the best time on each workload, which
+  is uncertain too, so each replicate rescores all submissions from their
+  replicate times; the difference B^b_first - B^b_second is taken within the
+  same replicate. Two submissions are NOT distinguishable when its interval
+  contains 0. Each pair is judged on its own (no correction for comparing
+  many pairs).
+
+  Why paired across workloads (`paired`). Study k of a submission is the
+  same run of the procedure on every workload (steplab's trial points depend
+  on (rng_seed, study), not on the workload; AlgoPerf's logs put all
+  workloads of a study under study_k/). A replicate therefore draws one set
+  of study labels per submission and uses it on all its workloads that share
+  those labels: that keeps any correlation between a study's workloads (a
+  lucky point set helps everywhere) and is still right when there is none.
+  Workloads with other labels are resampled on their own. Submissions are
+  independent experiments and are resampled independently; each draws from
+  its own stream, seeded by (seed, its name), so adding a submission leaves
+  the others' resamples unchanged.
+
+  Why percentile intervals, as order statistics. A median of minima, a ratio
+  to a minimum over submissions and a capped integral have no usable variance
+  formula (the delta method fails at the min and the cap); the percentile
+  interval needs none. Its bounds are replicate values rounded outwards
+  (`_percentile_bounds`), so a replicate distribution holding misses gives an
+  "inf" bound, never the NaN that interpolating inf - inf would. With 3
+  studies a resampled median takes at most 3 values: intervals are coarse,
+  and say how far the numbers could move with other studies, not more.
+
+  One study. A (submission, workload) with one study has nothing to
+  resample: it is held fixed in every replicate and its interval is
+  degenerate (basis "1 study", shown "n/a (1 study)"), not a zero-width
+  interval that would read as certainty. A score's interval reflects the
+  times that vary, and is degenerate when none does. With `resample_trials`
+  the trials of such a study are resampled instead (its time is then the
+  minimum of the drawn trials): a bootstrap of a minimum is biased upwards
+  (never below the observed time), so that interval shows how much the time
+  hinges on its luckiest trial rather than a symmetric uncertainty. A
+  self-tuning study has one trial, and nothing to resample either way.
+
+  Args:
+    trial_times: {submission: {workload: {study: {trial: seconds}}}}, a miss
+      inf. A workload missing for a submission (or with no studies) is a miss
+      in every replicate.
+    num_samples: bootstrap replicates B (>= 1; 2000 puts the 2.5% quantile
+      on the 50th replicate).
+    confidence: coverage of the intervals, in (0, 1).
+    seed: makes the resamples, and so the report, reproducible.
+    integration: "exact" or "algoperf_grid", as in `benchmark_scores`.
+    baseline: with `budgets`, also intervals for `speedups` over it.
+    budgets: workload -> budget in seconds (a miss counts as budget + 1 s).
+    paired: resample a submission's studies by label across its workloads.
+    resample_trials: resample the trials of single-study cells.
+
+  Raises:
+    ValueError: malformed tables, bad times, or bad arguments.
+  """
+  if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+    raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+  if not _is_real(confidence) or not 0.0 < confidence < 1.0:
+    raise ValueError(f"confidence must lie strictly between 0 and 1 (e.g. 0.95), got {confidence!r}")
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+  if integration not in INTEGRATIONS:
+    raise ValueError(f"integration must be one of {INTEGRATIONS}, got {integration!r}")
+  submissions, workloads, cells = _study_table(trial_times)
+  if baseline is not None:
+    if baseline not in submissions:
+      raise ValueError(f"unknown baseline {baseline!r}; submissions are {sorted(submissions)}")
+    bad = [w for w in workloads if not (budgets and _is_real(budgets.get(w)) and 0 < budgets[w] < math.inf)]
+    if bad:
+      raise ValueError(f"speedups over {baseline!r} need a finite positive budget for workload(s) {bad}")
+
+  num_samples = int(num_samples)
+  reps = np.empty((num_samples, len(submissions), len(workloads)))
+  basis: dict[tuple[str, str], tuple[str, bool]] = {}  # cell -> (basis, degenerate)
+  for i, s in enumerate(submissions):
+    multi = {w: cells[s, w] for w in workloads if cells[s, w] is not None and len(cells[s, w]) > 1}
+    labels = [set(c) for c in multi.values()]
+    shared = None
+    if paired and len(multi) > 1 and all(l == labels[0] for l in labels):
+      order = list(next(iter(multi.values())))
+      shared = (order, _stream(seed, s).integers(0, len(order), size=(num_samples, len(order))))
+    for j, w in enumerate(workloads):
+      cell = cells[s, w]
+      if cell is None:
+        reps[:, i, j] = math.inf
+        basis[s, w] = ("no trials", True)
+      elif len(cell) > 1:
+        if shared is not None and w in multi:
+          order, draw = shared
+        else:
+          order = list(cell)
+          draw = _stream(seed, s, w).integers(0, len(order), size=(num_samples, len(order)))
+        fastest = np.asarray([cell[k][0] for k in order])
+        reps[:, i, j] = np.median(fastest[draw], axis=1)
+        basis[s, w] = (f"{len(order)} studies", False)
+      else:
+        (fastest, trials), = cell.values()
+        if resample_trials and trials.size > 1:
+          draw = _stream(seed, s, w).integers(0, trials.size, size=(num_samples, trials.size))
+          reps[:, i, j] = trials[draw].min(axis=1)
+          basis[s, w] = (f"{trials.size} trials of 1 study", False)
+        else:
+          reps[:, i, j] = fastest
+          basis[s, w] = ("1 study, 1 trial" if resample_trials else "1 study", True)
+
+  point_times = {
+      s: {w: math.inf if cells[s, w] is None else workload_time({k: [v[0]] for k, v in cells[s, w].items()})
+          for w in workloads}
+      for s in submissions
+  }
+
+  def intervals(estimates, samples, what):  # samples: [replicate, n]; what(k) -> (basis, degenerate)
+    low, high = _percentile_bounds(samples, confidence)
+    out = []
+    for k, estimate in enumerate(estimates):
+      text, degenerate = what(k)
+      lo, hi = (estimate, estimate) if degenerate else (float(low[k]), float(high[k]))
+      out.append(Interval(float(estimate), lo, hi, text, degenerate))
+    return out
+
+  times = {}
+  for i, s in enumerate(submissions):
+    row = intervals([point_times[s][w] for w in workloads], reps[:, i, :], lambda j, s=s: basis[s, workloads[j]])
+    times[s] = dict(zip(workloads, row))
+
+  varying = sum(not d for _, d in basis.values())
+  if varying:
+    score_basis = (f"{varying}/{len(basis)} times resampled", False)
+  elif all(text.startswith("1 study") for text, _ in basis.values() if text != "no trials"):
+    score_basis = ("1 study", True)
+  else:
+    score_basis = ("nothing to resample", True)
+  point_scores = benchmark_scores(point_times, integration)
+  rep_scores = _replicate_scores(reps, integration)
+  scores = dict(zip(submissions, intervals([point_scores[s] for s in submissions], rep_scores,
+                                           lambda k: score_basis)))
+
+  speedup_intervals = None
+  if baseline is not None:
+    point_speedups = speedups(point_times, baseline, budgets)
+    caps = np.asarray([float(budgets[w]) + 1.0 for w in workloads])
+    logs = np.log(np.where(np.isfinite(reps), reps, caps))
+    b = submissions.index(baseline)
+    rep_speedups = np.exp(np.mean(logs[:, b:b + 1, :] - logs, axis=-1))
+
+    def speedup_basis(k):
+      if submissions[k] == baseline:
+        return ("baseline", True)
+      n = sum(not basis[x, w][1] for x in (baseline, submissions[k]) for w in workloads)
+      return (f"{n}/{2 * len(workloads)} times resampled", False) if n else ("1 study", True)
+
+    speedup_intervals = dict(zip(submissions, intervals([point_speedups[s] for s in submissions], rep_speedups,
+                                                        speedup_basis)))
+
+  ranked = sorted(range(len(submissions)), key=lambda k: (-point_scores[submissions[k]], submissions[k]))
+  pairs = [(a, b) for n, a in enumerate(ranked) for b in ranked[n + 1:]]
+  differences = ()
+  if pairs:
+    diffs = np.stack([rep_scores[:, a] - rep_scores[:, b] for a, b in pairs], axis=1)
+    estimates = [point_scores[submissions[a]] - point_scores[submissions[b]] for a, b in pairs]
+    diff_intervals = intervals(estimates, diffs, lambda k: score_basis)
+    differences = tuple(
+        ScoreDifference(submissions[a], submissions[b], iv, float(np.mean(diffs[:, k] > 0)))
+        for k, ((a, b), iv) in enumerate(zip(pairs, diff_intervals))
+    )
+  return BootstrapResult(
+      confidence=float(confidence), num_samples=num_samples, seed=int(seed), integration=integration,
+      paired=paired, resample_trials=resample_trials, submissions=tuple(submissions),
+      workloads=tuple(workloads), times=times, scores=scores, speedups=speedup_intervals,
+      differences=differences, replicate_times=reps,
+  )
+
+
+def profile_intervals(result: BootstrapResult,
+                      taus: Sequence[float] | np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """Pointwise percentile band of each profile rho_s(tau) over the replicates.
+
+  Pointwise: at each tau, the interval of rho^b_s(tau) (the band is not a
+  simultaneous band for the whole curve). A submission whose score interval
+  is degenerate gets low = high = its profile.
+
+  Returns:
+    {submission: (low, high)}, arrays over `taus`.
+  """
+  taus = np.asarray(taus, np.float64)
+  if taus.ndim != 1 or not taus.size or not np.all(np.isfinite(taus)):
+    raise ValueError(f"taus must be a non-empty 1-D array of finite numbers, got {taus!r}")
+  ratios = _replicate_ratios(result.replicate_times)
+  out = {}
+  for i, s in enumerate(result.submissions):
+    rho = np.mean(ratios[:, i, :, None] <= taus, axis=1)  # [replicate, tau]
+    out[s] = _percentile_bounds(rho, result.confidence)
+  return out
+
+
 # --- Metrics and targets files (AlgoPerf's scoring/workload_targets*.json) ----
 
 
@@ -480,6 +881,8 @@ class TrialRecord:
   steps_to_target: int | None
   evals: Mapping[str, np.ndarray]
   meta: Mapping[str, Any]
+  # "wallclock" (time_to_target in submission seconds) or "steps" (in cost-adjusted steps).
+  measure: str = "wallclock"
 
   @property
   def reached(self) -> bool:
@@ -599,9 +1002,11 @@ def _steplab_settings(path: str) -> dict[str, Any]:
   missing = [k for k in _META_KEYS if k not in meta]
   if missing:
     raise ValueError(f"{meta_path} lacks {missing}")
+  # The runner's "steps" measure logs its budget and time column (cost-adjusted steps).
   return dict(metric=meta["target_metric"], value=float(meta["target_value"]), mode=meta["target_mode"],
-              budget=float(meta["max_allowed_runtime_sec"]), ruleset=meta["tuning_ruleset"],
-              status=meta["status"], meta=meta, source="meta_data.json")
+              budget=float(meta.get("budget", meta["max_allowed_runtime_sec"])), ruleset=meta["tuning_ruleset"],
+              status=meta["status"], meta=meta, source="meta_data.json",
+              measure=meta.get("measure", "wallclock"), time_column=meta.get("time_column", TIME_COLUMN))
 
 
 def _algoperf_settings(path: str) -> dict[str, Any]:
@@ -675,7 +1080,8 @@ def _record(path: str, ids: tuple[str, str, int, int], settings: Mapping[str, An
   if evals_and_columns is None:
     return "eval_measurements.csv is empty"
   rows, columns = evals_and_columns
-  seconds, steps = time_to_target(rows, settings["metric"], settings["value"], settings["mode"], settings["budget"])
+  seconds, steps = time_to_target(rows, settings["metric"], settings["value"], settings["mode"], settings["budget"],
+                                  settings.get("time_column", TIME_COLUMN))
   meta = settings["meta"]
   if "time_to_target_sec" in meta and not settings.get("overridden"):
     _check_logged_time(path, meta, seconds)
@@ -693,13 +1099,14 @@ def _record(path: str, ids: tuple[str, str, int, int], settings: Mapping[str, An
       submission=submission, workload=workload, study=study, trial=trial, path=path,
       ruleset=settings["ruleset"], target_metric=settings["metric"], target_value=settings["value"],
       target_mode=settings["mode"], budget=settings["budget"], time_to_target=seconds,
-      steps_to_target=steps, evals=evals, meta=meta,
+      steps_to_target=steps, evals=evals, meta=meta, measure=settings.get("measure", "wallclock"),
   )
 
 
 def _check_logged_time(path: str, meta: Mapping[str, Any], seconds: float) -> None:
   """Warns when the runner's logged time to target disagrees with the eval log."""
-  logged = meta.get("time_to_target_sec")
+  key = "cost_adjusted_steps_to_target" if meta.get("measure") == "steps" else "time_to_target_sec"
+  logged = meta.get(key)
   logged = math.inf if logged is None or meta.get("reached_target") is False else float(logged)
   if (math.isfinite(logged) != math.isfinite(seconds)) or (
       math.isfinite(seconds) and not math.isclose(logged, seconds, rel_tol=1e-6, abs_tol=1e-6)
@@ -814,6 +1221,10 @@ def _check_comparable(trials, base, workload_targets) -> None:
     by_ruleset = {k: sorted({r.submission for r in records if r.ruleset == k}) for k in rulesets}
     raise ValueError(f"mixed tuning rulesets in one experiment (scores are per ruleset): {by_ruleset}")
   for w in {r.workload for r in records}:
+    measures = sorted({r.measure for r in records if r.workload == w})
+    if len(measures) > 1:
+      raise ValueError(f"workload {w!r}: trials measured in different units {measures} (seconds vs"
+                       " cost-adjusted steps) cannot be scored together; rerun with one --measure")
     budgets = sorted({r.budget for r in records if r.workload == w})
     if len(budgets) > 1:
       raise ValueError(f"workload {w!r}: trials have different budgets {budgets}")

@@ -64,6 +64,7 @@ from experiments import algoperf_compat
 from experiments import checkpoints
 from experiments import logs
 from experiments import probes
+from experiments import step_cost
 from experiments import submission as submission_lib
 import optimizers
 from experiments.submission import Submission
@@ -71,6 +72,12 @@ from experiments.submission import make_hyperparameters
 from experiments.workloads.base import Workload
 
 GRAD_NORMS_CSV = "grad_norms.csv"
+MEASURES = ("wallclock", "steps")
+# The eval_measurements.csv column a trial's time to target is read from.
+TIME_COLUMNS = {"wallclock": "accumulated_submission_time", "steps": "cost_adjusted_steps"}
+# The submission step costs are relative to: the registry optimizer the CPU
+# workloads' targets were calibrated with.
+COST_BASELINE = "adamw"
 
 
 @dataclasses.dataclass
@@ -94,6 +101,15 @@ class TrialResult:
   global_step: int
   final_metrics: Mapping[str, float]
   clock: Mapping[str, float]
+  measure: str = "wallclock"
+  # Steps to target times the relative step cost ("steps" measure); inf if not reached.
+  cost_adjusted_steps_to_target: float = math.inf
+  step_cost: Mapping[str, float] | None = None
+
+  @property
+  def score_time(self) -> float:
+    """The trial's time in its workload's measure (seconds or cost-adjusted steps)."""
+    return self.cost_adjusted_steps_to_target if self.measure == "steps" else self.time_to_target_sec
 
 
 class BatchQueue:
@@ -243,6 +259,10 @@ def run_trial(
     tuning_ruleset: str = "external",
     preemption_count: int = 0,
     metrics_logger: bool = True,
+    measure: str | None = None,
+    budget_steps: float | None = None,
+    cost_baseline: Submission | None = None,
+    cost_time_fn: Callable[[], float] = time.perf_counter,
 ) -> TrialResult:
   """Trains until target, budget or `max_global_steps`; writes the trial logs.
 
@@ -273,12 +293,32 @@ def run_trial(
       AlgoPerf's `preemption_count` column).
     metrics_logger: attach a `MetricsLogger` as `workload.metrics_logger`
       (AlgoPerf attaches one); False leaves it None.
+    measure: "wallclock" or "steps" (default: the workload's
+      `targets.measure`). Under "steps" the budget is `budget_steps`
+      cost-adjusted steps (default `targets.max_steps`), evaluations come
+      every `targets.eval_period_steps` steps, and the trial's time is its
+      cost-adjusted steps to target; the relative step cost against
+      `cost_baseline` (default the registry's `COST_BASELINE`) is measured
+      before training, outside the clock (`experiments.step_cost`), and kept
+      across a resume. Wall-clock time is logged either way.
+    budget_steps: see `measure`.
+    cost_baseline: see `measure`.
+    cost_time_fn: the step-cost probe's time source (tests pass a fake one).
 
   Returns:
     A `TrialResult`.
   """
   targets = workload.targets
   budget = targets.max_allowed_runtime_sec if budget_sec is None else budget_sec
+  measure = measure or targets.measure
+  if measure not in MEASURES:
+    raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
+  if measure == "steps":
+    if budget_steps is None:
+      if targets.max_steps is None:
+        raise ValueError(f"{workload.name} has no step budget (Targets.max_steps): pass budget_steps")
+      budget_steps = float(targets.max_steps)
+    eval_period_steps = targets.eval_period_steps if targets.max_steps else max(1, int(budget_steps) // 50)
   target_key = f"validation/{targets.metric}"
   os.makedirs(trial_dir, exist_ok=True)
   hparams = make_hyperparameters(hyperparameters)
@@ -302,17 +342,20 @@ def run_trial(
 
   step, clock = 0, Clock()
   last_eval_time = 0.0
+  saved: dict[str, Any] = {}
   checkpointer = checkpoints.TrialCheckpointer(trial_dir) if (save_checkpoints or resume) else None
   meta = dict(record)
   meta.update(
       target_metric=target_key, target_value=targets.validation, target_mode=targets.mode,
       max_allowed_runtime_sec=budget, status="running", reached_target=False,
       time_to_target_sec=None, steps_to_target=None, num_devices=num_devices,
-      batch_size=batch_size, preemption_count=preemption_count,
+      batch_size=batch_size, preemption_count=preemption_count, measure=measure,
+      time_column=TIME_COLUMNS[measure], budget=budget_steps if measure == "steps" else budget,
   )
   if resume:
     state = dict(params=params, model_state=model_state, opt_state=opt_state)
     step, restored, saved = checkpointer.restore(state, record)
+    saved = dict(saved)
     params, model_state, opt_state = jax.device_put(
         (restored["params"], restored["model_state"], restored["opt_state"]), replicated
     )
@@ -320,9 +363,20 @@ def run_trial(
     last_eval_time = saved["last_eval_time"]
     progress(f"resumed {trial_dir} at step {step} ({clock.submission:.1f}s of submission time)")
   optimizer_state = (opt_state, update_fn)
+  step_cost_record = saved.get("step_cost") if resume else None
+  relative_cost = 1.0
+  if measure == "steps":
+    if step_cost_record is None:
+      baseline = cost_baseline or submission_lib.registry_submission(COST_BASELINE)
+      cost_batch = jax.device_put(dict(workload.train_batch(rng_seed, 0, batch_size)), data_sharding)
+      step_cost_record = step_cost.measure(
+          submission, baseline, workload, params, model_state, hparams, None, cost_batch,
+          opt_rng, params_types, loss_type, progress=progress, time_fn=cost_time_fn).as_dict()
+    relative_cost = float(step_cost_record["relative"])
   eval_log = logs.CsvLog.resume(os.path.join(trial_dir, "eval_measurements.csv"), max_step=step if resume else -1)
   train_log = logs.CsvLog.resume(os.path.join(trial_dir, "measurements.csv"), max_step=step if resume else -1)
   logs.write_json(os.path.join(trial_dir, "hparams.json"), dict(hyperparameters or {}))
+  meta.update(step_cost=step_cost_record)
   logs.write_json(os.path.join(trial_dir, "meta_data.json"), meta)
   workload.attach_metrics_logger(MetricsLogger(train_log, clock, time_fn) if metrics_logger else None)
   queue = BatchQueue(workload, rng_seed, batch_size, step, data_sharding)
@@ -331,7 +385,7 @@ def run_trial(
   sharpness = (_Sharpness(workload, label_smoothing, rng_seed, batch_size, data_sharding,
                           step_rngs(step_rng_base, 0)[1]) if log_sharpness else None)
   eval_results: list[tuple[int, dict[str, float]]] = []
-  reached_at: tuple[float, int] | None = None
+  reached_at: tuple[float, int] | None = None  # (submission seconds, step)
   metrics: dict[str, float] = {}
   # AlgoPerf's bookkeeping, read-only to a submission that asks for it.
   train_state = dict(
@@ -374,9 +428,13 @@ def run_trial(
     step += 1
     train_state.update(accumulated_submission_time=clock.submission, last_step_end_time=time_fn())
 
-    over_budget = clock.submission >= budget
     at_cap = max_global_steps is not None and step >= max_global_steps
-    due = clock.submission - last_eval_time >= targets.eval_period_time_sec
+    if measure == "steps":  # Stop when the next step would not fit in the budget.
+      over_budget = (step + 1) * relative_cost > budget_steps
+      due = step % eval_period_steps == 0
+    else:
+      over_budget = clock.submission >= budget
+      due = clock.submission - last_eval_time >= targets.eval_period_time_sec
     if not (due or over_budget or at_cap or training_complete):
       continue
 
@@ -396,7 +454,7 @@ def run_trial(
       sync((optimizer_state[0], params, model_state))
     clock.submission += time_fn() - start
     last_eval_time = clock.submission
-    if clock.submission > budget and reached_at is None:
+    if measure == "wallclock" and clock.submission > budget and reached_at is None:
       # Never evaluate past the budget: the run ends without this eval.
       progress(f"budget of {budget:.0f}s exhausted at step {step}")
       break
@@ -416,7 +474,7 @@ def run_trial(
     train_state.update(
         validation_goal_reached=reached_at is not None,
         test_goal_reached=train_state["test_goal_reached"] or workload.has_reached_test_target(metrics),
-        is_time_remaining=clock.submission < budget, last_eval_time=last_eval_time,
+        is_time_remaining=not over_budget, last_eval_time=last_eval_time,
         accumulated_eval_time=clock.eval, training_complete=training_complete,
     )
 
@@ -425,7 +483,7 @@ def run_trial(
                accumulated_eval_time=clock.eval, accumulated_logging_time=clock.logging,
                accumulated_checkpoint_time=clock.checkpoint, **metrics,
                score=clock.submission, preemption_count=preemption_count,
-               total_duration=time_fn() - trial_start)
+               total_duration=time_fn() - trial_start, cost_adjusted_steps=step * relative_cost)
     optimizer_scalars = _optimizer_scalars(optimizer_state[0])
     if sharpness is not None:
       optimizer_scalars[probes.SHARPNESS_METRIC] = metrics[probes.SHARPNESS_METRIC]
@@ -434,17 +492,18 @@ def run_trial(
                           accumulated_submission_time=clock.submission, **optimizer_scalars))
     if grad_norms is not None:
       grad_norms.flush()
-    progress(
-        f"{workload.name} step {step}: {target_key}={metrics[target_key]:.4f}"
-        f" (target {targets.validation}), {clock.submission:.1f}s/{budget:.0f}s"
-    )
+    spent = (f"{step * relative_cost:.0f}/{budget_steps:.0f} cost-adjusted steps" if measure == "steps"
+             else f"{clock.submission:.1f}s/{budget:.0f}s")
+    progress(f"{workload.name} step {step}: {target_key}={metrics[target_key]:.4f}"
+             f" (target {targets.validation}), {spent}")
     clock.logging += time_fn() - start
     train_state.update(accumulated_logging_time=clock.logging)
 
     if checkpointer is not None and save_checkpoints:
       start = time_fn()
       state = dict(params=params, model_state=model_state, opt_state=optimizer_state[0])
-      checkpointer.save(step, state, dict(record, clock=clock.as_dict(), last_eval_time=last_eval_time))
+      checkpointer.save(step, state, dict(record, clock=clock.as_dict(), last_eval_time=last_eval_time,
+                                          step_cost=step_cost_record))
       clock.checkpoint += time_fn() - start
 
     if (reached and stop_at_target) or over_budget or at_cap or training_complete:
@@ -461,6 +520,7 @@ def run_trial(
       time_to_target_sec=reached_at[0] if reached_at else None,
       steps_to_target=reached_at[1] if reached_at else None, clock=clock.as_dict(),
       final_metrics=metrics,
+      cost_adjusted_steps_to_target=reached_at[1] * relative_cost if reached_at else None,
   )
   logs.write_json(os.path.join(trial_dir, "meta_data.json"), meta)
   if checkpointer is not None:
@@ -470,7 +530,9 @@ def run_trial(
       reached_target=reached_at is not None,
       time_to_target_sec=reached_at[0] if reached_at else math.inf,
       steps_to_target=reached_at[1] if reached_at else None,
-      global_step=step, final_metrics=metrics, clock=clock.as_dict(),
+      global_step=step, final_metrics=metrics, clock=clock.as_dict(), measure=measure,
+      cost_adjusted_steps_to_target=reached_at[1] * relative_cost if reached_at else math.inf,
+      step_cost=step_cost_record,
   )
 
 

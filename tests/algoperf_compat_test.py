@@ -136,8 +136,10 @@ def write_probe(directory: str, known=None, complete_at=None, swap=False) -> str
 
 
 def run_probe(test, sub, point, **kwargs):
+  """A logreg trial; wall-clock measure, so no step-cost probe adds update_params calls."""
   workload = workloads.get_workload("logreg")
   directory = test_util.tempdir(test)
+  kwargs.setdefault("measure", "wallclock")
   result = trainer.run_trial(
       workload, sub, point, trial_dir=directory, rng_seed=3, record={}, save_checkpoints=False,
       progress=lambda m: None, **kwargs)
@@ -308,7 +310,8 @@ class RunnerContractTest(absltest.TestCase):
     workload.targets = workload.targets.__class__(**{**workload.targets.__dict__, "eval_period_time_sec": 0.0})
     directory = test_util.tempdir(self)
     trainer.run_trial(workload, sub, {"learning_rate": 0.05}, trial_dir=directory, rng_seed=0,
-                      record={}, max_global_steps=4, save_checkpoints=False, progress=lambda m: None)
+                      record={}, max_global_steps=4, save_checkpoints=False, progress=lambda m: None,
+                      measure="wallclock")
     record = module_of(sub).RECORD
     handed_out = [r[1] for r in record if r[0] == "handed_out"]
     updates = [r for r in record if r[0] == "update"]

@@ -193,7 +193,8 @@ class RunnerTest(parameterized.TestCase):
       trainer.run_trial(
           workload, dataclasses.replace(sub, update_params=update_params, prepare_for_eval=prepare_for_eval),
           point, trial_dir=test_util.tempdir(self), rng_seed=0, record={}, max_global_steps=4,
-          save_checkpoints=False, budget_sec=1e9, stop_at_target=False, progress=lambda m: None)
+          save_checkpoints=False, budget_sec=1e9, stop_at_target=False, progress=lambda m: None,
+          measure="wallclock")
       return calls
 
     every_step, at_end = trajectory(0.0), trajectory(1e9)

@@ -101,7 +101,7 @@ def _runner(experiment_dir, *extra):
   env.pop("XLA_FLAGS", None)  # One device: the subprocesses must agree.
   return [sys.executable, "-m", "experiments.run", "--workload=logreg", "--optimizer=adamw",
           "--hparams={\"learning_rate\": 0.003}", f"--experiment_dir={experiment_dir}",
-          "--max_global_steps=3000", "--eval_period_time_sec=0.3", *extra], env
+          "--max_global_steps=3000", "--measure=wallclock", "--eval_period_time_sec=0.3", *extra], env
 
 
 def _meta(experiment_dir):

@@ -348,5 +348,90 @@ class ScoreMainTest(absltest.TestCase):
       self.assertNotIn("speedup vs", f.read())
 
 
+class ScoreIntervalsTest(absltest.TestCase):
+  """The bootstrap intervals in `score`'s tables and plot (see scoring_intervals_test.py)."""
+
+  def test_intervals_in_tables_and_plot(self):
+    root = self.create_tempdir().full_path
+    _write_experiment(root)
+    out = os.path.join(root, "out")
+    result = score_lib.score(root, "nadamw", out)
+    markdown = result.markdown
+    self.assertIn("## 95% confidence intervals", markdown)
+    self.assertNotIn('"n/a (1 study)"', markdown)  # Every time has 3 studies: no note.
+    self.assertIn("2000 replicates, seed 0", markdown)
+    self.assertIn("| submission | score | score 95% CI | speedup 95% CI | lm time 95% CI (s) | mnist time 95% CI (s) |",
+                  markdown)
+    # Medians of 3 resampled studies: each end value has probability 7/27, so the
+    # 95% interval runs from the fastest to the slowest study (a miss: inf).
+    self.assertRegex(markdown, r"\| nadamw \| 0\.8889 \| \[0\.\d{4}, 1\.0000\] \| n/a \(baseline\) \|"
+                               r" \[400\.0, 500\.0\] \| \[90\.0, inf\] \|")
+    self.assertRegex(markdown, r"\| sfadam \| 0\.5000 \| \[0\.\d{4}, 0\.5000\] \| \[[\d.]+, [\d.]+\] \|"
+                               r" \[900\.0, inf\] \| \[50\.0, inf\] \|")
+    self.assertRegex(markdown, r"\| nadamw \| sfadam \| \+0\.3889 \| \[-?0\.\d{4}, 0\.\d{4}\] \|"
+                               r" [\d.]+% of replicates \| no \|")
+    self.assertIn("Not distinguishable at 95%: nadamw vs sfadam.", markdown)
+    with open(os.path.join(out, "scores.md")) as f:
+      self.assertEqual(f.read(), markdown)
+    self.assertEqual(score_lib.score(root, "nadamw", out, plots=False).markdown, markdown)  # Same seed.
+
+    with open(os.path.join(out, "scores.csv")) as f:
+      rows = {r["submission"]: r for r in csv.DictReader(f)}
+    nadamw, sfadam = rows["nadamw"], rows["sfadam"]
+    self.assertEqual((nadamw["lm/time_ci_low_sec"], nadamw["lm/time_ci_high_sec"], nadamw["lm/time_ci_basis"]),
+                     ("400.0", "500.0", "3 studies"))
+    self.assertEqual((sfadam["mnist/time_ci_low_sec"], sfadam["mnist/time_ci_high_sec"]), ("50.0", "inf"))
+    self.assertEqual((nadamw["speedup_ci_low"], nadamw["speedup_ci_basis"]), ("", "n/a (baseline)"))
+    self.assertLessEqual(float(sfadam["score_ci_low"]), 0.5)
+    self.assertEqual(float(sfadam["ci_confidence"]), 0.95)
+    with open(os.path.join(out, "score_differences.csv")) as f:
+      (pair,) = list(csv.DictReader(f))
+    self.assertEqual((pair["first"], pair["second"], pair["distinguishable"]), ("nadamw", "sfadam", "no"))
+    self.assertAlmostEqual(float(pair["score_difference"]), 8 / 9 - 1 / 2, places=12)
+    self.assertIsNotNone(result.intervals)
+    if importlib.util.find_spec("matplotlib") is None:
+      self.skipTest("matplotlib is not installed: no plots to check")
+    path = os.path.join(out, "performance_profile.png")
+    self.assertIn(path, result.files)
+    with open(path, "rb") as f:
+      self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+
+  def test_single_study_reported_as_degenerate(self):
+    root = self.create_tempdir().full_path
+    for sub, reach_at in (("nadamw", 100), ("sfadam", 80)):
+      _write_trial(root, sub, "mnist", 0, 0, reach_at)
+      _write_trial(root, sub, "mnist", 0, 1, reach_at + 50)
+    result = score_lib.score(root, "nadamw", plots=False)
+    self.assertIn("| sfadam | 1.0000 | n/a (1 study) | n/a (1 study) | n/a (1 study) |", result.markdown)
+    self.assertIn("| sfadam | nadamw | +0.0833 | n/a (1 study) | n/a | n/a |", result.markdown)
+    self.assertIn("Whether any pair is distinguishable cannot be told: every time comes from a single study",
+                  result.markdown)
+    self.assertIn('"n/a (1 study)": a single study leaves nothing to resample', result.markdown)
+    resampled = score_lib.score(root, "nadamw", plots=False, resample_trials=True)
+    self.assertIn("| sfadam | 1.0000 | [", resampled.markdown)
+    self.assertIn("Times are resampled from 2 trials of 1 study", resampled.markdown)
+
+  def test_flags_and_no_intervals(self):
+    root = self.create_tempdir().full_path
+    _write_experiment(root)
+    out = io.StringIO()
+    with flagsaver.flagsaver(experiment_dir=root, baseline="nadamw", confidence=0.9, bootstrap_samples=500,
+                             bootstrap_seed=7), contextlib.redirect_stdout(out):
+      score_lib.main(["score"])
+    self.assertIn("## 90% confidence intervals", out.getvalue())
+    self.assertIn("500 replicates, seed 7", out.getvalue())
+    result = score_lib.score(root, "nadamw", os.path.join(root, "none"), plots=False, bootstrap_samples=0)
+    self.assertIsNone(result.intervals)
+    self.assertNotIn("confidence intervals", result.markdown)
+    self.assertFalse(os.path.exists(os.path.join(root, "none", "score_differences.csv")))
+    with open(os.path.join(root, "none", "scores.csv")) as f:
+      self.assertNotIn("ci_", f.readline())
+    with self.assertRaisesRegex(ValueError, "bootstrap_samples must be a non-negative integer"):
+      score_lib.score(root, "nadamw", plots=False, bootstrap_samples=-1)
+    with flagsaver.flagsaver(experiment_dir=root, baseline="nadamw", confidence=1.5):
+      with self.assertRaisesRegex(Exception, "confidence must lie strictly between 0 and 1"):
+        score_lib.main(["score"])
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -4,24 +4,28 @@
 AlgoPerf sets each target from tuned baselines; this does the same, small,
 and through the same code path the benchmark uses (`trainer.run_trial` with the
 registry's `adamw` submission: 5% linear warm-up, cosine decay to 0 at
-`step_hint`, weight decay 1e-4, the runner's AlgoPerf clock):
+`step_hint`, weight decay 1e-4, AlgoPerf's seeding):
 
 1. Tune: for each learning rate in `--learning_rates` (default: the grid
-   below), train seed 0 for `step_hint` steps with the target switched off,
-   evaluating every `eval_period_time_sec` of submission time, as the runner
-   does. The best learning rate has the best best-so-far validation metric.
-2. Repeat the best learning rate with seeds 1 .. `--seeds`-1.
-3. Validation target: the worst seed's best validation metric, so that every
-   seed of the tuned baseline reaches it within `step_hint` steps (a median
-   target, AlgoPerf's choice with 5-20 repetitions, is missed by half the seeds
-   of the very baseline that set it; with a handful of seeds on a noisy
-   workload that made a tuned AdamW miss). Test target: the same seeds' test
-   metric at the evaluation where each first reached the validation target,
-   worst seed again.
-4. Budget: `--budget_factor` (2) times the slowest seed's submission time to
-   the target (compilation included), rounded up to 5 s, at least 10 s; so the
-   tuned baseline needs half the budget and a trial that cannot make it stops
-   early instead of wasting a 30 s floor.
+   below), train seed 0 for the step budget (`max_steps`, the "steps"
+   measure; the schedule ends at `step_hint`, 10% earlier) with the target switched off, evaluating every
+   `eval_period_steps` steps, as the runner does. The best learning rate has
+   the best best-so-far validation metric.
+2. Repeat the best learning rate with seeds 1 .. `--seeds`-1 (default 10),
+   and with `--verify_seeds` (default 10) more seeds 1000, 1001, ...
+3. Validation target: the best-so-far validation metric that a fraction
+   `--reach_fraction` (0.95) of ALL those seeds reach: with 20 seeds, the
+   second worst seed's best. (A median target, AlgoPerf's choice, is missed by
+   half the seeds of the very baseline that set it. Setting it from 10 seeds
+   and checking 10 fresh ones showed why a pool is needed: on mnist1d_mlp the
+   seeds' best accuracies spread over 0.717-0.756, and a target 9 of 10 seeds
+   reached was reached by only 4 of 10 fresh seeds.) The tool prints how many
+   of the first and of the second group reach it. Test target: the test metric
+   at the evaluation where each seed first reached the validation target, the
+   worst of those that reached it.
+5. Wall-clock budget (for `--measure=wallclock` only): `--budget_factor` (2)
+   times the slowest seed's submission time to the target (compilation
+   included), rounded up to 5 s, at least 10 s.
 
 The runner's clock makes the budget machine-dependent (a CPU core like CI's is
 what the defaults are for); the targets are not. Every seed's time and steps
@@ -71,7 +75,9 @@ DEFAULT_LEARNING_RATES = (3e-4, 1e-3, 3e-3)
 
 _WORKLOADS = flags.DEFINE_list("workloads", list(SMALL_WORKLOADS), "Workloads to calibrate.")
 _LRS = flags.DEFINE_list("learning_rates", None, "Peak learning rates (default: per workload).")
-_SEEDS = flags.DEFINE_integer("seeds", 5, "Seeds of the best learning rate (seed 0 included).")
+_SEEDS = flags.DEFINE_integer("seeds", 10, "Seeds of the best learning rate (seed 0 included).")
+_REACH = flags.DEFINE_float("reach_fraction", 0.95, "Fraction of all seeds that must reach the target.")
+_VERIFY_SEEDS = flags.DEFINE_integer("verify_seeds", 10, "More seeds (1000, 1001, ...) in the pool.")
 _BUDGET_FACTOR = flags.DEFINE_float(
     "budget_factor", 2.0, "Budget = this x the slowest seed's time to the target.")
 _OPTIONS = flags.DEFINE_string("options", "{}", "JSON keyword options for the workload.")
@@ -96,11 +102,15 @@ def train(workload, lr: float, seed: int, workdir: str) -> Curve:
   workload.targets = dataclasses.replace(
       tg, validation=unreachable, max_allowed_runtime_sec=math.inf)
   trial_dir = os.path.join(workdir, f"lr{lr:g}_seed{seed}")
+  steps = tg.max_steps or tg.step_hint
   try:
+    # The "steps" measure's evaluation cadence; the budget has slack so that
+    # the noise of adamw's cost relative to itself cannot cut the run short.
     trainer.run_trial(
         workload, submission_lib.registry_submission("adamw"), {"learning_rate": lr},
         trial_dir=trial_dir, rng_seed=seed, record=dict(lr=lr, seed=seed),
-        max_global_steps=tg.step_hint, save_checkpoints=False, progress=lambda _: None,
+        max_global_steps=steps, save_checkpoints=False, progress=lambda _: None,
+        measure="steps", budget_steps=1.5 * steps,
     )
   finally:
     workload.targets = tg
@@ -127,7 +137,7 @@ def calibrate(name: str, options: dict, workdir: str) -> None:
       name, DEFAULT_LEARNING_RATES)
   print(f"\n== {name}: {workload.num_params()} params, step_hint {tg.step_hint}, batch"
         f" {workload.default_batch_size}, metric {tg.metric} ({tg.mode}), eval every"
-        f" {tg.eval_period_time_sec:g}s", flush=True)
+        f" {tg.eval_period_steps} steps", flush=True)
   runs: dict[tuple[float, int], Curve] = {}
 
   def run(lr: float, seed: int) -> None:
@@ -143,25 +153,34 @@ def calibrate(name: str, options: dict, workdir: str) -> None:
   for seed in range(1, _SEEDS.value):
     run(best_lr, seed)
 
-  curves = [runs[best_lr, s] for s in range(_SEEDS.value)]
+  first = [runs[best_lr, s] for s in range(_SEEDS.value)]
+  fresh = [train(workload, best_lr, 1000 + seed, workdir) for seed in range(_VERIFY_SEEDS.value)]
+  curves = first + fresh
   bests = [best(c.validation, tg.mode) for c in curves]
-  validation = min(bests) if tg.mode == "max" else max(bests)
-  reach = [first_reach(c, validation, tg.mode) for c in curves]
-  tests = [float(c.test[i]) for c, i in zip(curves, reach)]
+  ranked = sorted(bests, key=lambda b: -sign * b)  # Best first.
+  need = max(1, math.ceil(_REACH.value * len(bests)))
+  validation = ranked[need - 1]  # `need` seeds reach it.
+  reached = lambda c: bool(np.any(c.validation >= validation if tg.mode == "max" else c.validation <= validation))
+  hits = [c for c in curves if reached(c)]
+  reach = [first_reach(c, validation, tg.mode) for c in hits]
+  tests = [float(c.test[i]) for c, i in zip(hits, reach)]
   test = min(tests) if tg.mode == "max" else max(tests)
-  times = [float(c.seconds[i]) for c, i in zip(curves, reach)]
-  steps = [int(c.steps[i]) for c, i in zip(curves, reach)]
+  times = [float(c.seconds[i]) for c, i in zip(hits, reach)]
+  steps = [int(c.steps[i]) for c, i in zip(hits, reach)]
+  verified = sum(reached(c) for c in fresh)
+  print(f"  target {validation:.4f}: reached by {sum(reached(c) for c in first)}/{len(first)} of seeds"
+        f" 0..{len(first) - 1} and {verified}/{len(fresh)} of seeds 1000..{999 + len(fresh)}", flush=True)
   budget = max(_MIN_BUDGET_SEC, 5 * math.ceil(_BUDGET_FACTOR.value * max(times) / 5))
   print(f"  lr={best_lr:g}, seeds' best validation {np.round(bests, 4).tolist()}:"
         f" target {validation:.4f} reached at {np.round(times, 1).tolist()} s,"
         f" steps {steps}")
   print(f"  suggested: validation={validation:.4f} test={test:.4f}"
         f" max_allowed_runtime_sec={budget:g} step_hint={tg.step_hint}")
-  print(f'  how_set="worst of {_SEEDS.value} seeds\' best validation {tg.metric} of tuned'
-        f' AdamW (registry adamw submission, lr in {{{", ".join(f"{x:g}" for x in lrs)}}},'
-        f' best {best_lr:g}; {tg.step_hint} steps); budget {_BUDGET_FACTOR.value:g} x the slowest'
-        f' seed\'s {max(times):.1f} s to it; tools/calibrate_targets.py,'
-        f' {datetime.date.today()}"', flush=True)
+  print(f'  how_set="best validation {tg.metric} that {need} of {len(curves)} seeds of tuned AdamW'
+        f' reach (registry adamw submission, lr in {{{", ".join(f"{x:g}" for x in lrs)}}},'
+        f' best {best_lr:g}; {tg.max_steps or tg.step_hint} cost-adjusted steps, the step budget);'
+        f' wall-clock budget {_BUDGET_FACTOR.value:g} x the slowest seed\'s {max(times):.1f} s;'
+        f' tools/calibrate_targets.py, {datetime.date.today()}"', flush=True)
 
 
 def main(argv: Sequence[str]) -> None:

@@ -94,6 +94,17 @@ def _key_name(key: Any) -> str:
   return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
 
 
+MEASURES = ("wallclock", "steps")
+# Budget coherence for step-measured workloads: the baseline's schedule
+# (warmup + cosine over step_hint) must span the step budget, so no registry
+# optimizer spends more than this fraction of its budget with its learning
+# rate already at its final value.
+MAX_FINAL_FRACTION = 0.1
+# Evaluations per step budget: a target reached at a fifth of the budget is
+# still resolved by at least ten evaluations (at half of it, by 25).
+EVALS_PER_BUDGET = 50
+
+
 @dataclasses.dataclass(frozen=True)
 class Targets:
   """What counts as success, and how long a submission may try.
@@ -104,10 +115,22 @@ class Targets:
     mode: "max" if higher is better (accuracy), "min" if lower (loss, ppl).
     validation: the validation target value.
     test: the test target value (reported, not used to stop).
-    max_allowed_runtime_sec: the submission-time budget.
-    eval_period_time_sec: evaluate at least this much submission time apart.
+    max_allowed_runtime_sec: the submission-time budget (wall-clock measure).
+    eval_period_time_sec: evaluate at least this much submission time apart
+      (wall-clock measure).
     step_hint: the step budget a well-tuned baseline needs (schedules use it).
     how_set: one sentence saying how the targets were set.
+    measure: "wallclock" (AlgoPerf's: submission seconds, for accelerators)
+      or "steps" (the CPU workloads: cost-adjusted steps, i.e. steps times
+      the submission's per-step cost relative to the baseline's measured in
+      isolation, `experiments.step_cost`; it does not move with machine load).
+    max_steps: the step budget in cost-adjusted steps (measure "steps");
+      between step_hint and (1 + MAX_FINAL_FRACTION) step_hint, so the
+      baseline's schedule spans it.
+    tuned_baseline: the point the targets were calibrated at,
+      {"optimizer": registry name, "hyperparameters": {...}}; rerun it with
+      `python -m experiments.run --workload=W --optimizer=adamw
+      --hparams='{"learning_rate": ...}' --num_studies=10`.
   """
 
   metric: str
@@ -118,6 +141,28 @@ class Targets:
   eval_period_time_sec: float
   step_hint: int
   how_set: str
+  measure: Literal["wallclock", "steps"] = "wallclock"
+  max_steps: int | None = None
+  tuned_baseline: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False)
+
+  def __post_init__(self):
+    if self.measure not in MEASURES:
+      raise ValueError(f"Targets.measure must be one of {MEASURES}, got {self.measure!r}")
+    if self.measure == "steps":
+      if not isinstance(self.max_steps, int) or self.max_steps < 1:
+        raise ValueError(f"measure 'steps' needs a positive integer max_steps, got {self.max_steps!r}")
+      if not self.step_hint <= self.max_steps <= (1 + MAX_FINAL_FRACTION) * self.step_hint:
+        raise ValueError(
+            f"incoherent step budget: max_steps={self.max_steps} must lie in [step_hint,"
+            f" {1 + MAX_FINAL_FRACTION:g} x step_hint] = [{self.step_hint},"
+            f" {int((1 + MAX_FINAL_FRACTION) * self.step_hint)}] so the baseline's schedule spans it")
+
+  @property
+  def eval_period_steps(self) -> int:
+    """Steps between evaluations under the "steps" measure."""
+    if self.max_steps is None:
+      raise ValueError("eval_period_steps applies to the 'steps' measure only")
+    return max(1, self.max_steps // EVALS_PER_BUDGET)
 
   def reached(self, value: float) -> bool:
     if self.mode == "max":

@@ -42,13 +42,18 @@ class Logreg(_common.ArrayClassificationWorkload):
   num_features = 64
   num_classes = 10
   targets = base.Targets(
-      metric="loss", mode="min", validation=0.1633, test=0.2160,
+      metric="loss", mode="min", validation=0.1646, test=0.2218,
       max_allowed_runtime_sec=10.0, eval_period_time_sec=0.25, step_hint=500,
+      # Cost-adjusted step budget: the baseline's schedule (step_hint) spans it, with
+      # 10% slack for the noise of the step-cost ratio (experiments/step_cost.py).
+      measure="steps", max_steps=550,
       how_set=(
-          "worst of 5 seeds' best validation loss of tuned AdamW (registry adamw submission, lr"
-          " in {0.003, 0.01, 0.03}, best 0.01; 500 steps); budget 2 x the slowest seed's 1.1 s to"
-          " it, at least 10 s; tools/calibrate_targets.py, 2026-11-22"
+          "best validation loss that 19 of 20 seeds of tuned AdamW reach (registry adamw"
+          " submission, lr in {0.003, 0.01, 0.03}, best 0.01; 550 cost-adjusted steps, the step budget;"
+          " seeds 0-9: 10/10, seeds 1000-1009: 9/10); wall-clock budget 2 x the slowest"
+          " seed's 1.7 s, at least 10 s; tools/calibrate_targets.py, 2026-12-01"
       ),
+      tuned_baseline={"optimizer": "adamw", "hyperparameters": {"learning_rate": 0.01}},
   )
 
   def __init__(self, *, num_validation: int = 300, num_test: int = 300, split_seed: int = 0):

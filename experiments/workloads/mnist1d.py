@@ -122,13 +122,18 @@ class Mnist1dMlp(_Mnist1dWorkload):
 
   name = "mnist1d_mlp"
   targets = base.Targets(
-      metric="accuracy", mode="max", validation=0.7150, test=0.7075,
+      metric="accuracy", mode="max", validation=0.7200, test=0.7040,
       max_allowed_runtime_sec=10.0, eval_period_time_sec=0.5, step_hint=2000,
+      # Cost-adjusted step budget: the baseline's schedule (step_hint) spans it, with
+      # 10% slack for the noise of the step-cost ratio (experiments/step_cost.py).
+      measure="steps", max_steps=2200,
       how_set=(
-          "worst of 5 seeds' best validation accuracy of tuned AdamW (registry adamw submission,"
-          " lr in {0.01, 0.03, 0.1}, best 0.01; 2000 steps); budget 2 x the slowest seed's 2.4 s"
-          " to it, at least 10 s; tools/calibrate_targets.py, 2026-11-22"
+          "best validation accuracy that 19 of 20 seeds of tuned AdamW reach (registry adamw"
+          " submission, lr in {0.01, 0.03, 0.1}, best 0.03; 2200 cost-adjusted steps, the step budget;"
+          " seeds 0-9: 10/10, seeds 1000-1009: 9/10); wall-clock budget 2 x the slowest"
+          " seed's 3.2 s, at least 10 s; tools/calibrate_targets.py, 2026-12-01"
       ),
+      tuned_baseline={"optimizer": "adamw", "hyperparameters": {"learning_rate": 0.03}},
   )
 
   def __init__(self, *, hidden: Sequence[int] = (100, 100), **kwargs):
@@ -144,13 +149,18 @@ class Mnist1dCnn(_Mnist1dWorkload):
 
   name = "mnist1d_cnn"
   targets = base.Targets(
-      metric="accuracy", mode="max", validation=0.9560, test=0.9560,
+      metric="accuracy", mode="max", validation=0.9570, test=0.9515,
       max_allowed_runtime_sec=15.0, eval_period_time_sec=1.0, step_hint=3000,
+      # Cost-adjusted step budget: the baseline's schedule (step_hint) spans it, with
+      # 10% slack for the noise of the step-cost ratio (experiments/step_cost.py).
+      measure="steps", max_steps=3300,
       how_set=(
-          "worst of 5 seeds' best validation accuracy of tuned AdamW (registry adamw submission,"
-          " lr in {0.01, 0.03, 0.1}, best 0.03; 3000 steps); budget 2 x the slowest seed's 5.9 s"
-          " to it, at least 10 s; tools/calibrate_targets.py, 2026-11-22"
+          "best validation accuracy that 19 of 20 seeds of tuned AdamW reach (registry adamw"
+          " submission, lr in {0.01, 0.03, 0.1}, best 0.03; 3300 cost-adjusted steps, the step budget;"
+          " seeds 0-9: 9/10, seeds 1000-1009: 10/10); wall-clock budget 2 x the slowest"
+          " seed's 7.2 s, at least 10 s; tools/calibrate_targets.py, 2026-12-01"
       ),
+      tuned_baseline={"optimizer": "adamw", "hyperparameters": {"learning_rate": 0.03}},
   )
 
   def __init__(self, *, channels: int = 25, **kwargs):
