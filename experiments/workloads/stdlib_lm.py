@@ -38,17 +38,19 @@ class StdlibLM(transformer.ByteLMWorkload):
   default_batch_size = 16
   algoperf_base_workloads = ("finewebedu_lm", "wmt")  # For get_batch_size.
   targets = base.Targets(
-      metric="perplexity", mode="min", validation=4.9726, test=5.5084,
+      metric="perplexity", mode="min", validation=5.0312, test=5.6529,
       max_allowed_runtime_sec=115.0, eval_period_time_sec=8.0, step_hint=1200,
       # Cost-adjusted step budget: the baseline's schedule (step_hint) spans it, with
       # 10% slack for the noise of the step-cost ratio (experiments/step_cost.py).
       measure="steps", max_steps=1320,
       how_set=(
-          "worst of 5 seeds' best validation perplexity of tuned AdamW (registry adamw"
-          " submission, lr in {0.001, 0.003, 0.01}, best 0.003; 1200 steps); budget 2 x the"
-          " slowest seed's 56.1 s to it, at least 10 s; tools/calibrate_targets.py, 2026-11-22;"
-          " CPython 3.11 stdlib (data_digest 2e72a8573d1203e8)."
+          "best validation perplexity that 19 of 20 seeds of tuned AdamW reach (registry adamw"
+          " submission at lr 0.003, the best of {0.001, 0.003, 0.01} on 2026-11-22; 1320"
+          " cost-adjusted steps, the step budget; seeds 0-9: 9/10, seeds 1000-1009: 10/10);"
+          " wall-clock budget as of 2026-11-22 (2 x the slowest seed's 56.1 s);"
+          " tools/calibrate_targets.py, 2026-12-01; CPython 3.11 stdlib (data_digest 2e72a8573d1203e8)."
       ),
+      tuned_baseline={"optimizer": "adamw", "hyperparameters": {"learning_rate": 0.003}},
   )
 
   def __init__(
