@@ -54,9 +54,12 @@ def write_json(path: str, obj: Mapping[str, Any]) -> None:
 
 
 def read_json(path: str) -> dict[str, Any]:
+  """The JSON object at `path`; ValueError naming the file if it is missing or corrupt."""
   try:
     with open(path, encoding="utf-8") as f:
       return json.load(f)
+  except FileNotFoundError:
+    raise ValueError(f"{path} does not exist") from None
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not valid JSON ({e}); the trial log is corrupt.") from None
 

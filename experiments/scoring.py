@@ -52,6 +52,8 @@ import zlib
 from absl import logging
 import numpy as np
 
+from experiments import logs
+
 R_MAX = 4.0  # Ratios above this count as failures; profiles live on [1, R_MAX].
 TIME_COLUMN = "accumulated_submission_time"
 STEP_COLUMN = "global_step"
@@ -680,9 +682,9 @@ def bootstrap_intervals(
   if baseline is not None:
     point_speedups = speedups(point_times, baseline, budgets)
     caps = np.asarray([float(budgets[w]) + 1.0 for w in workloads])
-    logs = np.log(np.where(np.isfinite(reps), reps, caps))
+    log_times = np.log(np.where(np.isfinite(reps), reps, caps))
     b = submissions.index(baseline)
-    rep_speedups = np.exp(np.mean(logs[:, b:b + 1, :] - logs, axis=-1))
+    rep_speedups = np.exp(np.mean(log_times[:, b:b + 1, :] - log_times, axis=-1))
 
     def speedup_basis(k):
       if submissions[k] == baseline:
@@ -807,7 +809,7 @@ def read_workload_targets(path: str) -> WorkloadTargets:
     ValueError: a missing or malformed file, an unknown metric, or a base
       workload without an entry.
   """
-  raw = _read_json(path)
+  raw = logs.read_json(path)
   workloads = raw.get("workloads")
   if not isinstance(workloads, Mapping) or not workloads:
     raise ValueError(f"{path}: expected {{\"workloads\": {{name: {{target_metric_name, validation_target_value,"
@@ -934,16 +936,6 @@ def _subdirs(directory: str) -> list[str]:
   return sorted(n for n in os.listdir(directory) if os.path.isdir(os.path.join(directory, n)) and not n.startswith("."))
 
 
-def _read_json(path: str) -> dict[str, Any]:
-  try:
-    with open(path, encoding="utf-8") as f:
-      return json.load(f)
-  except FileNotFoundError:
-    raise ValueError(f"{path} does not exist") from None
-  except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON: {e}") from None
-
-
 def detect_layout(submission_dir: str) -> str | None:
   """"algoperf" (study_k/ right below), "steplab" (study_k/ below a workload dir) or None.
 
@@ -992,13 +984,13 @@ def _lowest_numbered_json(path: str, stem: str) -> dict[str, Any] | None:
   """`{stem}_{i}.json` with the lowest i (AlgoPerf writes one per preemption), or None."""
   numbered = sorted((int(m.group(1)), n) for n in os.listdir(path)
                     if (m := re.fullmatch(rf"{stem}_(\d+)\.json", n)))
-  return _read_json(os.path.join(path, numbered[0][1])) if numbered else None
+  return logs.read_json(os.path.join(path, numbered[0][1])) if numbered else None
 
 
 def _steplab_settings(path: str) -> dict[str, Any]:
   """Targets, budget, ruleset and status from steplab's meta_data.json."""
   meta_path = os.path.join(path, "meta_data.json")
-  meta = _read_json(meta_path)
+  meta = logs.read_json(meta_path)
   missing = [k for k in _META_KEYS if k not in meta]
   if missing:
     raise ValueError(f"{meta_path} lacks {missing}")

@@ -367,6 +367,10 @@ class AdapterState(NamedTuple):
   train_params: Any
   holding_eval: Any  # int32 scalar, 0 or 1.
 
+  def holds_eval_params(self) -> bool:
+    """Whether the runner holds eval params and `train_params` the training ones."""
+    return self.train_params is not None and bool(int(np.asarray(self.holding_eval)))
+
 
 _eval_params = jax.jit(optimizers.eval_params)
 
@@ -379,7 +383,7 @@ def training_params(optimizer_state: Any, params: Any) -> Any:
   `AdapterState`). The trainer's diagnostics take gradients there.
   """
   state = optimizer_state[0] if isinstance(optimizer_state, tuple) and optimizer_state else None
-  if isinstance(state, AdapterState) and state.train_params is not None and int(np.asarray(state.holding_eval)):
+  if isinstance(state, AdapterState) and state.holds_eval_params():
     return state.train_params
   return params
 
@@ -454,7 +458,7 @@ def optimizer_submission(
     del global_step, train_state
     state, update_fn = optimizer_state
     params = current_param_container
-    if state.train_params is not None and int(np.asarray(state.holding_eval)):
+    if state.holds_eval_params():
       params = state.train_params  # The runner holds eval params; train from y.
     params, model_state, opt_state, _ = update_fn(params, model_state, state.opt_state, batch, rng)
     held = params if state.train_params is not None else None
@@ -472,7 +476,7 @@ def optimizer_submission(
     del workload, current_params_types, hyperparameters, loss_type, eval_results
     del global_step, rng
     state, update_fn = optimizer_state
-    if state.train_params is None or int(np.asarray(state.holding_eval)):
+    if state.train_params is None or state.holds_eval_params():
       return optimizer_state, current_param_container, model_state  # Already the eval point.
     eval_params = _eval_params(state.opt_state, current_param_container)
     held = AdapterState(state.opt_state, current_param_container, np.int32(1))

@@ -69,10 +69,11 @@ from experiments import submission as submission_lib
 import optimizers
 from experiments.submission import Submission
 from experiments.submission import make_hyperparameters
+from experiments.workloads import base as workloads_base
 from experiments.workloads.base import Workload
 
 GRAD_NORMS_CSV = "grad_norms.csv"
-MEASURES = ("wallclock", "steps")
+MEASURES = workloads_base.MEASURES
 # The eval_measurements.csv column a trial's time to target is read from.
 TIME_COLUMNS = {"wallclock": "accumulated_submission_time", "steps": "cost_adjusted_steps"}
 # The submission step costs are relative to: the registry optimizer the CPU
@@ -318,7 +319,8 @@ def run_trial(
       if targets.max_steps is None:
         raise ValueError(f"{workload.name} has no step budget (Targets.max_steps): pass budget_steps")
       budget_steps = float(targets.max_steps)
-    eval_period_steps = targets.eval_period_steps if targets.max_steps else max(1, int(budget_steps) // 50)
+    eval_period_steps = (targets.eval_period_steps if targets.max_steps
+                         else max(1, int(budget_steps) // workloads_base.EVALS_PER_BUDGET))
   target_key = f"validation/{targets.metric}"
   os.makedirs(trial_dir, exist_ok=True)
   hparams = make_hyperparameters(hyperparameters)
@@ -355,7 +357,6 @@ def run_trial(
   if resume:
     state = dict(params=params, model_state=model_state, opt_state=opt_state)
     step, restored, saved = checkpointer.restore(state, record)
-    saved = dict(saved)
     params, model_state, opt_state = jax.device_put(
         (restored["params"], restored["model_state"], restored["opt_state"]), replicated
     )
@@ -363,7 +364,7 @@ def run_trial(
     last_eval_time = saved["last_eval_time"]
     progress(f"resumed {trial_dir} at step {step} ({clock.submission:.1f}s of submission time)")
   optimizer_state = (opt_state, update_fn)
-  step_cost_record = saved.get("step_cost") if resume else None
+  step_cost_record = saved.get("step_cost")  # Kept across a resume.
   relative_cost = 1.0
   if measure == "steps":
     if step_cost_record is None:

@@ -169,6 +169,11 @@ def tree_map_unzip(
   return tuple(treedef.unflatten(list(column)) for column in columns)
 
 
+def key_names(path: Any) -> tuple[str, ...]:
+  """The names along a JAX key path: dict keys, attribute names, sequence indices."""
+  return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
 def in_state_dtype(
     inner: optax.GradientTransformation,
 ) -> optax.GradientTransformation:

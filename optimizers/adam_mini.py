@@ -100,11 +100,7 @@ class ScaleByAdamMiniState(NamedTuple):
 
 
 def _path_name(path: Sequence[Any]) -> str:
-  keys = []
-  for k in path:
-    key = getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))
-    keys.append(str(key))
-  return ".".join(keys).replace("/", ".").lower()
+  return ".".join(_numerics.key_names(path)).replace("/", ".").lower()
 
 
 def _has(name: str, names: Sequence[str]) -> bool:

@@ -117,19 +117,6 @@ def _is_spec(x: Any) -> bool:
   return x is None or isinstance(x, MuonDimensionNumbers)
 
 
-def _names(path: Sequence[Any]) -> tuple[str, ...]:
-  """Key names of a JAX key path (dict keys, attribute names, indices)."""
-  names = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        names.append(str(getattr(key, attr)))
-        break
-    else:
-      names.append(str(key))
-  return tuple(names)
-
-
 def _as_rule(dimension_numbers: Any) -> Rule:
   """A per-leaf rule from None (the default), a rule, or a tree of specs."""
   if dimension_numbers is None:
@@ -143,7 +130,7 @@ def _as_rule(dimension_numbers: Any) -> Rule:
           f"muon: `dimension_numbers` must hold MuonDimensionNumbers or None, got"
           f" {spec!r} at {jax.tree_util.keystr(path)}."
       )
-  table = {_names(path): spec for path, spec in flat}
+  table = {_numerics.key_names(path): spec for path, spec in flat}
 
   def rule(path, shape):
     del shape
@@ -165,7 +152,7 @@ def muon_partition(params: Any, dimension_numbers: Any = None) -> Any:
   """
   rule = _as_rule(dimension_numbers)
   return jax.tree_util.tree_map_with_path(
-      lambda path, x: rule(_names(path), tuple(jnp.shape(x))), params
+      lambda path, x: rule(_numerics.key_names(path), tuple(jnp.shape(x))), params
   )
 
 
@@ -194,12 +181,13 @@ def _scale_by_orthogonalised_momentum(
       weight_dimension_numbers=specs,
   )
 
+  coefficients = inner.init({}).ns_coeffs  # Constants: built once, kept out of the state.
+
   def init_fn(params):
     state = inner.init(params)
     return ScaleByMuonState(count=state.count, mu=state.mu)
 
   def update_fn(updates, state, params=None):
-    coefficients = inner.init({}).ns_coeffs  # A compile-time constant.
     full = optax_contrib.MuonState(count=state.count, mu=state.mu, ns_coeffs=coefficients)
     updates, full = inner.update(updates, full, params)
     return updates, ScaleByMuonState(count=full.count, mu=full.mu)
@@ -300,12 +288,11 @@ def muon(
   rule = _as_rule(dimension_numbers)
 
   def specs(tree):
-    return jax.tree_util.tree_map_with_path(lambda path, x: rule(_names(path), tuple(x.shape)), tree)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: rule(_numerics.key_names(path), tuple(x.shape)), tree)
 
   def is_muon(tree):
-    return jax.tree_util.tree_map_with_path(
-        lambda path, x: rule(_names(path), tuple(x.shape)) is not None, tree
-    )
+    return jax.tree.map(lambda spec: spec is not None, specs(tree), is_leaf=_is_spec)
 
   def labels(tree):
     return jax.tree.map(lambda muon_leaf: "muon" if muon_leaf else "adam", is_muon(tree))

@@ -164,10 +164,12 @@ class Targets:
       raise ValueError("eval_period_steps applies to the 'steps' measure only")
     return max(1, self.max_steps // EVALS_PER_BUDGET)
 
-  def reached(self, value: float) -> bool:
+  def reached(self, value: float, target: float | None = None) -> bool:
+    """Whether `value` meets `target` (default the validation target)."""
+    target = self.validation if target is None else target
     if self.mode == "max":
-      return value >= self.validation
-    return value <= self.validation
+      return value >= target
+    return value <= target
 
 
 class Workload(spec.Workload, abc.ABC):
@@ -274,15 +276,11 @@ class Workload(spec.Workload, abc.ABC):
   def eval_period_time_sec(self) -> float:
     return self.targets.eval_period_time_sec
 
-  def _reached(self, eval_result: Mapping[str, float], split: str, target: float) -> bool:
-    value = eval_result[f"{split}/{self.targets.metric}"]
-    return value >= target if self.targets.mode == "max" else value <= target
-
   def has_reached_validation_target(self, eval_result: Mapping[str, float]) -> bool:
-    return self._reached(eval_result, "validation", self.targets.validation)
+    return self.targets.reached(eval_result[f"validation/{self.targets.metric}"])
 
   def has_reached_test_target(self, eval_result: Mapping[str, float]) -> bool:
-    return self._reached(eval_result, "test", self.targets.test)
+    return self.targets.reached(eval_result[f"test/{self.targets.metric}"], self.targets.test)
 
   # --- Derived ----------------------------------------------------------------
 
