@@ -1,7 +1,8 @@
 """Benchmark an optimizer or an AlgoPerf-style submission on a workload.
 
-    python -m experiments.run                                   # the default benchmark
+    python -m experiments.run                                   # the main job (below)
     python -m experiments.run --workload=logreg --optimizer=adamod --num_tuning_trials=4
+    python -m experiments.run --workload=logreg --optimizer=adamw,radam,prodigy
     python -m experiments.run --submission_path=experiments/submissions/nadamw.py
     python -m experiments.run --optimizer=radam --hparams='{"learning_rate": 3e-3}'
     python -m experiments.run ... --resume_last_run             # after a kill
@@ -13,8 +14,15 @@ one point of the search space (Halton quasi-random; external ruleset) or at
 the submission's defaults with 1.5x the budget (self-tuning ruleset), writes
 AlgoPerf's per-trial logs under
 `{experiment_dir}/{submission}/{workload}/study_{s}/trial_{t}/`, and prints a
-table of time- and steps-to-target. Score many runs with
-`python -m experiments.score --experiment_dir=...`.
+table of time- and steps-to-target. `--optimizer` may list several registry
+optimizers: each runs in turn, then the whole experiment directory is scored
+as `python -m experiments.score --experiment_dir=...` would, with the first
+as the baseline (tables with confidence intervals, performance profile).
+
+The main job (no flags) is such a run: the NAdamW baseline, RAdam,
+schedule-free AdamW and Prodigy on mnist1d_mlp, 3 studies x 3 trials each, in
+the learning-rate ranges of experiments/search_spaces/mnist1d_mlp/ (about
+3.5 minutes on 2 cores).
 
 With `--probe` it runs a step-size probe of a registry optimizer instead
 (experiments/probes.py) and writes its results under
@@ -61,7 +69,14 @@ import optimizers
 
 FLAGS = flags.FLAGS
 _WORKLOAD = flags.DEFINE_string("workload", "mnist1d_mlp", "Workload name.")
-_OPTIMIZER = flags.DEFINE_string("optimizer", "radam", "Registry optimizer (ignored with --submission_path).")
+# The main job: the AlgoPerf baseline and three challengers of the recent
+# literature (a rectified, a schedule-free and a parameter-free Adam).
+DEFAULT_OPTIMIZERS = ("nadamw", "radam", "schedule_free_adamw", "prodigy")
+_OPTIMIZER = flags.DEFINE_list(
+    "optimizer", list(DEFAULT_OPTIMIZERS),
+    "Registry optimizer(s), comma-separated: each runs in turn, and with more than one the"
+    " experiment directory is scored at the end with the first as the baseline (ignored with"
+    " --submission_path; --probe takes one).")
 _SUBMISSION_PATH = flags.DEFINE_string(
     "submission_path", None,
     "A submission module (.py file or dotted name); AlgoPerf submission files run unchanged.")
@@ -89,9 +104,15 @@ _METRICS_LOGGER = flags.DEFINE_bool(
     " measurements.csv. AlgoPerf's archived baselines index a scalar loss there (loss[0], from"
     " the pmap era) and fail with it, in AlgoPerf's runner too: run them with --nometrics_logger.")
 _TUNING_RULESET = flags.DEFINE_enum("tuning_ruleset", "external", ["external", "self"], "AlgoPerf tuning ruleset.")
-_SEARCH_SPACE = flags.DEFINE_string("tuning_search_space", None, "JSON search space; default: the registry's / submission's.")
-_NUM_TRIALS = flags.DEFINE_integer("num_tuning_trials", 4, "Trials per study (external ruleset).")
-_NUM_STUDIES = flags.DEFINE_integer("num_studies", 1, "Independent studies.")
+_SEARCH_SPACE = flags.DEFINE_string(
+    "tuning_search_space", None,
+    "JSON search space, or a directory of them named {submission}.json (one per --optimizer)."
+    " Default for a registry optimizer: experiments/search_spaces/{workload}/{optimizer}.json"
+    " where that exists (the main job's spaces, narrowed around each optimizer's tuned region"
+    " on that workload), else the registry's; a submission file's own space otherwise.")
+_NUM_TRIALS = flags.DEFINE_integer("num_tuning_trials", 3, "Trials per study (external ruleset).")
+_NUM_STUDIES = flags.DEFINE_integer(
+    "num_studies", 3, "Independent studies (the scorer's confidence intervals resample them).")
 _RNG_SEED = flags.DEFINE_integer("rng_seed", 0, "Seed for search points, data and initialisation.")
 _EXPERIMENT_DIR = common_flags.EXPERIMENT_DIR
 _MAX_STEPS = flags.DEFINE_integer("max_global_steps", None, "Optional cap on steps per trial.")
@@ -130,11 +151,19 @@ _STOP_AT_TARGET = flags.DEFINE_bool(
     " --max_global_steps or the budget, to compare schedules or optimizers at equal steps.")
 
 
+_PIN_CPU_CORE = flags.DEFINE_bool(
+    "pin_cpu_core", True,
+    "Under --measure=steps on the CPU, run on one core (chosen among the allowed ones by process"
+    " id). XLA then runs single-threaded, so the per-step cost ratio does not depend on how many"
+    " cores other processes leave free (unpinned, Prodigy/AdamW measured 1.47 or 1.85 depending on"
+    " load on 2 cores; pinned, 1.46 idle and 1.37 with a busy loop on the same core).")
+
 _RUNNER_FLAGS = (
     _WORKLOAD, _OPTIMIZER, _SUBMISSION_PATH, _TUNING_RULESET, _SEARCH_SPACE, _NUM_TRIALS,
     _NUM_STUDIES, _RNG_SEED, _EXPERIMENT_DIR, _MAX_STEPS, _RESUME, _OVERWRITE,
     _SAVE_CHECKPOINTS, _HPARAMS, _DATA_DIR, _EVAL_PERIOD, _LOG_SHARPNESS, _LOG_GRAD_NORMS,
     _STOP_AT_TARGET, _SUBMISSION_NAME, _LOG_LAYOUT, _METRICS_LOGGER, _MEASURE, _COST_BASELINE,
+    _PIN_CPU_CORE,
 )
 
 # Probe flags, with the probes that use them.
@@ -146,9 +175,11 @@ _PROBE_FLAGS = (
 _TRIAL_ONLY_FLAGS = (
     _SUBMISSION_PATH, _TUNING_RULESET, _SEARCH_SPACE, _NUM_TRIALS, _NUM_STUDIES, _MAX_STEPS, _RESUME,
     _SAVE_CHECKPOINTS, _EVAL_PERIOD, _LOG_SHARPNESS, _LOG_GRAD_NORMS, _SUBMISSION_NAME, _LOG_LAYOUT,
-    _METRICS_LOGGER, _MEASURE, _COST_BASELINE,
+    _METRICS_LOGGER, _MEASURE, _COST_BASELINE, _PIN_CPU_CORE,
 )
 PROBES_DIR = "probes"  # {experiment_dir}/probes/{optimizer}/{workload}/
+# Per-workload search spaces, {workload}/{submission}.json, used by default.
+WORKLOAD_SEARCH_SPACES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "search_spaces")
 LR_RANGE_STEPS = 200
 
 
@@ -159,18 +190,46 @@ def _parse_json_flag(name: str, text: str) -> Any:
     raise app.UsageError(f"--{name} is not valid JSON: {e}") from None
 
 
-def _submission() -> submission_lib.Submission:
+def _submissions() -> list[submission_lib.Submission]:
+  """The submissions to run: --submission_path's, or one per --optimizer."""
   if _SUBMISSION_PATH.value:
     try:
-      return submission_lib.load_submission(_SUBMISSION_PATH.value, name=_SUBMISSION_NAME.value)
+      return [submission_lib.load_submission(_SUBMISSION_PATH.value, name=_SUBMISSION_NAME.value)]
     except ValueError as e:
       raise app.UsageError(str(e)) from None
-  if _OPTIMIZER.value not in optimizers.registry:
+  names = _OPTIMIZER.value
+  if not names:
+    raise app.UsageError("--optimizer is empty: name at least one registry optimizer.")
+  unknown = [n for n in names if n not in optimizers.registry]
+  if unknown:
     raise app.UsageError(
-        f"unknown --optimizer {_OPTIMIZER.value!r}; registered: {', '.join(sorted(optimizers.registry))}"
-    )
-  sub = submission_lib.registry_submission(_OPTIMIZER.value)
-  return dataclasses.replace(sub, name=_SUBMISSION_NAME.value) if _SUBMISSION_NAME.value else sub
+        f"unknown --optimizer {', '.join(map(repr, unknown))}; registered: {', '.join(sorted(optimizers.registry))}")
+  if len(set(names)) < len(names):
+    raise app.UsageError(f"--optimizer names an optimizer twice: {','.join(names)}")
+  if _SUBMISSION_NAME.value and len(names) > 1:
+    raise app.UsageError("--submission_name names one submission; --optimizer lists several.")
+  subs = [submission_lib.registry_submission(n) for n in names]
+  return [dataclasses.replace(subs[0], name=_SUBMISSION_NAME.value)] if _SUBMISSION_NAME.value else subs
+
+
+def _search_space_source(sub: submission_lib.Submission, workload_name: str) -> tuple[Any, str]:
+  """(search space or its path, how it was chosen) for `sub` (module doc of the flag)."""
+  given = _SEARCH_SPACE.value
+  if given:
+    if os.path.isdir(given):
+      path = os.path.join(given, f"{sub.name}.json")
+      if not os.path.exists(path):
+        raise app.UsageError(f"--tuning_search_space={given} is a directory without {sub.name}.json")
+      return path, path
+    if not os.path.exists(given):
+      raise app.UsageError(f"--tuning_search_space: no such file {given!r}")
+    return given, given
+  path = os.path.join(WORKLOAD_SEARCH_SPACES, workload_name, f"{sub.name}.json")
+  if not _SUBMISSION_PATH.value and os.path.exists(path):  # A submission file brings its own.
+    return path, path
+  if not sub.search_space:
+    raise app.UsageError(f"{sub.name} has no default search space; pass --tuning_search_space.")
+  return sub.search_space, "the submission's own" if _SUBMISSION_PATH.value else "the registry's"
 
 
 def _hparams_point() -> dict[str, Any] | None:
@@ -183,22 +242,13 @@ def _hparams_point() -> dict[str, Any] | None:
   return point
 
 
-def _points(sub: submission_lib.Submission, study: int) -> list[dict[str, Any] | None]:
+def _points(sub: submission_lib.Submission, workload_name: str, study: int) -> list[dict[str, Any] | None]:
   """The hyperparameter points of one study (None: self-tuning, as AlgoPerf)."""
   if _HPARAMS.value is not None:
     return [_hparams_point()]
   if _TUNING_RULESET.value == "self":
-    if _SEARCH_SPACE.value:
-      raise app.UsageError("--tuning_search_space does not apply to --tuning_ruleset=self (AlgoPerf refuses it too).")
     return [None]  # The submission tunes itself; it gets hyperparameters=None.
-  if _SEARCH_SPACE.value:
-    if not os.path.exists(_SEARCH_SPACE.value):
-      raise app.UsageError(f"--tuning_search_space: no such file {_SEARCH_SPACE.value!r}")
-    space_source = _SEARCH_SPACE.value
-  else:
-    space_source = sub.search_space
-    if not space_source:
-      raise app.UsageError(f"{sub.name} has no default search space; pass --tuning_search_space.")
+  space_source, _ = _search_space_source(sub, workload_name)
   try:
     space = tuning.load_search_space(space_source)
     return tuning.trial_points(space, _NUM_TRIALS.value, study, _RNG_SEED.value)
@@ -232,8 +282,11 @@ def _check_probe_flags() -> None:
 
 def _run_probe(workload: workloads.Workload) -> None:
   """Runs --probe on --optimizer and writes its results."""
-  probe, optimizer = _PROBE.value, _OPTIMIZER.value
-  sub = _submission()
+  probe = _PROBE.value
+  if len(_OPTIMIZER.value) != 1 or not FLAGS["optimizer"].present:
+    raise app.UsageError(f"--probe={probe} probes one registry optimizer: pass --optimizer=NAME.")
+  sub, = _submissions()
+  optimizer = sub.name
   point = _hparams_point() or {}
   try:
     probes.optimizer_arguments(optimizer, point, probe=probe)
@@ -302,6 +355,12 @@ def main(argv: Sequence[str]) -> None:
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO.
   _check_probe_flags()
+  # Before anything starts JAX's CPU client: its thread pool is sized by the affinity.
+  workload_class = workloads.WORKLOADS.get(_WORKLOAD.value)
+  default_measure = workload_class.targets.measure if workload_class is not None else None
+  pinned = None
+  if _PROBE.value == "none" and (_MEASURE.value or default_measure) == "steps" and _PIN_CPU_CORE.value:
+    pinned = _pin_cpu_core()
   if os.environ.get("JAX_COORDINATOR_ADDRESS"):
     jax.distributed.initialize()  # Multi-host: reads the usual environment.
   try:
@@ -317,21 +376,17 @@ def main(argv: Sequence[str]) -> None:
   if _PROBE.value != "none":
     _run_probe(workload)
     return
-  sub = _submission()
-  try:
-    batch_size, batch_name = trainer.batch_size_for(sub, workload)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from None
+  if _TUNING_RULESET.value == "self" and _SEARCH_SPACE.value:
+    raise app.UsageError("--tuning_search_space does not apply to --tuning_ruleset=self (AlgoPerf refuses it too).")
+  subs = _submissions()
   layout = _LOG_LAYOUT.value
-  roots = _workload_roots(sub.name, workload.name, layout)
-  existing = [r for r in roots if os.path.exists(r)]
-  if existing and not (_RESUME.value or _OVERWRITE.value):
-    raise app.UsageError(f"{existing[0]} exists: pass --resume_last_run to continue it or --overwrite to replace it.")
-  if _OVERWRITE.value:
-    for r in existing:
-      shutil.rmtree(r)
+  for sub in subs:  # Refuse before any trial runs, not after the first submission's.
+    existing = [r for r in _workload_roots(sub.name, workload.name, layout) if os.path.exists(r)]
+    if existing and not (_RESUME.value or _OVERWRITE.value):
+      raise app.UsageError(
+          f"{existing[0]} exists: pass --resume_last_run to continue it or --overwrite to replace it.")
+    _points(sub, workload.name, 0)  # A bad or missing search space too.
   factor = 1.5 if _TUNING_RULESET.value == "self" else 1.0  # AlgoPerf's self-tuning budget.
-  budget = workload.targets.max_allowed_runtime_sec * factor
   measure = _MEASURE.value or workload.targets.measure
   budget_steps = None
   if measure == "steps":
@@ -344,19 +399,65 @@ def main(argv: Sequence[str]) -> None:
     if _EVAL_PERIOD.value is not None:
       raise app.UsageError("--eval_period_time_sec applies to --measure=wallclock; under --measure=steps"
                            f" {workload.name} evaluates every {workload.targets.eval_period_steps} steps.")
+  results = {}
+  for sub in subs:
+    results[sub.name] = _run_submission(sub, workload, measure, factor, budget_steps, pinned)
+  print(f"\nlogs: {_EXPERIMENT_DIR.value}", flush=True)
+  if len(subs) > 1:
+    _score(subs[0].name)
+  else:
+    print(f"score with: python -m experiments.score --experiment_dir={_EXPERIMENT_DIR.value}")
+
+
+def _pin_cpu_core() -> int | None:
+  """Pins this process to one allowed CPU core before JAX starts its CPU client.
+
+  Returns the core, or None where pinning does not apply: no
+  sched_setaffinity, a non-CPU platform requested, or JAX's backends already
+  started (e.g. the runner called in-process; their thread pool is sized).
+  """
+  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  platforms = os.environ.get("JAX_PLATFORMS", "") or jax.config.jax_platforms or ""
+  if (not hasattr(os, "sched_setaffinity") or any(p not in ("", "cpu") for p in platforms.split(","))
+      or xla_bridge.backends_are_initialized()):
+    return None
+  cores = sorted(os.sched_getaffinity(0))
+  if len(cores) > 1:  # Spread concurrent runs over the cores.
+    os.sched_setaffinity(0, {cores[os.getpid() % len(cores)]})
+  return sorted(os.sched_getaffinity(0))[0]
+
+
+def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload, measure: str,
+                    factor: float, budget_steps: float | None, pinned: int | None) -> list[tuple]:
+  """Runs every study and trial of one submission; prints and returns their table rows."""
+  try:
+    batch_size, batch_name = trainer.batch_size_for(sub, workload)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  layout = _LOG_LAYOUT.value
+  roots = _workload_roots(sub.name, workload.name, layout)
+  if _OVERWRITE.value:
+    for r in roots:
+      if os.path.exists(r):
+        shutil.rmtree(r)
+  budget = workload.targets.max_allowed_runtime_sec * factor
   cost_baseline = submission_lib.registry_submission(_COST_BASELINE.value) if measure == "steps" else None
   budget_text = (f"{budget_steps:.0f} cost-adjusted steps (relative to {_COST_BASELINE.value})"
                  if measure == "steps" else f"{budget:.0f}s")
+  space_text = ""
+  if _TUNING_RULESET.value == "external" and _HPARAMS.value is None:
+    space_text = f", search space {_search_space_source(sub, workload.name)[1]}"
   print(
-      f"{sub.name} on {workload.name} ({workload.num_params():,} params, {jax.device_count()} x"
-      f" {jax.devices()[0].platform}): target {workload.targets.metric}"
-      f" {'>=' if workload.targets.mode == 'max' else '<='} {workload.targets.validation},"
-      f" budget {budget_text}, {_TUNING_RULESET.value} ruleset, batch size {batch_size}"
+      f"\n{sub.name} on {workload.name} ({workload.num_params():,} params, {jax.device_count()} x"
+      f" {jax.devices()[0].platform}{'' if pinned is None else f', pinned to core {pinned}'}): target"
+      f" {workload.targets.metric} {'>=' if workload.targets.mode == 'max' else '<='}"
+      f" {workload.targets.validation}, budget {budget_text}, {_TUNING_RULESET.value} ruleset{space_text},"
+      f" batch size {batch_size}"
       + ("" if batch_name == workload.name else f" (the submission's size for {batch_name!r})"), flush=True,
   )
   results = []
   for study in range(_NUM_STUDIES.value):
-    points = _points(sub, study)
+    points = _points(sub, workload.name, study)
     if len(points) < _NUM_TRIALS.value and _TUNING_RULESET.value == "external" and _HPARAMS.value is None:
       print(f"the search space lists {len(points)} points: running {len(points)} trials, not"
             f" --num_tuning_trials={_NUM_TRIALS.value} (as AlgoPerf)", flush=True)
@@ -392,14 +493,32 @@ def main(argv: Sequence[str]) -> None:
                       result.steps_to_target, result.global_step))
 
   unit = "cost-adjusted steps" if measure == "steps" else "s"
-  print(f"\n| study | trial | time to target ({unit}) | steps to target | steps | hyperparameters |")
+  print(f"\n{sub.name} on {workload.name}:\n")
+  print(f"| study | trial | time to target ({unit}) | steps to target | steps | hyperparameters |")
   print("|---|---|---|---|---|---|")
   for study, trial, point, seconds, steps, total in results:
     shown = f"{seconds:.1f}" if seconds is not None else "not reached"
     print(f"| {study} | {trial} | {shown} | {steps if steps is not None else '-'} | {total} | {json.dumps(point)} |")
   where = roots[0] if len(roots) == 1 else os.path.join(_EXPERIMENT_DIR.value, sub.name)
   logging.info("logs in %s", where)
-  print(f"\nlogs: {where}; score with: python -m experiments.score --experiment_dir={_EXPERIMENT_DIR.value}")
+  return results
+
+
+def _score(baseline: str) -> None:
+  """Scores the experiment directory (as experiments.score does) and says how to go on."""
+  from experiments import score as score_lib  # pylint: disable=g-import-not-at-top  (its flags: only when used)
+  directory = _EXPERIMENT_DIR.value
+  print(f"\nscoring {directory} (every submission in it; speedups against {baseline}):\n", flush=True)
+  try:
+    result = score_lib.score(directory, baseline)
+  except ValueError as e:
+    logging.error("scoring %s failed: %s", directory, e)
+    print(f"scoring failed: {e}")
+    return
+  print(result.markdown)
+  print("wrote " + ", ".join(result.files))
+  print(f"\nrescore (e.g. another baseline or confidence): python -m experiments.score"
+        f" --experiment_dir={directory} --baseline={baseline}")
 
 
 def _workload_roots(submission: str, workload: str, layout: str) -> list[str]:

@@ -15,7 +15,10 @@ from absl.testing import absltest
 from absl.testing import parameterized
 
 from experiments import run
+from experiments import submission as submission_lib
+from experiments import tuning
 from experiments import workloads
+import optimizers
 
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,6 +39,10 @@ class BadInputTest(parameterized.TestCase):
       ("hparams_not_object", ["--hparams=[1, 2]"], "must be a JSON object"),
       ("missing_space", ["--tuning_search_space=/nonexistent.json"], "no such file"),
       ("missing_submission", ["--submission_path=/nonexistent/sub.py"], "no such file"),
+      ("repeated_optimizer", ["--optimizer=adamw,radam,adamw"], "names an optimizer twice"),
+      ("empty_optimizer", ["--optimizer="], "--optimizer is empty"),
+      ("probe_of_the_default_list", ["--probe=sharpness"], "probes one registry optimizer"),
+      ("name_for_several", ["--optimizer=adamw,radam", "--submission_name=x"], "names one submission"),
   )
   def test_clear_errors(self, argv, message):
     FLAGS(["run", f"--experiment_dir={test_util.tempdir(self)}", "--workload=logreg"] + argv)
@@ -57,6 +64,46 @@ class BadInputTest(parameterized.TestCase):
     FLAGS(["run", f"--experiment_dir={directory}", "--workload=logreg", f"--tuning_search_space={space}"])
     with self.assertRaisesRegex(app.UsageError, "learning_rate"):
       run.main(["run"])
+
+
+  def test_search_space_directory_needs_every_optimizer(self):
+    directory = test_util.tempdir(self)
+    spaces = os.path.join(directory, "spaces")
+    os.makedirs(spaces)
+    with open(os.path.join(spaces, "adamw.json"), "w") as f:
+      json.dump({"learning_rate": {"min": 1e-3, "max": 1e-2, "scaling": "log"}}, f)
+    FLAGS(["run", f"--experiment_dir={directory}", "--workload=logreg", "--optimizer=adamw,radam",
+           f"--tuning_search_space={spaces}", "--max_global_steps=2"])
+    with self.assertRaisesRegex(app.UsageError, "without radam.json"):
+      run.main(["run"])
+    self.assertFalse(os.path.exists(os.path.join(directory, "adamw")))  # Refused before any trial.
+
+
+class SearchSpaceDefaultTest(absltest.TestCase):
+
+  def tearDown(self):
+    FLAGS.unparse_flags()
+    super().tearDown()
+
+  def test_workload_spaces_for_registry_optimizers_only(self):
+    FLAGS(["run"])
+    for name in run.DEFAULT_OPTIMIZERS:  # The main job's spaces exist and parse.
+      source, label = run._search_space_source(
+          submission_lib.registry_submission(name), "mnist1d_mlp")
+      self.assertEqual(source, os.path.join(run.WORKLOAD_SEARCH_SPACES, "mnist1d_mlp", f"{name}.json"))
+      self.assertIn(f"mnist1d_mlp/{name}.json", label)
+      self.assertNotEmpty(tuning.trial_points(tuning.load_search_space(source), 3, 0, 0))
+    source, label = run._search_space_source(submission_lib.registry_submission("radam"), "logreg")
+    self.assertEqual(source, optimizers.registry["radam"].search_space)  # No logreg/radam.json.
+    self.assertEqual(label, "the registry's")
+
+  def test_a_submission_file_keeps_its_own_space(self):
+    path = os.path.join(ROOT, "experiments", "submissions", "nadamw.py")
+    FLAGS(["run", f"--submission_path={path}"])
+    sub, = run._submissions()
+    source, label = run._search_space_source(sub, "mnist1d_mlp")
+    self.assertNotIn("search_spaces", str(source))
+    self.assertNotEqual(label, "the registry's")
 
 
 class RulesetTest(absltest.TestCase):
@@ -94,6 +141,50 @@ class RulesetTest(absltest.TestCase):
       with open(os.path.join(trial_dir, "hparams.json")) as f:
         points.append(json.load(f))
     self.assertLen({json.dumps(p, sort_keys=True) for p in points}, 3)  # Distinct Halton points.
+
+
+class SeveralOptimizersTest(absltest.TestCase):
+
+  def tearDown(self):
+    FLAGS.unparse_flags()
+    super().tearDown()
+
+  def test_each_runs_then_all_are_scored_with_the_first_as_baseline(self):
+    directory = test_util.tempdir(self)
+    FLAGS(["run", f"--experiment_dir={directory}", "--workload=logreg", "--optimizer=adamw,radam",
+           "--num_studies=2", "--num_tuning_trials=1", "--max_global_steps=5", "--save_checkpoints=false"])
+    run.main(["run"])
+    for name in ("adamw", "radam"):
+      for study in range(2):
+        self.assertTrue(os.path.exists(
+            os.path.join(directory, name, "logreg", f"study_{study}", "trial_0", "meta_data.json")))
+    with open(os.path.join(directory, "scores", "scores.md")) as f:
+      report = f.read()
+    self.assertIn("speedup vs adamw", report)
+    self.assertIn("95% confidence intervals", report)
+
+
+class PinTest(absltest.TestCase):
+
+  def test_pins_to_one_allowed_core_before_jax_starts(self):
+    if not hasattr(os, "sched_getaffinity"):
+      self.skipTest("no sched_getaffinity")
+    code = ("import os; from experiments import run; core = run._pin_cpu_core();"
+            " print(core, sorted(os.sched_getaffinity(0)))")
+    env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True, capture_output=True,
+                         text=True, timeout=120).stdout.split(maxsplit=1)
+    allowed = sorted(os.sched_getaffinity(0))
+    self.assertIn(int(out[0]), allowed)
+    self.assertEqual(json.loads(out[1]), [int(out[0])])
+
+  def test_not_once_jax_has_started(self):
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.devices()
+    before = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    self.assertIsNone(run._pin_cpu_core())
+    if before is not None:
+      self.assertEqual(os.sched_getaffinity(0), before)
 
 
 def _runner(experiment_dir, *extra):
