@@ -151,6 +151,11 @@ _STOP_AT_TARGET = flags.DEFINE_bool(
     " --max_global_steps or the budget, to compare schedules or optimizers at equal steps.")
 
 
+_BUDGET_SCALE = flags.DEFINE_float(
+    "budget_scale", 1.0,
+    "Multiplies the workload's budget (either measure; on top of self-tuning's 1.5). For runs that"
+    " train past the budget on purpose (equal-steps comparisons with --nostop_at_target and"
+    " --max_global_steps); a benchmark to be scored keeps 1.")
 _PIN_CPU_CORE = flags.DEFINE_bool(
     "pin_cpu_core", True,
     "Under --measure=steps on the CPU, run on one core (chosen among the allowed ones by process"
@@ -163,7 +168,7 @@ _RUNNER_FLAGS = (
     _NUM_STUDIES, _RNG_SEED, _EXPERIMENT_DIR, _MAX_STEPS, _RESUME, _OVERWRITE,
     _SAVE_CHECKPOINTS, _HPARAMS, _DATA_DIR, _EVAL_PERIOD, _LOG_SHARPNESS, _LOG_GRAD_NORMS,
     _STOP_AT_TARGET, _SUBMISSION_NAME, _LOG_LAYOUT, _METRICS_LOGGER, _MEASURE, _COST_BASELINE,
-    _PIN_CPU_CORE,
+    _PIN_CPU_CORE, _BUDGET_SCALE,
 )
 
 # Probe flags, with the probes that use them.
@@ -175,7 +180,7 @@ _PROBE_FLAGS = (
 _TRIAL_ONLY_FLAGS = (
     _SUBMISSION_PATH, _TUNING_RULESET, _SEARCH_SPACE, _NUM_TRIALS, _NUM_STUDIES, _MAX_STEPS, _RESUME,
     _SAVE_CHECKPOINTS, _EVAL_PERIOD, _LOG_SHARPNESS, _LOG_GRAD_NORMS, _SUBMISSION_NAME, _LOG_LAYOUT,
-    _METRICS_LOGGER, _MEASURE, _COST_BASELINE, _PIN_CPU_CORE,
+    _METRICS_LOGGER, _MEASURE, _COST_BASELINE, _PIN_CPU_CORE, _BUDGET_SCALE,
 )
 PROBES_DIR = "probes"  # {experiment_dir}/probes/{optimizer}/{workload}/
 # Per-workload search spaces, {workload}/{submission}.json, used by default.
@@ -386,7 +391,10 @@ def main(argv: Sequence[str]) -> None:
       raise app.UsageError(
           f"{existing[0]} exists: pass --resume_last_run to continue it or --overwrite to replace it.")
     _points(sub, workload.name, 0)  # A bad or missing search space too.
+  if not _BUDGET_SCALE.value > 0:
+    raise app.UsageError(f"--budget_scale must be positive, got {_BUDGET_SCALE.value}.")
   factor = 1.5 if _TUNING_RULESET.value == "self" else 1.0  # AlgoPerf's self-tuning budget.
+  factor *= _BUDGET_SCALE.value
   measure = _MEASURE.value or workload.targets.measure
   budget_steps = None
   if measure == "steps":

@@ -43,6 +43,7 @@ class BadInputTest(parameterized.TestCase):
       ("empty_optimizer", ["--optimizer="], "--optimizer is empty"),
       ("probe_of_the_default_list", ["--probe=sharpness"], "probes one registry optimizer"),
       ("name_for_several", ["--optimizer=adamw,radam", "--submission_name=x"], "names one submission"),
+      ("bad_budget_scale", ["--budget_scale=0"], "--budget_scale must be positive"),
   )
   def test_clear_errors(self, argv, message):
     FLAGS(["run", f"--experiment_dir={test_util.tempdir(self)}", "--workload=logreg"] + argv)
@@ -127,6 +128,16 @@ class RulesetTest(absltest.TestCase):
       self.assertIsNone(meta["hyperparameters"])  # Self-tuning: AlgoPerf passes None.
       self.assertEqual(meta["global_step"], 20)
       self.assertFalse(os.path.exists(os.path.join(os.path.dirname(trial_dir), "trial_1")))
+
+  def test_budget_scale_multiplies_the_budget(self):
+    directory = test_util.tempdir(self)
+    FLAGS(["run", f"--experiment_dir={directory}", "--workload=logreg", "--optimizer=adamw",
+           "--tuning_ruleset=self", "--num_studies=1", "--max_global_steps=3", "--budget_scale=2",
+           "--save_checkpoints=false"])
+    run.main(["run"])
+    with open(os.path.join(directory, "adamw", "logreg", "study_0", "trial_0", "meta_data.json")) as f:
+      meta = json.load(f)
+    self.assertEqual(meta["budget"], 1.5 * 2 * workloads.WORKLOADS["logreg"].targets.max_steps)
 
   def test_external_tuning_writes_every_trial_log(self):
     directory = test_util.tempdir(self)

@@ -210,5 +210,38 @@ class IntervalTest(parameterized.TestCase):
       scoring.profile_intervals(scoring.bootstrap_intervals(OVERLAPPING, num_samples=5), [])
 
 
+class BootstrapMeanTest(absltest.TestCase):
+  """`scoring.bootstrap_mean`: the interval of a mean over seeds."""
+
+  def test_two_values_cover_their_range_exactly(self):
+    # Resampling (a, b) gives means a, (a+b)/2, b with probabilities 1/4, 1/2, 1/4:
+    # a 95% percentile interval is exactly [a, b].
+    interval = scoring.bootstrap_mean([1.0, 3.0], num_samples=4000)
+    self.assertEqual((interval.estimate, interval.low, interval.high), (2.0, 1.0, 3.0))
+    self.assertEqual(interval.basis, "2 values")
+
+  def test_narrower_with_lower_confidence_and_reproducible(self):
+    values = [4.0, 5.0, 5.5, 6.0, 9.0]
+    wide = scoring.bootstrap_mean(values, confidence=0.95, seed=3)
+    narrow = scoring.bootstrap_mean(values, confidence=0.5, seed=3)
+    self.assertLessEqual(wide.low, narrow.low)
+    self.assertGreaterEqual(wide.high, narrow.high)
+    self.assertLess(wide.low, np.mean(values))
+    self.assertGreater(wide.high, np.mean(values))
+    self.assertEqual(wide, scoring.bootstrap_mean(values, confidence=0.95, seed=3))
+
+  def test_one_value_is_degenerate(self):
+    interval = scoring.bootstrap_mean([2.5])
+    self.assertTrue(interval.degenerate)
+    self.assertEqual(interval.format(), "n/a (1 value)")
+
+  def test_bad_input(self):
+    for values, message in (([], "at least one"), ([1.0, INF], "finite"), ([1.0, "x"], "not a number")):
+      with self.assertRaisesRegex(ValueError, message):
+        scoring.bootstrap_mean(values)
+    with self.assertRaisesRegex(ValueError, "confidence"):
+      scoring.bootstrap_mean([1.0, 2.0], confidence=1.0)
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -1,5 +1,7 @@
 """Smoke tests of the maintainer scripts that have no other test: they run and print their tables."""
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -38,6 +40,34 @@ class ToolsTest(absltest.TestCase):
     path = os.path.join(test_util.tempdir(self), "schedules.png")
     _run("tools/plot_schedules.py", f"--output={path}")
     self.assertGreater(os.path.getsize(path), 10_000)
+
+  def test_reproduce_findings_reports_equal_step_tables_from_the_runs(self):
+    directory = test_util.tempdir(self)
+    # Two seeds of two schedules, perplexity at steps 0..1200; d2z 0.1 lower than
+    # cosine at every step of seed 0 and 0.3 lower for seed 1.
+    for name, offsets in (("adamw_cosine", (0.0, 0.0)), ("adamw_d2z", (-0.1, -0.3))):
+      for seed, offset in enumerate(offsets):
+        trial = os.path.join(directory, "schedules", name, "stdlib_lm", f"study_{seed}", "trial_0")
+        os.makedirs(trial)
+        with open(os.path.join(trial, "meta_data.json"), "w") as f:
+          json.dump({"status": "complete", "steps_to_target": 1000 + seed, "step_cost": {"relative": 1.0}}, f)
+        with open(os.path.join(trial, "eval_measurements.csv"), "w", newline="") as f:
+          writer = csv.writer(f)
+          writer.writerow(["global_step", "validation/perplexity"])
+          for step in range(0, 1201, 100):
+            writer.writerow([step, 10.0 - step / 200 + seed + offset])
+    out = _run("tools/reproduce_findings.py", f"--findings_dir={directory}", "--findings=schedules",
+               "--report_only", "--seeds=2")
+    # Means over the two seeds at step 1200: cosine (4 + 5) / 2, d2z (3.9 + 4.7) / 2.
+    self.assertRegex(out, r"\| adamw_cosine \| 2 \| .* \| 4\.5000 \[4\.0000, 5\.0000\] \|")
+    self.assertRegex(out, r"\| adamw_d2z \| 2 \| .* \| 4\.3000 \[3\.9000, 4\.7000\] \|")
+    self.assertRegex(out, r"\| adamw_d2z \| 2 \| .* \| -0\.2000 \[-0\.3000, -0\.1000\] \|")  # Paired.
+    self.assertIn("| adamw_d2z | 1000, 1001 | 1.00, 1.00 |", out)
+    self.assertTrue(os.path.exists(os.path.join(directory, "findings.md")))
+
+  def test_reproduce_findings_rejects_unknown_findings(self):
+    with self.assertRaisesRegex(AssertionError, "unknown --findings"):
+      _run("tools/reproduce_findings.py", "--findings_dir=/tmp/x", "--findings=nope", "--report_only")
 
 
 if __name__ == "__main__":
