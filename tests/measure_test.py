@@ -127,7 +127,8 @@ class BudgetCoherenceTest(absltest.TestCase):
     # that schedule (warmup_cosine False: DoG, schedule-free, ...) set their
     # own step size at a constant rate: there is no schedule to end early.
     cpu = [w for w in workloads.WORKLOADS if workloads.WORKLOADS[w].targets.measure == "steps"]
-    self.assertCountEqual(cpu, ["mnist1d_mlp", "mnist1d_cnn", "logreg", "stdlib_lm"])
+    self.assertCountEqual(
+        cpu, ["mnist1d_mlp", "mnist1d_cnn", "logreg", "stdlib_lm", *workloads.VARIANTS])
     for name in cpu:
       tg = workloads.WORKLOADS[name].targets
       self.assertLessEqual(1 - tg.step_hint / tg.max_steps, base.MAX_FINAL_FRACTION, name)

@@ -10,6 +10,7 @@ import tempfile
 
 from absl.testing import absltest
 from absl.testing import parameterized
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +19,7 @@ import optax
 from experiments import workloads
 from experiments.algoperf_compat import spec
 from experiments.workloads import _common
+from experiments.workloads import base
 from experiments.workloads import cifar10
 from experiments.workloads import transformer
 
@@ -63,6 +65,7 @@ TINY = {
     "cifar10_resnet": dict(num_validation=6, stage_sizes=(1, 1), width=4, eval_batch_size=8),
     "lm_transformer": dict(dtype=jnp.float32, **_LM),
 }
+TINY.update({variant: TINY[base_name] for variant, base_name in workloads.VARIANTS.items()})
 NAMES = [(name, name) for name in TINY]
 
 
@@ -194,13 +197,113 @@ class RegistryTest(absltest.TestCase):
   def test_unknown_name_lists_the_valid_ones(self):
     with self.assertRaisesRegex(ValueError, "unknown workload 'mnist'.*logreg.*mnist1d_mlp"):
       workloads.get_workload("mnist")
+    with self.assertRaisesRegex(ValueError, "unknown workload 'mnist1d_mlp_x'.*mnist1d_mlp_tanh"):
+      workloads.get_workload("mnist1d_mlp_x")
 
   def test_calibrated_small_workloads_fit_a_cpu(self):
-    for name in ("mnist1d_mlp", "mnist1d_cnn", "logreg", "stdlib_lm"):
+    for name in ("mnist1d_mlp", "mnist1d_cnn", "logreg", "stdlib_lm", *workloads.VARIANTS):
       targets = workloads.WORKLOADS[name].targets
       self.assertBetween(targets.max_allowed_runtime_sec, 10, 180)
       # At least ~5 evaluations within the budget, so time-to-target resolves.
       self.assertBetween(targets.eval_period_time_sec, 0.1, targets.max_allowed_runtime_sec / 5)
+
+
+class VariantTest(parameterized.TestCase):
+  """Named variants: one detail of a base workload changed, with their own targets."""
+
+  def test_the_four_cpu_workloads_have_variants(self):
+    self.assertCountEqual(workloads.VARIANTS.values(),
+                          ["mnist1d_mlp", "mnist1d_cnn", "logreg", "stdlib_lm"])
+
+  @parameterized.named_parameters((v, v, b) for v, b in workloads.VARIANTS.items())
+  def test_selectable_by_name_with_own_coherent_targets(self, variant, base_name):
+    cls, base_cls = workloads.WORKLOADS[variant], workloads.WORKLOADS[base_name]
+    self.assertEqual(cls.name, variant)
+    self.assertTrue(issubclass(cls, base_cls))
+    self.assertIsInstance(tiny(variant), cls)
+    tg, base_tg = cls.targets, base_cls.targets
+    # The same task and step budget, its own calibrated targets.
+    for field in ("metric", "mode", "measure", "step_hint", "max_steps", "eval_period_time_sec"):
+      self.assertEqual(getattr(tg, field), getattr(base_tg, field), field)
+    self.assertNotEqual((tg.validation, tg.test), (base_tg.validation, base_tg.test))
+    self.assertBetween(tg.max_steps, tg.step_hint, (1 + base.MAX_FINAL_FRACTION) * tg.step_hint)
+    self.assertEqual(tg.eval_period_steps, tg.max_steps // base.EVALS_PER_BUDGET)
+    self.assertGreater(tg.max_allowed_runtime_sec, tg.eval_period_time_sec)
+    self.assertIn("tools/calibrate_targets.py", tg.how_set)
+    self.assertIn("19 of 20 seeds", tg.how_set)
+    self.assertNotIn("PLACEHOLDER", tg.how_set)
+    self.assertEqual(tg.tuned_baseline["optimizer"], "adamw")
+    lr = tg.tuned_baseline["hyperparameters"]["learning_rate"]
+    self.assertIn(f"best {lr:g}", tg.how_set)
+    if tg.mode == "max":  # Accuracy well above chance (10 classes).
+      self.assertBetween(tg.validation, 0.2, 1.0)
+    else:
+      self.assertGreater(tg.validation, 0)
+
+  def _logits(self, name, params=None):
+    w = tiny(name)
+    params = w.init_model_fn(jax.random.key(0))[0] if params is None else params
+    batch = w.train_batch(0, 0, 4)
+    return params, np.asarray(w.model_fn(params, batch, None, "eval", None, False)[0])
+
+  def test_mlp_tanh_changes_only_the_activation(self):
+    params, logits = self._logits("mnist1d_mlp")
+    params_v, logits_v = self._logits("mnist1d_mlp_tanh")
+    jax.tree.map(np.testing.assert_array_equal, params, params_v)  # Same parameters ...
+    self.assertFalse(np.allclose(logits, logits_v))  # ... different function:
+    x = tiny("mnist1d_mlp").train_batch(0, 0, 4)["inputs"]
+    h = np.tanh(x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
+    expected = h @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"]
+    np.testing.assert_allclose(logits_v, expected, rtol=1e-5, atol=1e-5)
+
+  def test_cnn_ln_adds_a_layer_norm_after_each_convolution(self):
+    params, logits = self._logits("mnist1d_cnn")
+    params_v, _ = self._logits("mnist1d_cnn_ln")
+    norms = {k: params_v.pop(k) for k in [k for k in params_v if k.startswith("LayerNorm")]}
+    self.assertCountEqual(norms, ["LayerNorm_0", "LayerNorm_1", "LayerNorm_2"])
+    jax.tree.map(np.testing.assert_array_equal, params, params_v)  # The rest is the base's.
+    P = workloads.ParameterType
+    self.assertEqual(tiny("mnist1d_cnn_ln").model_params_types["LayerNorm_1"],
+                     {"scale": P.LAYER_NORM_SCALE, "bias": P.LAYER_NORM_BIAS})
+    # Scale invariance: scaling a convolution's kernel and bias leaves the output
+    # as it is with the LayerNorm, not without it.
+    triple = lambda p: dict(p, Conv_1=jax.tree.map(lambda x: 3.0 * x, p["Conv_1"]))
+    full = dict(params_v, **norms)
+    np.testing.assert_allclose(self._logits("mnist1d_cnn_ln", triple(full))[1],
+                               self._logits("mnist1d_cnn_ln", full)[1], rtol=1e-4, atol=1e-5)
+    self.assertFalse(np.allclose(self._logits("mnist1d_cnn", triple(params))[1], logits))
+
+  def test_logreg_raw_keeps_raw_pixels(self):
+    w, w_raw = tiny("logreg"), tiny("logreg_raw")
+    for split in ("train", "validation", "test"):
+      x, y = w_raw._splits[split]
+      np.testing.assert_array_equal(y, w._splits[split][1])  # Same examples, same order.
+      np.testing.assert_array_equal(x, np.round(x))  # Intensities 0..16, untouched.
+      self.assertEqual((x.min(), x.max()), (0, 16))
+    self.assertEqual(w_raw.param_shapes, w.param_shapes)
+    # Standardising is affine per feature: the base features are the raw ones, standardised.
+    x_raw, x_std = w_raw._splits["train"][0], w._splits["train"][0]
+    varies = x_raw.std(0) > 0
+    standardised = (x_raw[:, varies] - x_raw[:, varies].mean(0)) / x_raw[:, varies].std(0)
+    np.testing.assert_allclose(x_std[:, varies], standardised, rtol=1e-4, atol=1e-4)
+
+  def test_stdlib_lm_post_ln_normalises_after_each_block(self):
+    self.assertFalse(tiny("stdlib_lm")._model.post_ln)
+    self.assertTrue(tiny("stdlib_lm_post_ln")._model.post_ln)
+    shapes, shapes_v = tiny("stdlib_lm").param_shapes, tiny("stdlib_lm_post_ln").param_shapes
+    # Same blocks; no final LayerNorm (post-LN blocks end normalised).
+    self.assertEqual(set(shapes) - set(shapes_v), {"LayerNorm_0"})
+    self.assertEqual(shapes["Block_0"], shapes_v["Block_0"])
+    x = jax.random.normal(jax.random.key(1), (2, 5, 8)) * 3 + 1
+    mask = nn.make_causal_mask(jnp.zeros((2, 5)))
+    outputs = {}
+    for post_ln in (False, True):
+      block = transformer.Block(num_heads=2, mlp_dim=8, post_ln=post_ln)
+      variables = block.init(jax.random.key(2), x, mask, True, 0.0)
+      outputs[post_ln] = block.apply(variables, x, mask, True, 0.0)
+    np.testing.assert_allclose(outputs[True].mean(-1), 0, atol=1e-5)  # LN's initial scale 1,
+    np.testing.assert_allclose(outputs[True].var(-1), 1, atol=1e-3)  # bias 0.
+    self.assertGreater(float(jnp.abs(outputs[False].mean(-1)).max()), 0.1)  # Pre-LN: residual.
 
 
 class ParameterTypeTest(parameterized.TestCase):

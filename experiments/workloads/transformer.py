@@ -6,7 +6,9 @@ from and how big the model is.
 
 Model: GPT-style, pre-LayerNorm blocks (causal multi-head self-attention, then
 a GELU MLP, each a residual branch), learned absolute positions, a final
-LayerNorm and an untied read-out over the 256 byte values.
+LayerNorm and an untied read-out over the 256 byte values. With `post_ln`
+(the `*_post_ln` variants, like AlgoPerf's `wmt_post_ln`) the blocks are
+post-LayerNorm instead and there is no final LayerNorm.
 
 Data: the files' bytes, split by FILE so validation and test text never
 appears in training: files are taken in the order of the SHA-256 of their
@@ -58,25 +60,34 @@ class Dropout(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-LN Transformer block: x + attn(LN(x)), then x + mlp(LN(x))."""
+  """Pre-LN Transformer block: x + attn(LN(x)), then x + mlp(LN(x)).
+
+  With `post_ln`: LN(x + attn(x)), then LN(x + mlp(x)) (the original
+  Transformer's, as AlgoPerf's `wmt_post_ln`).
+  """
 
   num_heads: int
   mlp_dim: int
   attention_dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  post_ln: bool = False
 
   @nn.compact
   def __call__(self, x, mask, deterministic: bool, dropout_rate):
-    h = nn.LayerNorm(dtype=self.dtype)(x)
+    norm = lambda: nn.LayerNorm(dtype=self.dtype)
+    h = x if self.post_ln else norm()(x)
     h = nn.MultiHeadDotProductAttention(
         num_heads=self.num_heads, dtype=self.dtype, dropout_rate=self.attention_dropout_rate,
         deterministic=deterministic, kernel_init=_common.kernel_init,
     )(h, mask=mask)
     x = x + Dropout()(h, dropout_rate, deterministic)
-    h = nn.LayerNorm(dtype=self.dtype)(x)
+    if self.post_ln:
+      x = norm()(x)
+    h = x if self.post_ln else norm()(x)
     dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=_common.kernel_init)
     h = dense(x.shape[-1])(nn.gelu(dense(self.mlp_dim)(h)))
-    return x + Dropout()(h, dropout_rate, deterministic)
+    x = x + Dropout()(h, dropout_rate, deterministic)
+    return norm()(x) if self.post_ln else x
 
 
 class TransformerLM(nn.Module):
@@ -90,6 +101,7 @@ class TransformerLM(nn.Module):
   mlp_dim: int = 512
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
+  post_ln: bool = False  # Post-LN blocks and no final LayerNorm (see `Block`).
 
   @nn.compact
   def __call__(self, tokens, *, deterministic: bool = True, dropout_rate=None,
@@ -106,8 +118,10 @@ class TransformerLM(nn.Module):
     x = Dropout()(x.astype(self.dtype), rate, deterministic)
     mask = nn.make_causal_mask(tokens)
     for _ in range(self.num_layers):
-      x = Block(self.num_heads, self.mlp_dim, attention_rate, self.dtype)(x, mask, deterministic, rate)
-    x = nn.LayerNorm(dtype=self.dtype)(x)
+      x = Block(self.num_heads, self.mlp_dim, attention_rate, self.dtype, self.post_ln)(
+          x, mask, deterministic, rate)
+    if not self.post_ln:  # Post-LN blocks already end normalised.
+      x = nn.LayerNorm(dtype=self.dtype)(x)
     logits = nn.Dense(self.vocab_size, dtype=self.dtype, kernel_init=_common.kernel_init)(x)
     return logits.astype(jnp.float32)
 
@@ -180,11 +194,13 @@ class ByteLMWorkload(_common.EvalMixin, base.Workload):
   """Next-byte prediction with `TransformerLM` on given files.
 
   Subclasses call `__init__` with the files and model size and set `name`,
-  `targets`, `default_batch_size`. The metric is perplexity = exp(mean token
-  cross-entropy in nats) over the fixed evaluation windows.
+  `targets`, `default_batch_size` (and `post_ln`, for a post-LN variant). The
+  metric is perplexity = exp(mean token cross-entropy in nats) over the fixed
+  evaluation windows.
   """
 
   loss_type = base.LossType.SOFTMAX_CROSS_ENTROPY
+  post_ln = False  # Post-LN blocks (a variant's change; see `Block`).
 
   def __init__(
       self,
@@ -215,7 +231,7 @@ class ByteLMWorkload(_common.EvalMixin, base.Workload):
     }
     self._model = TransformerLM(
         VOCAB_SIZE, context_length, model_dim, num_layers, num_heads, mlp_dim, dropout_rate,
-        jnp.dtype(dtype),
+        jnp.dtype(dtype), self.post_ln,
     )
     self._init = _common.jit_init(self._model)
 
