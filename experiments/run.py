@@ -385,7 +385,12 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError("--tuning_search_space does not apply to --tuning_ruleset=self (AlgoPerf refuses it too).")
   subs = _submissions()
   layout = _LOG_LAYOUT.value
+  batch_sizes = {}
   for sub in subs:  # Refuse before any trial runs, not after the first submission's.
+    try:
+      batch_sizes[sub.name] = trainer.batch_size_for(sub, workload)
+    except ValueError as e:
+      raise app.UsageError(str(e)) from None
     existing = [r for r in _workload_roots(sub.name, workload.name, layout) if os.path.exists(r)]
     if existing and not (_RESUME.value or _OVERWRITE.value):
       raise app.UsageError(
@@ -407,9 +412,8 @@ def main(argv: Sequence[str]) -> None:
     if _EVAL_PERIOD.value is not None:
       raise app.UsageError("--eval_period_time_sec applies to --measure=wallclock; under --measure=steps"
                            f" {workload.name} evaluates every {workload.targets.eval_period_steps} steps.")
-  results = {}
   for sub in subs:
-    results[sub.name] = _run_submission(sub, workload, measure, factor, budget_steps, pinned)
+    _run_submission(sub, workload, batch_sizes[sub.name], measure, factor, budget_steps, pinned)
   print(f"\nlogs: {_EXPERIMENT_DIR.value}", flush=True)
   if len(subs) > 1:
     _score(subs[0].name)
@@ -435,13 +439,11 @@ def _pin_cpu_core() -> int | None:
   return sorted(os.sched_getaffinity(0))[0]
 
 
-def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload, measure: str,
-                    factor: float, budget_steps: float | None, pinned: int | None) -> list[tuple]:
+def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload,
+                    batch: tuple[int, str], measure: str, factor: float, budget_steps: float | None,
+                    pinned: int | None) -> list[tuple]:
   """Runs every study and trial of one submission; prints and returns their table rows."""
-  try:
-    batch_size, batch_name = trainer.batch_size_for(sub, workload)
-  except ValueError as e:
-    raise app.UsageError(str(e)) from None
+  batch_size, batch_name = batch
   layout = _LOG_LAYOUT.value
   roots = _workload_roots(sub.name, workload.name, layout)
   if _OVERWRITE.value:
