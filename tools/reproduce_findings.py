@@ -28,7 +28,7 @@ Findings (`--findings`, default all):
   learning rate, `CALIBRATED_LR`, for every workload) vs the parameter-free
   methods (Prodigy, DoG, schedule-free AdamW; D-Adaptation is not in the
   registry) and NAdamW at its reference default, on mnist1d_mlp and logreg,
-  3 studies.
+  5 studies.
 * `muon_vs_adamw`: stdlib_lm at equal steps (the schedule's 1200 steps, past
   the target): AdamW at its tuned rate against Muon, whose rate is tuned on
   `MUON_LRS` at seed 0 (the Adam part of Muon at AdamW's tuned rate), 3
@@ -44,6 +44,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -120,7 +121,20 @@ def _run(directory: str, args: Sequence[str]) -> None:
 
 def _scores(directory: str, baseline: str) -> str:
   result = score_lib.score(directory, baseline, output_dir=os.path.join(directory, "scores"))
-  return result.markdown.split("\n", 2)[2]  # Without the "# Scores: dir" heading.
+  trials = result.experiment.trials
+  names = sorted({w for by_w in trials.values() for w in by_w})
+  lines = ["", "How often the target was reached (a study reaches it when any of its trials does):", "",
+           "| submission | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+  for submission, by_w in trials.items():
+    cells = []
+    for w in names:
+      studies = by_w.get(w, {})
+      hit = [[math.isfinite(r.time_to_target) for r in t.values()] for t in studies.values()]
+      cells.append(f"{sum(map(any, hit))}/{len(hit)} studies, {sum(map(sum, hit))}/{sum(map(len, hit))} trials")
+    lines.append(f"| {submission} | " + " | ".join(cells) + " |")
+  # Without the "# Scores: dir" heading; its sections one level below the finding's.
+  report = result.markdown.split("\n", 2)[2].replace("\n## ", "\n### ")
+  return report + "\n".join(lines) + "\n"
 
 
 # --- Scored findings ------------------------------------------------------------
@@ -151,7 +165,7 @@ def _external_runs() -> list[list[str]]:
 def _hyperparameter_free_runs() -> list[list[str]]:
   runs = []
   for w in ("mnist1d_mlp", "logreg"):
-    common = [f"--workload={w}", "--tuning_ruleset=self", "--num_studies=3", "--save_checkpoints=false"]
+    common = [f"--workload={w}", "--tuning_ruleset=self", "--num_studies=5", "--save_checkpoints=false"]
     runs.append(common + ["--optimizer=nadamw", "--submission_name=nadamw_calibrated",
                           f"--hparams={json.dumps({'learning_rate': CALIBRATED_LR})}"])
     runs.append(common + ["--optimizer=nadamw,prodigy,dog,schedule_free_adamw"])
