@@ -39,6 +39,20 @@ With `--probe` it runs a step-size probe of a registry optimizer instead
   validation target) within `--probe_steps` steps (default its step_hint),
   by `--probe_bisections` bisections on log10(lr); `max_lr.json`.
 
+Faults. A run killed at any point (SIGKILL included) and rerun with
+`--resume_last_run` ends with the uninterrupted run's trials: complete ones
+are kept (after checking they belong to this experiment: seed, point,
+submission, workload, ruleset, measure), an unfinished one continues from
+its newest checkpoint whose sha256 checksums verify (a corrupt or incomplete
+newer one is reported and moved to `bad_checkpoints/`), or restarts from
+step 0 if it had none. Time to target survives a resume, and the resumed
+trial's jitted functions are compiled outside the clock. One runner at a
+time per submission and workload: a second is refused, naming the first
+(`{experiment_dir}/{submission}/.{workload}.lock`, an flock that dies with
+its process). A full disk is one error line; rerun with `--resume_last_run`
+once space is free. Every flag and every hyperparameter point (its
+optimizer is built abstractly) is checked before any directory is created.
+
 `--hparams` sets the optimizer's other hyperparameters (default the
 registry's). `--log_sharpness` and `--log_grad_norms` add lambda_1 per
 evaluation and per-step gradient norms to ordinary trials' logs.
@@ -47,10 +61,15 @@ evaluation and per-step gradient norms to ordinary trials' logs.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import fcntl
 import json
 import math
 import os
+import re
 import shutil
+import socket
+import time
 from typing import Any, Sequence
 
 from absl import app
@@ -58,6 +77,7 @@ from absl import flags
 from absl import logging
 import jax
 
+from experiments import checkpoints
 from experiments import common_flags
 from experiments import logs
 from experiments import probes
@@ -116,8 +136,14 @@ _NUM_STUDIES = flags.DEFINE_integer(
 _RNG_SEED = flags.DEFINE_integer("rng_seed", 0, "Seed for search points, data and initialisation.")
 _EXPERIMENT_DIR = common_flags.EXPERIMENT_DIR
 _MAX_STEPS = flags.DEFINE_integer("max_global_steps", None, "Optional cap on steps per trial.")
-_RESUME = flags.DEFINE_bool("resume_last_run", False, "Resume trials from their last checkpoint.")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Delete existing logs of this experiment first.")
+_RESUME = flags.DEFINE_bool(
+    "resume_last_run", False,
+    "Continue the experiment with the same flags: complete trials are kept, an unfinished one resumes"
+    " from its newest intact checkpoint (or restarts from step 0 if it has none). Trials logged with"
+    " another seed, point, ruleset or measure are refused.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False,
+    "Delete this submission's existing logs on this workload first, complete trials included.")
 _SAVE_CHECKPOINTS = flags.DEFINE_bool("save_checkpoints", True, "Checkpoint after every evaluation.")
 _HPARAMS = flags.DEFINE_string("hparams", None, "JSON object: a single run at these hyperparameters.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Data for workloads that read files.")
@@ -375,12 +401,14 @@ def main(argv: Sequence[str]) -> None:
   except (ValueError, TypeError) as e:
     raise app.UsageError(str(e)) from None
   if _EVAL_PERIOD.value is not None:
-    if _EVAL_PERIOD.value <= 0:
-      raise app.UsageError("--eval_period_time_sec must be positive.")
+    if not (math.isfinite(_EVAL_PERIOD.value) and _EVAL_PERIOD.value > 0):
+      raise app.UsageError(f"--eval_period_time_sec must be a positive number, got {_EVAL_PERIOD.value}.")
     workload.targets = dataclasses.replace(workload.targets, eval_period_time_sec=_EVAL_PERIOD.value)
+  _check_experiment_dir(_EXPERIMENT_DIR.value)
   if _PROBE.value != "none":
     _run_probe(workload)
     return
+  _check_counts()
   if _TUNING_RULESET.value == "self" and _SEARCH_SPACE.value:
     raise app.UsageError("--tuning_search_space does not apply to --tuning_ruleset=self (AlgoPerf refuses it too).")
   subs = _submissions()
@@ -412,8 +440,25 @@ def main(argv: Sequence[str]) -> None:
     if _EVAL_PERIOD.value is not None:
       raise app.UsageError("--eval_period_time_sec applies to --measure=wallclock; under --measure=steps"
                            f" {workload.name} evaluates every {workload.targets.eval_period_steps} steps.")
-  for sub in subs:
-    _run_submission(sub, workload, batch_sizes[sub.name], measure, factor, budget_steps, pinned)
+  for sub in subs:  # Every point builds its optimizer, every existing trial is this experiment's.
+    _check_points(sub, workload, measure)
+  locks = []
+  try:
+    for sub in subs:  # Before --overwrite deletes anything.
+      locks.append(_lock(sub.name, workload.name))
+    for sub in subs:
+      try:
+        _run_submission(sub, workload, batch_sizes[sub.name], measure, factor, budget_steps, pinned)
+      except Exception as e:  # pylint: disable=broad-except
+        if _disk_full(e):
+          raise SystemExit(
+              f"error: no space left on the device of --experiment_dir={_EXPERIMENT_DIR.value} while"
+              f" running {sub.name} on {workload.name} ({_disk_full(e)}). Free space, then rerun with"
+              " --resume_last_run: trials resume from their last intact checkpoint.") from None
+        raise
+  finally:
+    for fd in locks:
+      os.close(fd)  # Releases the flock (so does the process's death).
   print(f"\nlogs: {_EXPERIMENT_DIR.value}", flush=True)
   if len(subs) > 1:
     _score(subs[0].name)
@@ -481,13 +526,17 @@ def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload
       meta_path = os.path.join(trial_dir, "meta_data.json")
       if _RESUME.value and os.path.exists(meta_path):
         meta = logs.read_json(meta_path)
+        _check_identity(meta_path, meta, dict(record, measure=measure))  # Checked up front too.
         if meta.get("status") == "complete":
           print(f"study {study} trial {trial}: complete, skipped", flush=True)
           seconds = meta.get("cost_adjusted_steps_to_target" if measure == "steps" else "time_to_target_sec")
           results.append((study, trial, point, seconds, meta.get("steps_to_target"), meta.get("global_step")))
           continue
-      resume = _RESUME.value and os.path.isdir(os.path.join(trial_dir, "checkpoints"))
+      resume = _RESUME.value and checkpoints.has_checkpoint(trial_dir)
       print(f"study {study} trial {trial}: {json.dumps(point)}", flush=True)
+      if _RESUME.value and not resume and os.path.exists(trial_dir):
+        print("  no completed checkpoint (killed before its first one completed): restarting this trial from step 0",
+              flush=True)
       os.makedirs(trial_dir, exist_ok=True)
       preemption_count = _write_run_files(trial_dir, workload, record, layout, resume)
       result = trainer.run_trial(
@@ -529,6 +578,131 @@ def _score(baseline: str) -> None:
   print("wrote " + ", ".join(result.files))
   print(f"\nrescore (e.g. another baseline or confidence): python -m experiments.score"
         f" --experiment_dir={directory} --baseline={baseline}")
+
+
+def _check_counts() -> None:
+  """UsageError for counts that would run nothing, or something else than asked."""
+  for holder in (_NUM_TRIALS, _NUM_STUDIES):
+    if holder.value < 1:
+      raise app.UsageError(f"--{holder.name} must be at least 1, got {holder.value}.")
+  if _MAX_STEPS.value is not None and _MAX_STEPS.value < 1:
+    raise app.UsageError(f"--max_global_steps must be at least 1 (or unset), got {_MAX_STEPS.value}.")
+
+
+def _check_experiment_dir(directory: str) -> None:
+  """UsageError unless `directory` is, or can be made, a writable directory (creates nothing)."""
+  if not directory:
+    raise app.UsageError("--experiment_dir is empty.")
+  path = os.path.abspath(directory)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise app.UsageError(f"--experiment_dir={directory} exists and is not a directory.")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise app.UsageError(f"--experiment_dir={directory}: {existing} is not a directory.")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise app.UsageError(f"--experiment_dir={directory}: {existing} is not writable.")
+
+
+# meta_data.json keys that say which experiment a trial belongs to.
+TRIAL_IDENTITY_KEYS = ("workload", "submission", "hyperparameters", "rng_seed", "tuning_ruleset", "measure")
+
+
+def _check_identity(meta_path: str, meta: dict[str, Any], expected: dict[str, Any]) -> None:
+  differing = [k for k in TRIAL_IDENTITY_KEYS if k in meta and k in expected
+               and json.dumps(meta[k], sort_keys=True) != json.dumps(logs._jsonable(expected[k]), sort_keys=True)]  # pylint: disable=protected-access
+  if differing:
+    details = "; ".join(f"{k}: logged {meta[k]!r}, now {expected[k]!r}" for k in differing)
+    raise app.UsageError(
+        f"{meta_path} belongs to another experiment ({details}): --resume_last_run continues the same"
+        " flags (--rng_seed, search space, --hparams, --tuning_ruleset, --measure). Use another"
+        " --experiment_dir, or --overwrite to replace it.")
+
+
+def _check_points(sub: submission_lib.Submission, workload: workloads.Workload, measure: str) -> None:
+  """UsageError for a point the submission refuses, or an existing trial of another experiment.
+
+  Builds the optimizer state of every point abstractly (jax.eval_shape: no
+  arrays), before any directory is created.
+  """
+  rng = jax.random.PRNGKey(0)
+  try:
+    abstract = jax.eval_shape(workload.init_model_fn, rng)
+  except Exception:  # pylint: disable=broad-except  (not traceable: the trial itself will say)
+    abstract = None
+  for study in range(_NUM_STUDIES.value):
+    for trial, point in enumerate(_points(sub, workload.name, study)):
+      source = "--hparams" if _HPARAMS.value is not None else f"study {study} trial {trial}'s point"
+      try:
+        hparams = submission_lib.make_hyperparameters(point)
+        if abstract is not None:
+          jax.eval_shape(lambda p, s: sub.init_optimizer_state(workload, p, s, hparams, rng)[0],  # pylint: disable=cell-var-from-loop
+                         *abstract)
+      except ValueError as e:
+        raise app.UsageError(f"{source} {json.dumps(point)} for {sub.name}: {e}") from None
+      except Exception:  # pylint: disable=broad-except  (e.g. not traceable: the trial itself will say)
+        pass
+      meta_path = os.path.join(_trial_dir(sub.name, workload.name, study, trial, _LOG_LAYOUT.value),
+                               "meta_data.json")
+      if _RESUME.value and os.path.exists(meta_path):
+        try:
+          meta = logs.read_json(meta_path)
+        except ValueError as e:
+          raise app.UsageError(str(e)) from None
+        _check_identity(meta_path, meta, dict(
+            workload=workload.name, submission=sub.name, hyperparameters=point,
+            rng_seed=_RNG_SEED.value + 1000 * study + trial, tuning_ruleset=_TUNING_RULESET.value,
+            measure=measure))
+
+
+LOCK_NAME = ".{workload}.lock"  # In {experiment_dir}/{submission}/: one runner per (submission, workload).
+
+
+def _lock(submission: str, workload: str) -> int:
+  """Takes the (submission, workload) lock of the experiment directory; returns its fd.
+
+  fcntl.flock: released when the fd closes or the process dies, so a killed
+  runner never leaves a stale lock. UsageError naming the holder if taken.
+  """
+  directory = os.path.join(_EXPERIMENT_DIR.value, submission)
+  os.makedirs(directory, exist_ok=True)
+  path = os.path.join(directory, LOCK_NAME.format(workload=workload))
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as e:
+    if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+      os.close(fd)
+      raise
+    holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+    os.close(fd)
+    raise app.UsageError(
+        f"{submission} on {workload} in {_EXPERIMENT_DIR.value} is in use by another runner ({holder};"
+        f" lock {path}). Wait for it to finish, or stop it.") from None
+  os.ftruncate(fd, 0)
+  os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since"
+                f" {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n".encode(), 0)
+  return fd
+
+
+def _disk_full(error: BaseException) -> str | None:
+  """The ENOSPC message in `error` or its causes (Orbax wraps them), or None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+      return f"{error.strerror or 'No space left on device'}" + (f" writing {error.filename}" if error.filename else "")
+    text = str(error)
+    if "No space left on device" in text or "ENOSPC" in text:  # Tensorstore's, inside Orbax's errors.
+      where = re.search(r'local file "([^"]+)"', text)
+      return "No space left on device" + (f" writing {where.group(1)}" if where else "")
+    for sub in getattr(error, "exceptions", ()) or ():  # ExceptionGroup (asyncio).
+      found = _disk_full(sub)
+      if found:
+        return found
+    error = error.__cause__ or error.__context__
+  return None
 
 
 def _workload_roots(submission: str, workload: str, layout: str) -> list[str]:

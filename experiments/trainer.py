@@ -4,6 +4,12 @@ The clock starts after data, model and optimizer initialisation. It counts
 data selection, `update_params` (compilation included) and
 `prepare_for_eval`, with the device synchronised before every reading, and
 excludes evaluation, logging and checkpointing, which are timed separately.
+After a resume, `update_params` and `prepare_for_eval` are first run once on
+copies of the restored state, outside every clock, their results discarded,
+so that recompiling them is not charged again: a resumed trial's submission
+time is the uninterrupted trial's (AlgoPerf instead charges the
+recompilation after a preemption to the submission). The `steps` measure
+counts steps, which a resume does not change.
 An evaluation happens once at least `eval_period_time_sec` of submission time
 has passed since the last one (and at the end); training stops when the
 validation target is reached, when the submission time exceeds the budget, or
@@ -345,7 +351,8 @@ def run_trial(
   step, clock = 0, Clock()
   last_eval_time = 0.0
   saved: dict[str, Any] = {}
-  checkpointer = checkpoints.TrialCheckpointer(trial_dir) if (save_checkpoints or resume) else None
+  checkpointer = (checkpoints.TrialCheckpointer(trial_dir, fresh=not resume, warn=progress)
+                  if (save_checkpoints or resume) else None)
   meta = dict(record)
   meta.update(
       target_metric=target_key, target_value=targets.validation, target_mode=targets.mode,
@@ -363,6 +370,10 @@ def run_trial(
     clock = Clock(**saved["clock"])
     last_eval_time = saved["last_eval_time"]
     progress(f"resumed {trial_dir} at step {step} ({clock.submission:.1f}s of submission time)")
+  # When the target was first reached, and whether the checkpoint was the trial's last (kept across a resume).
+  reached_at = tuple(saved["reached_at"]) if saved.get("reached_at") else None  # (submission seconds, step)
+  finished = bool(saved.get("finished"))
+  metrics: dict[str, float] = dict(saved.get("metrics") or {})
   optimizer_state = (opt_state, update_fn)
   step_cost_record = saved.get("step_cost")  # Kept across a resume.
   relative_cost = 1.0
@@ -386,11 +397,9 @@ def run_trial(
   sharpness = (_Sharpness(workload, label_smoothing, rng_seed, batch_size, data_sharding,
                           step_rngs(step_rng_base, 0)[1]) if log_sharpness else None)
   eval_results: list[tuple[int, dict[str, float]]] = []
-  reached_at: tuple[float, int] | None = None  # (submission seconds, step)
-  metrics: dict[str, float] = {}
   # AlgoPerf's bookkeeping, read-only to a submission that asks for it.
   train_state = dict(
-      validation_goal_reached=False, test_goal_reached=False, is_time_remaining=True,
+      validation_goal_reached=reached_at is not None, test_goal_reached=False, is_time_remaining=True,
       last_eval_time=last_eval_time, training_complete=False,
       accumulated_submission_time=clock.submission, accumulated_eval_time=clock.eval,
       accumulated_logging_time=clock.logging, last_step_end_time=None,
@@ -401,8 +410,17 @@ def run_trial(
   def sync(tree):
     jax.block_until_ready(tree)
 
+  if resume and not finished:
+    # Compile outside every clock, as restoring is: the uninterrupted run compiled once (module doc).
+    _warm_up(workload, submission, queue, params, params_types, model_state, hparams, loss_type,
+             optimizer_state, eval_results, step, step_rngs(step_rng_base, step), extra, spec)
+    if metrics_logger:
+      workload.attach_metrics_logger(MetricsLogger(train_log, clock, time_fn))
+  elif not resume:
+    checkpoints.fault_point("before_first_checkpoint")
+
   # --- Training loop ------------------------------------------------------------
-  while True:
+  while not finished:
     data_rng, update_rng, prepare_rng, eval_rng = step_rngs(step_rng_base, step)
     start = time_fn()
     batch = submission.data_selection(
@@ -500,16 +518,19 @@ def run_trial(
     clock.logging += time_fn() - start
     train_state.update(accumulated_logging_time=clock.logging)
 
+    finished = bool((reached and stop_at_target) or over_budget or at_cap or training_complete)
     if checkpointer is not None and save_checkpoints:
       start = time_fn()
       state = dict(params=params, model_state=model_state, opt_state=optimizer_state[0])
       checkpointer.save(step, state, dict(record, clock=clock.as_dict(), last_eval_time=last_eval_time,
-                                          step_cost=step_cost_record))
+                                          step_cost=step_cost_record, reached_at=reached_at,
+                                          finished=finished, metrics=metrics))
       clock.checkpoint += time_fn() - start
 
-    if (reached and stop_at_target) or over_budget or at_cap or training_complete:
+    if finished:
       if training_complete:
         progress(f"{submission.name} raised TrainingCompleteError at step {step}")
+      checkpoints.fault_point("after_final_checkpoint")
       break
 
   if grad_norms is not None:
@@ -535,6 +556,37 @@ def run_trial(
       cost_adjusted_steps_to_target=reached_at[1] * relative_cost if reached_at else math.inf,
       step_cost=step_cost_record,
   )
+
+
+def _copy(tree: Any) -> Any:
+  """Fresh buffers of a tree's arrays (a submission may donate what it is given)."""
+  return jax.tree.map(lambda x: jax.numpy.copy(x) if isinstance(x, jax.Array) else x, tree)
+
+
+def _warm_up(workload, submission, queue, params, params_types, model_state, hparams, loss_type,
+             optimizer_state, eval_results, step, rngs, extra, spec) -> None:
+  """Runs update_params (and prepare_for_eval) once on copies, results discarded.
+
+  After a resume, so that compiling them again is not charged to the
+  submission: the uninterrupted run paid it once. The batch is the next
+  step's, read without moving the queue; the metrics logger is detached.
+  """
+  _, update_rng, prepare_rng, _ = rngs
+  workload.attach_metrics_logger(None)
+  batch = jax.device_put(dict(workload.train_batch(queue.seed, step, queue.batch_size)), queue._sharding)  # pylint: disable=protected-access
+  state = _copy((optimizer_state, params, model_state))
+  try:
+    state = submission.update_params(
+        workload, state[1], params_types, state[2], hparams, batch, loss_type, state[0],
+        list(eval_results), step, update_rng, **extra)
+  except spec.TrainingCompleteError:
+    pass
+  jax.block_until_ready((state[0][0], state[1], state[2]))
+  if submission.prepare_for_eval is not None:
+    state = _copy(state)
+    state = submission.prepare_for_eval(workload, state[1], params_types, state[2], hparams, loss_type,
+                                        state[0], list(eval_results), step, prepare_rng)
+    jax.block_until_ready((state[0][0], state[1], state[2]))
 
 
 class _GradNorms:

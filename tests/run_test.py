@@ -44,11 +44,79 @@ class BadInputTest(parameterized.TestCase):
       ("probe_of_the_default_list", ["--probe=sharpness"], "probes one registry optimizer"),
       ("name_for_several", ["--optimizer=adamw,radam", "--submission_name=x"], "names one submission"),
       ("bad_budget_scale", ["--budget_scale=0"], "--budget_scale must be positive"),
+      ("zero_steps", ["--max_global_steps=0"], "--max_global_steps must be at least 1"),
+      ("negative_steps", ["--max_global_steps=-3"], "--max_global_steps must be at least 1"),
+      ("no_trials", ["--num_tuning_trials=0"], "--num_tuning_trials must be at least 1"),
+      ("negative_studies", ["--num_studies=-1"], "--num_studies must be at least 1"),
+      ("nan_eval_period", ["--measure=wallclock", "--eval_period_time_sec=nan"],
+       "--eval_period_time_sec must be a positive number, got nan"),
+      ("inf_eval_period", ["--measure=wallclock", "--eval_period_time_sec=inf"],
+       "--eval_period_time_sec must be a positive number"),
+      ("negative_learning_rate", ['--hparams={"learning_rate": -0.1}', "--optimizer=adamw"],
+       r"--hparams \{\"learning_rate\": -0.1\} for adamw: .*learning_rate"),
+      ("unknown_hyperparameter", ['--hparams={"bogus": 1}', "--optimizer=adamw"],
+       "--hparams .*'bogus'.* not arguments of adamw"),
   )
   def test_clear_errors(self, argv, message):
     FLAGS(["run", f"--experiment_dir={test_util.tempdir(self)}", "--workload=logreg"] + argv)
     with self.assertRaisesRegex(app.UsageError, message):
       run.main(["run"])
+
+  def test_bad_hparams_create_nothing_and_the_corrected_rerun_runs(self):
+    directory = os.path.join(test_util.tempdir(self), "exp")
+    FLAGS(["run", f"--experiment_dir={directory}", "--workload=logreg", "--optimizer=adamw",
+           '--hparams={"learning_rate": -0.1}', "--num_studies=1", "--max_global_steps=2"])
+    with self.assertRaisesRegex(app.UsageError, "learning_rate"):
+      run.main(["run"])
+    self.assertFalse(os.path.exists(directory))
+    FLAGS.unparse_flags()
+    FLAGS(["run", f"--experiment_dir={directory}", "--workload=logreg", "--optimizer=adamw",
+           '--hparams={"learning_rate": 0.1}', "--num_studies=1", "--max_global_steps=2",
+           "--save_checkpoints=false"])
+    run.main(["run"])
+    self.assertEqual(_meta(directory)["global_step"], 2)
+
+  def test_experiment_dir_that_is_a_file(self):
+    path = os.path.join(test_util.tempdir(self), "file")
+    open(path, "w").close()
+    for directory, message, extra in ((path, "exists and is not a directory", []),
+                                      (os.path.join(path, "sub"), "is not a directory", []),
+                                      (path, "exists and is not a directory", ["--probe=sharpness"])):
+      FLAGS(["run", f"--experiment_dir={directory}", "--workload=logreg", "--optimizer=adamw", *extra])
+      with self.assertRaisesRegex(app.UsageError, f"--experiment_dir={directory}.*{message}"):
+        run.main(["run"])
+      FLAGS.unparse_flags()
+
+  def test_unwritable_experiment_dir(self):
+    if os.geteuid() == 0:
+      self.skipTest("root writes anywhere")
+    parent = test_util.tempdir(self)
+    os.chmod(parent, 0o500)
+    self.addCleanup(os.chmod, parent, 0o700)
+    FLAGS(["run", f"--experiment_dir={parent}/exp", "--workload=logreg", "--optimizer=adamw"])
+    with self.assertRaisesRegex(app.UsageError, "is not writable"):
+      run.main(["run"])
+
+  def test_resume_of_another_experiment_is_refused(self):
+    directory = test_util.tempdir(self)
+    base = ["run", f"--experiment_dir={directory}", "--workload=logreg", "--optimizer=adamw",
+            "--num_studies=1", "--num_tuning_trials=1", "--max_global_steps=2", "--save_checkpoints=false"]
+    FLAGS(base)
+    run.main(["run"])
+    before = _meta(directory)
+    for extra, differing in ((["--rng_seed=1"], "rng_seed"),
+                             (['--hparams={"learning_rate": 0.5}'], "hyperparameters"),
+                             (["--tuning_ruleset=self"], "hyperparameters"),
+                             (["--measure=wallclock"], "measure")):
+      FLAGS.unparse_flags()
+      FLAGS(base + ["--resume_last_run"] + extra)
+      with self.assertRaisesRegex(app.UsageError, f"belongs to another experiment .*{differing}"):
+        run.main(["run"])
+    self.assertEqual(_meta(directory), before)
+    FLAGS.unparse_flags()
+    FLAGS(base + ["--resume_last_run"])
+    run.main(["run"])  # The same flags: skipped as complete.
+    self.assertEqual(_meta(directory), before)
 
   def test_existing_experiment_needs_resume_or_overwrite(self):
     directory = test_util.tempdir(self)

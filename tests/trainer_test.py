@@ -200,6 +200,73 @@ class ResumeTest(absltest.TestCase):
                       for r in logs.CsvLog.resume(os.path.join(d, "eval_measurements.csv")).rows]
     self.assertEqual(rows(killed_dir), rows(straight_dir))
 
+  def test_time_to_target_survives_a_resume_without_stop_at_target(self):
+    clock = FakeTime()
+    straight = _run(test_util.tempdir(self), TinyWorkload(clock, target=0.8), clock, max_global_steps=60,
+                    stop_at_target=False)
+    self.assertTrue(straight.reached_target)
+    self.assertLess(straight.steps_to_target + 8, 60)
+    killed_dir = test_util.tempdir(self)
+    clock = FakeTime()
+    with self.assertRaises(KeyboardInterrupt):  # After the target and a later checkpoint.
+      _run(killed_dir, TinyWorkload(clock, target=0.8, fail_at_step=straight.steps_to_target + 8), clock,
+           max_global_steps=60, stop_at_target=False)
+    clock = FakeTime()
+    resumed = _run(killed_dir, TinyWorkload(clock, target=0.8), clock, max_global_steps=60, resume=True,
+                   stop_at_target=False)
+    self.assertEqual(resumed.global_step, 60)
+    self.assertEqual(resumed.steps_to_target, straight.steps_to_target)
+    self.assertEqual(resumed.time_to_target_sec, straight.time_to_target_sec)
+    meta = logs.read_json(os.path.join(killed_dir, "meta_data.json"))
+    self.assertEqual(meta["steps_to_target"], straight.steps_to_target)
+
+  def test_resume_does_not_charge_compilation_again(self):
+    def compiling(clock):
+      """adamw whose first update (per process: per submission object) costs 50 s, as jit's compilation."""
+      sub = submission_lib.registry_submission("adamw", batch_sizes={"tiny": 16})
+      compiled = []
+
+      def update_params(*args, **kwargs):
+        if not compiled:
+          compiled.append(True)
+          clock.now += 50.0
+        return sub.update_params(*args, **kwargs)
+      return dataclasses.replace(sub, update_params=update_params)
+
+    def trial(tmp, clock, workload, resume=False):
+      point = {"learning_rate": 0.05}
+      return trainer.run_trial(
+          workload, compiling(clock), point, trial_dir=tmp, rng_seed=0, time_fn=clock, resume=resume,
+          record=dict(workload="tiny", submission="adamw", hyperparameters=point, rng_seed=0),
+          progress=lambda m: None, max_global_steps=23, budget_sec=10_000)
+
+    clock = FakeTime()
+    straight = trial(test_util.tempdir(self), clock, TinyWorkload(clock, target=2.0))
+    self.assertEqual(straight.clock["submission"], 23 + 50)  # Compiled once.
+    killed_dir = test_util.tempdir(self)
+    clock = FakeTime()
+    with self.assertRaises(KeyboardInterrupt):
+      trial(killed_dir, clock, TinyWorkload(clock, target=2.0, fail_at_step=17))
+    clock = FakeTime()
+    resumed = trial(killed_dir, clock, TinyWorkload(clock, target=2.0), resume=True)
+    self.assertEqual(resumed.final_metrics, straight.final_metrics)
+    self.assertEqual(resumed.clock["submission"], straight.clock["submission"])  # Not 23 + 2 x 50.
+
+  def test_random_bytes_in_every_checkpoint_are_an_error(self):
+    tmp = test_util.tempdir(self)
+    clock = FakeTime()
+    _run(tmp, TinyWorkload(clock, target=2.0), clock, max_global_steps=12)
+    for step in os.listdir(os.path.join(tmp, "checkpoints")):
+      state = os.path.join(tmp, "checkpoints", step, "state")
+      files = [os.path.join(r, n) for r, _, ns in os.walk(state) for n in ns if os.path.basename(r) == "d"]
+      path = max(files, key=os.path.getsize)
+      with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        f.write(np.random.default_rng(1).bytes(16))
+    clock = FakeTime()
+    with self.assertRaisesRegex(checkpoints.CheckpointError, "no intact checkpoint.*is corrupt: state/"):
+      _run(tmp, TinyWorkload(clock, target=2.0), clock, max_global_steps=20, resume=True)
+
   def _resume_with(self, tmp, clock, sub, point, submission_name):
     return trainer.run_trial(
         TinyWorkload(clock), sub, point, trial_dir=tmp, rng_seed=0,
