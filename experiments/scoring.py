@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -1075,17 +1076,57 @@ def _apply_targets(settings: dict[str, Any], targets: WorkloadTargets | None, wo
   if settings["metric"] is not None and (settings["metric"], settings["value"]) != (target.metric, target.value):
     logging.warning("%s: %s says %s %s, %s says %s %s; using the targets file.", path, settings["source"],
                     settings["metric"], settings["value"], targets.path, target.metric, target.value)
-  return dict(settings, metric=target.metric, value=target.value, mode=target.mode, overridden=True)
+  # Only a different target makes the runner's logged result incomparable.
+  overridden = (settings["metric"], settings["value"], settings["mode"]) != (target.metric, target.value, target.mode)
+  return dict(settings, metric=target.metric, value=target.value, mode=target.mode, overridden=overridden)
 
 
-def _read_evals(csv_path: str) -> tuple[list[dict[str, str]], list[str]] | None:
-  """Rows and columns of an eval log; None for an empty file."""
-  with open(csv_path, newline="", encoding="utf-8") as f:
-    reader = csv.DictReader(f)
-    rows = list(reader)
-    if reader.fieldnames is None:
-      return None
-    return rows, list(reader.fieldnames)
+def _read_evals(csv_path: str, time_column: str = TIME_COLUMN) -> tuple[list[dict[str, str]], list[str]] | None:
+  """Rows and columns of an eval log; None for an empty file.
+
+  Every writer of these logs (steplab's `logs.CsvLog`, AlgoPerf's pandas)
+  writes whole lines, a header naming distinct columns and rows with one cell
+  per column. A file that breaks that was cut (a copy or sync interrupted, a
+  full disk) or damaged, and its last row may hold a cut number (0.732 read
+  as 0.7) that moves the time to target without any other sign; so it is an
+  error, never read around.
+
+  Raises:
+    ValueError: naming the file, for a log that ends inside a line, is not
+      UTF-8 text, has a malformed header (blank or repeated column names, no
+      global_step or time column), a row with too few or too many cells, or
+      an unclosed quote.
+  """
+
+  def corrupt(why: str) -> ValueError:
+    return ValueError(f"{csv_path} is truncated or corrupt: {why}. Scoring it would silently change the trial's"
+                      " time to target; restore the file (or rerun the trial) before scoring.")
+
+  try:
+    with open(csv_path, newline="", encoding="utf-8") as f:
+      text = f.read()
+  except UnicodeDecodeError as e:
+    raise corrupt(f"not UTF-8 text ({e})") from None
+  if not text.strip():
+    return None
+  if not text.endswith(("\n", "\r")):
+    last = text.splitlines()[-1]
+    raise corrupt(f"it ends inside a line (no final line break), so its last line {last[-60:]!r} may be cut"
+                  " short")
+  try:
+    lines = [r for r in csv.reader(io.StringIO(text), strict=True) if r]  # Blank lines carry nothing.
+  except csv.Error as e:
+    raise corrupt(f"unreadable as CSV ({e})") from None
+  header, body = lines[0], lines[1:]
+  if any(not c.strip() for c in header) or len(set(header)) != len(header):
+    raise corrupt(f"its header {header} has blank or repeated column names")
+  missing = [c for c in (STEP_COLUMN, time_column) if c not in header]
+  if missing:
+    raise corrupt(f"its header {header} lacks {missing}")
+  for i, cells in enumerate(body):
+    if len(cells) != len(header):
+      raise corrupt(f"eval row {i} (line {i + 2}) has {len(cells)} cells, the header {len(header)} columns")
+  return [dict(zip(header, cells)) for cells in body], header
 
 
 def _record(path: str, ids: tuple[str, str, int, int], settings: Mapping[str, Any]) -> TrialRecord | str:
@@ -1095,12 +1136,21 @@ def _record(path: str, ids: tuple[str, str, int, int], settings: Mapping[str, An
     if settings["source"] == "meta_data.json":
       raise ValueError(f"{csv_path} is missing but {path}/meta_data.json says the trial is complete")
     return "no eval_measurements.csv (the run never evaluated, or crashed)"
-  evals_and_columns = _read_evals(csv_path)
+  time_column = settings.get("time_column", TIME_COLUMN)
+  evals_and_columns = _read_evals(csv_path, time_column)
   if evals_and_columns is None:
+    if settings["source"] == "meta_data.json":
+      # The runner writes the log whole, at least one row: an empty one was
+      # emptied or cut. Skipping the trial would change its study's median.
+      raise ValueError(f"{csv_path} is empty but {path}/meta_data.json says the trial is complete"
+                       f"{_logged_result(settings['meta'])}; restore the file (or rerun the trial) before scoring.")
     return "eval_measurements.csv is empty"
   rows, columns = evals_and_columns
-  seconds, steps = time_to_target(rows, settings["metric"], settings["value"], settings["mode"], settings["budget"],
-                                  settings.get("time_column", TIME_COLUMN))
+  try:
+    seconds, steps = time_to_target(rows, settings["metric"], settings["value"], settings["mode"],
+                                    settings["budget"], time_column)
+  except ValueError as e:  # A non-numeric or blank time, step or target cell.
+    raise ValueError(f"{csv_path} is corrupt: {e}") from None
   meta = settings["meta"]
   if "time_to_target_sec" in meta and not settings.get("overridden"):
     _check_logged_time(path, meta, seconds)
@@ -1122,14 +1172,50 @@ def _record(path: str, ids: tuple[str, str, int, int], settings: Mapping[str, An
   )
 
 
+def _logged_key(meta: Mapping[str, Any]) -> str:
+  return "cost_adjusted_steps_to_target" if meta.get("measure") == "steps" else "time_to_target_sec"
+
+
+def _logged_reached(meta: Mapping[str, Any]) -> bool:
+  """Whether the runner logged the target as reached (reached_target, else a logged time)."""
+  reached = meta.get("reached_target")
+  return meta.get(_logged_key(meta)) is not None if reached is None else bool(reached)
+
+
+def _logged_result(meta: Mapping[str, Any]) -> str:
+  """", reached_target true (time_to_target_sec 120.0, steps_to_target 1200)", for messages."""
+  if not _logged_reached(meta):
+    return ", reached_target false"
+  return (f", reached_target true ({_logged_key(meta)} {meta.get(_logged_key(meta))},"
+          f" steps_to_target {meta.get('steps_to_target')})")
+
+
 def _check_logged_time(path: str, meta: Mapping[str, Any], seconds: float) -> None:
-  """Warns when the runner's logged time to target disagrees with the eval log."""
-  key = "cost_adjusted_steps_to_target" if meta.get("measure") == "steps" else "time_to_target_sec"
+  """Checks the runner's logged result against the one recomputed from the eval log.
+
+  The runner decides reached_target on the same evaluations it writes to
+  eval_measurements.csv, with the same target and budget, so the two can only
+  disagree on WHETHER the target was reached when the log lost or changed
+  rows after the run (a cut at a line break leaves a well-formed file):
+  that is an error. A different time alone (e.g. rounding) is logged and the
+  CSV wins.
+
+  Raises:
+    ValueError: the eval log and meta_data.json disagree on whether the
+      target was reached.
+  """
+  key = _logged_key(meta)
+  reached = _logged_reached(meta)
+  if reached != math.isfinite(seconds):
+    csv_path = os.path.join(path, "eval_measurements.csv")
+    found = f"reaches the target at {seconds}" if math.isfinite(seconds) else "never reaches the target"
+    raise ValueError(
+        f"{csv_path} {found}, but {os.path.join(path, 'meta_data.json')} says status"
+        f" {meta.get('status')!r}{_logged_result(meta)}: the eval log lost or changed rows after the run"
+        " (truncated, cut at a line break, or edited). Restore it (or rerun the trial) before scoring."
+    )
   logged = meta.get(key)
-  logged = math.inf if logged is None or meta.get("reached_target") is False else float(logged)
-  if (math.isfinite(logged) != math.isfinite(seconds)) or (
-      math.isfinite(seconds) and not math.isclose(logged, seconds, rel_tol=1e-6, abs_tol=1e-6)
-  ):
+  if reached and logged is not None and not math.isclose(float(logged), seconds, rel_tol=1e-6, abs_tol=1e-6):
     logging.warning(
         "%s: meta_data.json says time to target %s, eval_measurements.csv gives %s; using the CSV.",
         path, logged, seconds,
@@ -1162,7 +1248,10 @@ def load_experiment(experiment_dir: str, workload_targets: str | WorkloadTargets
   copy of a run scores as its own submission; AlgoPerf's `wmt_jax` is
   workload `wmt`). Each submission directory's layout is detected
   (`detect_layout`). Times are recomputed from eval_measurements.csv; a
-  disagreement with steplab's meta_data.json is logged and the CSV wins.
+  different time in steplab's meta_data.json is logged and the CSV wins, but
+  a disagreement on whether the target was reached, or a truncated or
+  corrupt eval log (`_read_evals`), is an error: such a log would silently
+  change the score.
 
   Skipped, with a warning, and listed in `Experiment.skipped` (not counted as
   misses): trials whose status is not "complete" (still running, or
@@ -1178,7 +1267,10 @@ def load_experiment(experiment_dir: str, workload_targets: str | WorkloadTargets
       its `base_workloads`, if any, are the workloads that count.
 
   Raises:
-    ValueError: no trials at all; malformed logs; a trial without a target;
+    ValueError: no trials at all; malformed logs (an eval log that is cut,
+      corrupt, or empty or missing while steplab's meta_data.json says the
+      trial is complete; one that disagrees with meta_data.json on whether
+      the target was reached); a trial without a target;
       tuning rulesets, budgets or targets that differ within the experiment
       (their times are not comparable); a self-tuning study with more than
       one trial; a base workload without any trial.

@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from fractions import Fraction
@@ -245,6 +246,25 @@ class AlgoperfLayoutTest(absltest.TestCase):
         json.dump(content, f)
       with self.assertRaisesRegex(ValueError, error):
         scoring.read_workload_targets(path)
+
+  def test_cut_eval_log_fails_naming_the_file(self):
+    # AlgoPerf's logs carry no status: a cut last row is still an error, not a miss.
+    path = _write_trial(self.root, "x", "mnist", 0, 1, 100)
+    csv_path = os.path.join(path, "eval_measurements.csv")
+    with open(csv_path) as f:
+      text = f.read()
+    with open(csv_path, "w") as f:
+      f.write(text[:-4])
+    with self.assertRaisesRegex(ValueError, re.escape(csv_path) + " is truncated or corrupt: it ends inside a line"):
+      scoring.load_experiment(self.root)
+
+  def test_empty_eval_log_with_a_steplab_meta_fails(self):
+    # A steplab meta_data.json saying complete: an empty log is damage, not a skip.
+    empty = _write_trial(self.root, "x", "mnist", 0, 1, evals=False, steplab_meta=_steplab_meta("mnist"))
+    open(os.path.join(empty, "eval_measurements.csv"), "w").close()
+    with self.assertRaisesRegex(ValueError, re.escape(os.path.join(empty, "eval_measurements.csv"))
+                                + " is empty but .*meta_data.json says the trial is complete"):
+      scoring.load_experiment(self.root)
 
   def test_robust_to_odd_directories(self):
     _write_trial(self.root, "x", "mnist", 0, 1, 100)

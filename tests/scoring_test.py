@@ -9,9 +9,11 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 from fractions import Fraction
 
+from absl import app
 from absl import flags
 from absl.testing import absltest
 from absl.testing import flagsaver
@@ -289,6 +291,119 @@ class ExperimentTest(absltest.TestCase):
     _write_trial(self.root, "z", "mnist", 0, 1, 100, ruleset="self")
     with self.assertRaisesRegex(ValueError, "z/mnist study 0: the self-tuning ruleset runs one trial"):
       scoring.load_experiment(self.root)
+
+
+def _csv_path(root, submission="x", workload="mnist", study=0, trial=0):
+  return os.path.join(root, submission, workload, f"study_{study}", f"trial_{trial}", "eval_measurements.csv")
+
+
+def _rewrite(path, edit):
+  with open(path, newline="") as f:
+    text = f.read()
+  with open(path, "w", newline="") as f:
+    f.write(edit(text))
+
+
+class CorruptEvalLogTest(parameterized.TestCase):
+  """A cut or damaged eval log of a complete trial fails, naming the file; it never moves a score.
+
+  The trial reaches mnist's 0.97 at its last eval (0.98 at 100 s); the
+  metric is the last column, so a cut inside the last row can leave every
+  cell present and a number that reads as a miss.
+  """
+
+  def setUp(self):
+    super().setUp()
+    self.root = self.create_tempdir().full_path
+    _write_trial(self.root, "x", "mnist", 0, 0, 100)
+    self.csv = _csv_path(self.root)
+
+  def _assert_fails(self, edit, message):
+    _rewrite(self.csv, edit)
+    with self.assertRaisesRegex(ValueError, re.escape(self.csv) + ".*" + message):
+      scoring.load_experiment(self.root)
+
+  @parameterized.named_parameters(
+      # 0.98 written as "0.9": every cell present, a miss when read.
+      ("cut_inside_reaching_number", lambda t: t[:-2], r"ends inside a line.*'1000,100,2\.0,0\.1,1\.0,0\.9'"),
+      ("cut_inside_last_row", lambda t: t[:t.rindex("\n", 0, -1) + 6], "ends inside a line"),
+      ("cut_inside_header", lambda t: t[:25], "ends inside a line"),
+      ("short_row_with_line_break", lambda t: t[:t.rindex("\n", 0, -1) + 6] + "\n",
+       r"eval row 1 \(line 3\) has 2 cells, the header 6 columns"),
+      ("extra_cells", lambda t: t[:-1] + ",7\n", "eval row 1 .* has 7 cells"),
+      ("header_lacks_time_column", lambda t: t.replace("accumulated_submission_time", "accumulated_sub", 1),
+       r"lacks \['accumulated_submission_time'\]"),
+      ("repeated_column", lambda t: t.replace("train/loss", "global_step", 1), "blank or repeated column names"),
+      ("unclosed_quote", lambda t: t[:-5] + '"0.98\n', "unreadable as CSV"),
+      ("non_numeric_target_cell", lambda t: t[:-5] + "0.9x8\n", r"'0\.9x8' is not a number"),
+      ("non_numeric_time_cell", lambda t: t.replace(",100,", ",1OO,", 1), r"'1OO' is not a number"),
+  )
+  def test_fails_naming_the_file(self, edit, message):
+    self._assert_fails(edit, message)
+
+  def test_not_utf8(self):
+    with open(self.csv, "ab") as f:
+      f.write(b"\xff\n")
+    with self.assertRaisesRegex(ValueError, re.escape(self.csv) + " is truncated or corrupt: not UTF-8"):
+      scoring.load_experiment(self.root)
+
+  def test_cut_at_a_line_break_disagrees_with_meta(self):
+    # Well formed, but the reaching row is gone: meta_data.json says reached.
+    self._assert_fails(lambda t: t[:t.rindex("\n", 0, -1) + 1],
+                       r"never reaches the target, but .*meta_data\.json says status 'complete', reached_target"
+                       r" true \(time_to_target_sec 100, steps_to_target 1000\)")
+
+  def test_reaching_log_with_a_missing_meta_disagrees_too(self):
+    path = os.path.dirname(self.csv)
+    with open(os.path.join(path, "meta_data.json")) as f:
+      meta = json.load(f)
+    with open(os.path.join(path, "meta_data.json"), "w") as f:
+      json.dump(dict(meta, reached_target=False, time_to_target_sec=None, steps_to_target=None), f)
+    with self.assertRaisesRegex(ValueError, re.escape(self.csv) + " reaches the target at 100.0, but .*"
+                                "reached_target false"):
+      scoring.load_experiment(self.root)
+
+  @parameterized.named_parameters(("reached", 100), ("missed", None))
+  def test_empty_log_of_a_complete_trial(self, reach_at):
+    root = self.create_tempdir().full_path
+    _write_trial(root, "x", "mnist", 0, 0, reach_at)
+    open(_csv_path(root), "w").close()
+    with self.assertRaisesRegex(ValueError, re.escape(_csv_path(root)) + " is empty but .*meta_data.json says the"
+                                " trial is complete, reached_target " + ("true" if reach_at else "false")):
+      scoring.load_experiment(root)
+
+  def test_steps_measure_checks_its_own_key(self):
+    # measure "steps": times are cost-adjusted steps, checked against cost_adjusted_steps_to_target.
+    root = self.create_tempdir().full_path
+    _write_trial(root, "x", "mnist", 0, 0, 100, meta=dict(measure="steps", time_column="cost_adjusted_steps",
+                                                         budget=5000, cost_adjusted_steps_to_target=1000.0))
+    _rewrite(_csv_path(root), lambda t: t.replace("accumulated_logging_time", "cost_adjusted_steps")
+             .replace(",0.1,", ",500,", 1).replace(",0.1,", ",1000,", 1))
+    self.assertEqual(scoring.load_experiment(root).trials["x"]["mnist"][0][0].time_to_target, 1000.0)
+    _rewrite(_csv_path(root), lambda t: t[:t.rindex("\n", 0, -1) + 1])
+    with self.assertRaisesRegex(ValueError, "never reaches the target.*reached_target true"
+                                r" \(cost_adjusted_steps_to_target 1000\.0, steps_to_target 1000\)"):
+      scoring.load_experiment(root)
+
+  def test_intact_logs_still_score(self):
+    # Blank lines and a CRLF file are whole; a blank metric (a diverged eval) is a miss, not damage.
+    _rewrite(self.csv, lambda t: t.replace("\n", "\r\n") + "\r\n")
+    self.assertEqual(scoring.load_experiment(self.root).trials["x"]["mnist"][0][0].time_to_target, 100.0)
+    root = self.create_tempdir().full_path
+    _write_trial(root, "x", "mnist", 0, 0, rows=[_row(50, ""), _row(100, 0.5)])
+    self.assertEqual(scoring.load_experiment(root).trials["x"]["mnist"][0][0].time_to_target, INF)
+
+  def test_score_fails_instead_of_scoring_zero(self):
+    # adamw alone reaches the target (score 1); a cut last row used to score it 0 with rc 0.
+    root = self.create_tempdir().full_path
+    _write_trial(root, "adamw", "mnist", 0, 0, 100)
+    _write_trial(root, "sgd", "mnist", 0, 0)
+    self.assertEqual(score_lib.score(root, "", plots=False).scores["adamw"], 1.0)
+    _rewrite(_csv_path(root, "adamw"), lambda t: t[:-3])
+    with flagsaver.flagsaver(experiment_dir=root, baseline="adamw", output_dir=os.path.join(root, "out")):
+      with self.assertRaisesRegex(app.UsageError, re.escape(_csv_path(root, "adamw")) + " is truncated or corrupt"):
+        score_lib.main(["score"])
+    self.assertFalse(os.path.exists(os.path.join(root, "out", "scores.md")))
 
 
 class ScoreMainTest(absltest.TestCase):
