@@ -111,19 +111,62 @@ def paired_steps(name, dtype, steps=8):
   """
   xla, pallas = (f() for f in _pairs()[name])
   params_p = _tree(jnp.dtype(dtype))
-  params_x = jax.tree.map(lambda p: p.astype(jnp.float32), params_p)
+  # Methods on float32 master weights for low-precision parameters
+  # (`_numerics.with_compensated_updates`: DoG, LDoG, Prodigy) keep the
+  # rounding error in their state, so the XLA reference runs on the same
+  # bf16 parameters (it compensates too) instead of an upcast copy.
+  compensated = isinstance(pallas.init(params_p)[-1], optimizers._numerics.CompensatedState)
+  upcast = (lambda t: t) if compensated else (lambda t: jax.tree.map(lambda p: p.astype(jnp.float32), t))
+  params_x = upcast(params_p)
   state_x, state_p = xla.init(params_x), pallas.init(params_p)
   step_x, step_p = jax.jit(xla.update), jax.jit(pallas.update)
   for t in range(steps):  # 8: past RAdam's rectification at step 6.
     grads_p = jax.tree.map(lambda p: jnp.sin(p * (t + 1)).astype(p.dtype), params_p)
-    grads_x = jax.tree.map(lambda g: g.astype(jnp.float32), grads_p)
+    grads_x = upcast(grads_p)
     u_x, state_x = step_x(grads_x, state_x, params_x)
     u_p, state_p = step_p(grads_p, state_p, params_p)
     yield u_x, u_p, params_p
     params_x = optax.apply_updates(params_x, u_x)
     params_p = jax.tree.map(lambda x, p: x.astype(p.dtype), params_x, params_p)
-    params_x = jax.tree.map(lambda p: p.astype(jnp.float32), params_p)
+    params_x = upcast(params_p)
   yield state_x, state_p, None
+
+
+U32 = 2.0**-24  # float32 unit roundoff: one rounding is off by at most U32 relatively.
+# Per backend, an upper bound on the float32 roundings along one element's path
+# through the elementwise rules of `_pairs()` (the longest, e.g. AMSBound or
+# schedule-free RAdam: g^2 and the two moment EMAs 7, bias corrections 2,
+# sqrt, + eps and the division 3, a clip or step-size EMA 3, the interpolations
+# 4, weight decay and lr 3). The paths may round each of them differently (the
+# kernels regroup the scalars, and either path's a * b + c may or may not be
+# fused into one FMA, depending on the CPU), so two such results differ by up to
+# 2 * 24 roundings of the element's magnitude terms; moment errors only shrink
+# through sqrt and the EMAs' convex combinations.
+ELEMENTWISE_ROUNDINGS = 24
+_TREE_SIZE = 64 * 128 + 128 + 3 * 3 * 16 * 32 + 32 * 64 + 7 + 1  # `_tree()`'s elements.
+# Sums of non-negative terms the two paths add in different orders (XLA's
+# vector lanes, which depend on the CPU's SIMD width, vs the kernel's tiles):
+# (terms of the largest such sum, total exponent with which the update depends
+# on the sums). A float32 sum of n non-negative terms in ANY order is within
+# (n - 1) U32 of the exact sum, relatively, so two orders differ by up to
+# 2 (n - 1) U32; a sum entering as S^e moves the update by |e| times that.
+#   dog: eta = rbar / sqrt(G), rbar and sqrt(G) square roots of tree sums (e = 1/2 + 1/2).
+#   ldog: the same per leaf (largest leaf 64 x 128).
+#   induced_metric_rms: s = 1 / (1 + |mu_hat|), mu the EMA of a tree sum; |d log s / d log mu| <= 1.
+#   adam_mini: v^-1/2 of a block mean of g^2; a block is at most a leaf.
+# Prodigy's and AdamP's statistics are signed sums (a dot product, a cosine),
+# whose relative error has no bound without the data's cancellation; they are
+# held to the elementwise bound (Prodigy's relative to the parameter's ulp).
+NONNEGATIVE_SUMS = {
+    "dog": (_TREE_SIZE, 1.0), "ldog_init_eta": (64 * 128, 1.0),
+    "induced_metric_rms": (_TREE_SIZE, 1.0), "adam_mini": (64 * 128, 0.5),
+}
+
+
+def float32_bound(name):
+  """Relative bound on |pallas - xla| for `_pairs()[name]` in float32 (see above)."""
+  n, exponent = NONNEGATIVE_SUMS.get(name, (1, 0.0))
+  return (2 * ELEMENTWISE_ROUNDINGS + exponent * 2 * (n - 1)) * U32
 
 
 def difference_scale(name, xla_update, param):
@@ -146,10 +189,16 @@ class AgreementTest(parameterized.TestCase):
         self.assertEqual(b.dtype, p.dtype)
         a = np.asarray(a.astype(p.dtype), np.float32)
         b = np.asarray(b, np.float32)
-        # Float32: a few ulps. bfloat16: the two roundings of nearly equal
-        # float32 values may differ by one bf16 ulp (2^-8 relative).
-        rtol = 1e-6 if dtype == "float32" else 2.0**-7
-        np.testing.assert_allclose(b, a, rtol=rtol, atol=2 * rtol * difference_scale(name, a, p))
+        # Float32: `float32_bound`, relative to each element's magnitude terms;
+        # atol scales it by the leaf's largest update (or parameter, for
+        # Prodigy), for elements where terms cancel. bfloat16: the two
+        # roundings of float32 values that close may land on neighbouring
+        # bf16 values, one bf16 ulp apart (2^-8 to 2^-7 relative).
+        if dtype == "float32":
+          rtol = atol = float32_bound(name)
+        else:
+          rtol, atol = 2.0**-7, 2 * 2.0**-7
+        np.testing.assert_allclose(b, a, rtol=rtol, atol=atol * difference_scale(name, a, p))
     for a, b in zip(jax.tree.leaves(state_x), jax.tree.leaves(state_p)):
       self.assertEqual(jnp.shape(a), jnp.shape(b))
     for m in jax.tree.leaves(state_p):
@@ -165,8 +214,10 @@ class AgreementTest(parameterized.TestCase):
     _, state = xla.update(grads, xla.init(params), params)
     u_p, _ = jax.jit(pallas.update)(grads, state, params)
     u_x, _ = xla.update(grads, state, params)
+    # RAdam is elementwise: the float32 bound of `float32_bound("radam")`.
+    tolerance = float32_bound("radam")
     for a, b in zip(jax.tree.leaves(u_x), jax.tree.leaves(u_p)):
-      np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+      np.testing.assert_allclose(b, a, rtol=tolerance, atol=tolerance * np.abs(a).max())
 
   def test_a_schedule_does_not_recompile(self):
     optimizer = optimizers.radam(optax.linear_schedule(1e-2, 0.0, 5), backend="pallas")
@@ -196,13 +247,28 @@ class AdamMiniTest(absltest.TestCase):
     xla = optimizers.adam_mini(1e-2, weight_decay=0.1, num_heads=4, num_kv_heads=2)
     pallas = optimizers.adam_mini(1e-2, weight_decay=0.1, num_heads=4, num_kv_heads=2, backend="pallas")
     state_x, state_p = xla.init(params), pallas.init(params)
-    # The two paths sum a block's g^2 in different orders (XLA's vector lanes,
-    # which depend on the CPU's SIMD width, vs the kernel's tiles). Constant
-    # blocks (the q/k kernels here) make the rounding add up: a float32 sum of
-    # n terms is off by up to (n - 1) 2^-24 relatively, and the step scales
-    # with v^-1/2, so half that; the largest block is one head of the
-    # (128, 4, 32) attention kernels, n = 4096.
-    tolerance = 0.5 * (128 * 32 - 1) * 2.0**-24
+    # Bound from the float32 roundings that can differ between the two paths
+    # (u = 2^-24), valid on any CPU whatever its SIMD width or FMA use:
+    #  * Block sums. The paths sum a block's g^2 in different orders (XLA's
+    #    vector lanes, which depend on the CPU's SIMD width, vs the kernel's
+    #    tiles). A float32 sum of n non-negative terms in ANY order is within
+    #    (n - 1) u of the exact sum, relatively, so the two sums differ by up to
+    #    2 (n - 1) u; the step scales with v^-1/2, which halves that: (n - 1) u.
+    #    Constant blocks (the q/k kernels here) make this worst case real: the
+    #    rounding errors all have one sign and add up (2.4e-6 on an AMD EPYC).
+    #    The largest block is one head of the (128, 4, 32) attention kernels,
+    #    n = 4096.
+    #  * Elementwise roundings, each at most u of its own magnitude and counted
+    #    for both paths (the kernel regroups the scalars, and either path's
+    #    a * b + c may or may not be fused into one FMA): per path g^2 and the
+    #    division by n (2), the v EMA (3 per step, 3 steps; halved by the
+    #    square root, <= 5), sqrt, / sqrt(bc2), + eps (3), the m EMA (3 per
+    #    step: 9), / bc1 and the division by h (2), weight decay and lr (3):
+    #    24 per path, k = 48 for the difference.
+    # Relative to each element's magnitude; atol scales it by the leaf's
+    # largest update, for elements where the weight decay and the step cancel.
+    block, k = 128 * 32, 48
+    tolerance = ((block - 1) + k) * 2.0**-24  # 2.47e-4.
     for t in range(3):
       grads = jax.tree.map(lambda p: jnp.sin(p * (t + 1) + 0.1), params)
       u_x, state_x = jax.jit(xla.update)(grads, state_x, params)
@@ -298,13 +364,21 @@ class DispatchTest(absltest.TestCase):
 class ReductionTest(absltest.TestCase):
 
   def test_fused_sums_equal_the_float64_sums(self):
+    # Values in quarters of [-1, 1] make every sum exact in float32, in any
+    # order: x^2 and 2 x y are multiples of 2^-4 and 2^-3, and no partial sum
+    # of 2^19 of them exceeds 2^20, so each needs at most 24 significant bits.
+    # (With normal values the fused and float64 sums differ by rounding that
+    # depends on the summation order, up to (n - 1) 2^-24 relatively for
+    # n = 2^19 terms: a bound too loose to catch a lost tile.) So the sums
+    # must equal the float64 ones exactly, on any CPU and order.
     rng = np.random.default_rng(3)
-    a = jnp.asarray(rng.normal(size=(4096, 128)), jnp.float32)
-    b = jnp.asarray(rng.normal(size=(4096, 128)), jnp.bfloat16)
+    quarters = lambda: rng.integers(-4, 5, size=(4096, 128)) / 4.0
+    a = jnp.asarray(quarters(), jnp.float32)
+    b = jnp.asarray(quarters(), jnp.bfloat16)
     sq, dot = reductions.fused_sums(lambda scalars, x, y: (x * x, scalars[0] * x * y), (2.0,), [a, b], 2)
     a64, b64 = np.asarray(a, np.float64), np.asarray(b.astype(jnp.float32), np.float64)
-    np.testing.assert_allclose(float(sq), np.sum(a64 * a64), rtol=1e-6)
-    np.testing.assert_allclose(float(dot), 2.0 * np.sum(a64 * b64), rtol=1e-5, atol=1e-3)
+    self.assertEqual(float(sq), np.sum(a64 * a64))
+    self.assertEqual(float(dot), 2.0 * np.sum(a64 * b64))
 
   def test_one_kernel_reads_all_three_norms_of_a_leaf(self):
     tx = optimizers.scale_by_dog(backend="pallas")
