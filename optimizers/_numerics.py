@@ -146,7 +146,10 @@ def adam_moments(
   """
   g = g.astype(v.dtype)
   m = b1 * m.astype(v.dtype) + (1.0 - b1) * g
-  v = b2 * v + (1.0 - b2) * g * g
+  if jnp.iscomplexobj(g):  # |g|^2, as optax's scale_by_adam (g * g would be complex).
+    v = b2 * v + (1.0 - b2) * abs_sq(g).astype(v.dtype)
+  else:
+    v = b2 * v + (1.0 - b2) * g * g
   return g, m, v
 
 
@@ -199,5 +202,217 @@ def in_state_dtype(
     new_updates, state = inner.update(promote(updates), state, promoted, **extra_args)
     new_updates = jax.tree.map(lambda u, g: u.astype(jnp.result_type(g)), new_updates, updates)
     return new_updates, state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+from typing import NamedTuple  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
+
+def safe_norm(x: jax.Array, dtype: Any) -> jax.Array:
+  """|x| (Euclidean; the modulus for complex x) in `dtype`, without overflow.
+
+  `sqrt(sum(x^2))` overflows once an element exceeds ~1.8e19 in float32
+  (1e20^2 is inf) and underflows below ~1e-19, although the norm itself is
+  representable. Scaling by max|x| first (as LAPACK's nrm2) keeps every
+  square in [0, 1]. A non-finite element gives a non-finite norm (inf for
+  inf, NaN for NaN), never a silent 0; an all-zero (or empty) x gives 0.
+  """
+  a = jnp.abs(x).astype(dtype)
+  if a.size == 0:
+    return jnp.zeros([], dtype)
+  m = jnp.max(a)
+  scale = jnp.where((m > 0) & jnp.isfinite(m), m, jnp.ones([], dtype))
+  return scale * jnp.sqrt(jnp.sum(jnp.square(a / scale)))
+
+
+def combine_norms(norms: Any, dtype: Any) -> jax.Array:
+  """The Euclidean norm of a list of norms (the norm of the concatenation), safely."""
+  if not norms:
+    return jnp.zeros([], dtype)
+  return safe_norm(jnp.stack([jnp.asarray(n, dtype) for n in norms]), dtype)
+
+
+def check_real_number(owner: str, name: str, value: Any, *, allow_inf: bool = False) -> None:
+  """A concrete hyperparameter must be a real number (finite unless `allow_inf`).
+
+  Strings, lists, None and complex numbers raise ValueError naming `name`;
+  traced or array values (inject_hyperparams) and callables (schedules) are
+  left alone, as `_validation` does. Pair it with the range checks of
+  `_validation` (which reject NaN).
+  """
+  if callable(value) or isinstance(value, jax.core.Tracer):
+    return
+  if hasattr(value, "shape") and hasattr(value, "dtype"):  # NumPy / JAX arrays and scalars.
+    real = jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)
+    if jnp.ndim(value) != 0 or not real:
+      raise ValueError(f"{owner}: `{name}` must be a real scalar, got {value!r}.")
+    x = float(value)
+  elif isinstance(value, bool) or not isinstance(value, (int, float)):
+    raise ValueError(f"{owner}: `{name}` must be a real number, got {value!r} ({type(value).__name__}).")
+  else:
+    x = float(value)
+  if math.isnan(x) or (math.isinf(x) and not allow_inf):
+    raise ValueError(f"{owner}: `{name}` must be finite, got {value!r}.")
+
+
+class CompensatedState(NamedTuple):
+  """State of `with_compensated_updates`: per leaf, master - params (float32).
+
+  Low-precision leaves (bfloat16, float16) carry the rounding error of their
+  parameters; other leaves carry a scalar 0 placeholder.
+  """
+
+  residual: Any
+
+
+def _low_precision(dtype: Any) -> bool:
+  """bfloat16, float16 (floating leaves narrower than their state dtype)."""
+  return jnp.issubdtype(dtype, jnp.floating) and jnp.dtype(dtype) != state_dtype(dtype)
+
+
+def with_compensated_updates(
+    inner: optax.GradientTransformation,
+) -> optax.GradientTransformation:
+  """`inner` (a chain whose updates are ADDED to params) on float32 master weights.
+
+  For bfloat16/float16 parameters, a parameter-free method's first steps (a
+  d0 = 1e-6 or a reps_rel = 1e-6 relative step) are far below half an ulp of
+  the parameter, so `apply_updates` rounds them away, the parameters never
+  move and an estimate built from the distance travelled (DoG's rbar,
+  Prodigy's d) never grows: the optimizer is frozen for good. Here the inner
+  transformation sees master weights x = params + residual and gradients in
+  float32, its update moves x in float32, and the update returned (in the
+  gradient dtype) takes the parameters to x rounded to their dtype; the
+  rounding error is kept in the state (Kahan-style compensation, 4 bytes per
+  low-precision parameter). The residual is recomputed from the parameters the
+  user actually gets (`optax.apply_updates`), so it stays below an ulp.
+  float32/float64 leaves pass through untouched (the same numbers as
+  `inner`, a scalar placeholder in the state). `inner` must produce the final,
+  signed update and its state must be a tuple (an `optax.chain`): the state
+  is `inner_state + (CompensatedState,)`.
+  """
+  inner = optax.with_extra_args_support(inner)
+
+  def master(params, state):
+    return jax.tree.map(
+        lambda p, r: p.astype(state_dtype(p.dtype)) + r if _low_precision(p.dtype) else p, params, state.residual)
+
+  def init_fn(params):
+    promoted = jax.tree.map(lambda p: jnp.asarray(p, state_dtype(jnp.result_type(p))), params)
+    residual = jax.tree.map(
+        lambda p: jnp.zeros(jnp.shape(p), state_dtype(p.dtype)) if _low_precision(p.dtype)
+        else jnp.zeros([], state_dtype(p.dtype)), params)
+    inner_state = inner.init(promoted)
+    return tuple(inner_state) + (CompensatedState(residual),)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    comp = state[-1]
+    inner_state = tuple(state[:-1])
+    if params is None:
+      new_updates, inner_state = inner.update(
+          jax.tree.map(lambda g: g.astype(state_dtype(g.dtype)), updates), inner_state, None, **extra_args)
+      return jax.tree.map(lambda u, g: u.astype(g.dtype), new_updates, updates), inner_state + (comp,)
+    x = master(params, comp)
+    grads = jax.tree.map(lambda g: g.astype(state_dtype(g.dtype)), updates)
+    inner_updates, inner_state = inner.update(grads, inner_state, x, **extra_args)
+
+    def leaf(u, g, p, xm, r):
+      if not _low_precision(p.dtype):
+        return u.astype(g.dtype), r
+      # The roundings are explicit (reduce_precision): under jit XLA may
+      # drop a float32 -> bfloat16 -> float32 round trip (excess precision),
+      # which would make the residual 0 and the compensation a no-op.
+      info = jnp.finfo(p.dtype)
+      rounded = lambda y: jax.lax.reduce_precision(y, exponent_bits=info.nexp, mantissa_bits=info.nmant)
+      new_master = xm + u.astype(xm.dtype)
+      out = rounded(new_master - p.astype(xm.dtype))
+      new_p = rounded(p.astype(xm.dtype) + out)  # What optax.apply_updates gives: p + out, rounded once.
+      return out.astype(g.dtype), new_master - new_p
+
+    out, residual = tree_map_unzip(leaf, 2, inner_updates, updates, params, x, comp.residual)
+    return out, inner_state + (CompensatedState(residual),)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def abs_sq(x: jax.Array) -> jax.Array:
+  """|x|^2, real, for real or complex x (optax's numerics.abs_sq).
+
+  For complex x, x * x (or jnp.square) is a complex number, not the squared
+  magnitude a second moment needs. Real x gives x * x unchanged.
+  """
+  if jnp.iscomplexobj(x):
+    return jnp.square(jnp.real(x)) + jnp.square(jnp.imag(x))
+  return x * x
+
+
+def scaled_abs_sq(coef: Any, x: jax.Array) -> jax.Array:
+  """coef |x|^2 (0 <= coef <= 1) as |x| (coef |x|): finite whenever the result is.
+
+  For second moments fed a finite gradient whose square overflows (1e20 in
+  float32): (1 - b2) |g|^2 fits although |g|^2 does not. (Not
+  (sqrt(coef) |x|)^2: XLA folds that back into coef |x|^2 and overflows
+  again; and no optimization barrier, which Pallas kernels cannot lower.)
+  Callers use it only where the plain product overflowed, so ordinary
+  numbers are unchanged.
+  """
+  real = jnp.abs(x)
+  return real * (jnp.real(jnp.asarray(coef)).astype(real.dtype) * real)
+
+
+def sqrt_ratio(v: jax.Array, c: Any) -> jax.Array:
+  """sqrt(v / c), or sqrt(v) / sqrt(c) where v / c alone overflows (v finite).
+
+  Bias-corrected roots sqrt(v / bc2) with bc2 ~ 1e-3 overflow for v above
+  ~3e35 in float32 although the root is ~1e19; the plain form is kept
+  everywhere else (the references' rounding).
+  """
+  root = jnp.sqrt(v / c)
+  return jnp.where(jnp.isinf(jnp.real(root)) & jnp.isfinite(v), jnp.sqrt(v) / jnp.sqrt(c), root)
+
+
+def reject_complex(owner: str, params: Any, reason: str) -> None:
+  """Raises ValueError naming `owner` if any leaf of `params` is complex.
+
+  For rules that are undefined on complex numbers (ordering: clip, min;
+  real-only projections), where a silent step would be a wrong number.
+  Runs at trace time (dtypes are static).
+  """
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    if jnp.iscomplexobj(leaf):
+      raise ValueError(
+          f"{owner}: complex parameters are not supported ({reason}); the leaf at"
+          f" {jax.tree_util.keystr(path)} is {jnp.result_type(leaf)}."
+      )
+
+
+def complex_as_real(
+    inner: optax.GradientTransformation,
+) -> optax.GradientTransformation:
+  """`inner` with each complex leaf seen as a real leaf of (re, im) pairs.
+
+  A complex leaf of shape S becomes a real leaf of shape S + (2,) (its real
+  and imaginary parts on a new last axis) for params, gradients and so for
+  the state; the updates come back as complex leaves. The optimizer then runs
+  on C^n exactly as on R^2n (the same trajectory as the real problem split
+  into parts), whatever products, norms or moments it forms, with no
+  conj-awareness needed inside. Real leaves pass through untouched.
+  """
+  inner = optax.with_extra_args_support(inner)
+
+  def split(x):
+    return jnp.stack([jnp.real(x), jnp.imag(x)], -1) if jnp.iscomplexobj(x) else x
+
+  def merge(u, g):
+    return jax.lax.complex(u[..., 0], u[..., 1]).astype(jnp.result_type(g)) if jnp.iscomplexobj(g) else u
+
+  def init_fn(params):
+    return inner.init(jax.tree.map(split, params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    real_params = None if params is None else jax.tree.map(split, params)
+    new_updates, state = inner.update(jax.tree.map(split, updates), state, real_params, **extra_args)
+    return jax.tree.map(merge, new_updates, updates), state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

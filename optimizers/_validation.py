@@ -12,13 +12,33 @@ import numbers
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+
+def _maybe_traced_number(value: Any) -> bool:
+  """Whether a value that is not a concrete real scalar may still be valid.
+
+  Tracers (inject_hyperparams, jit) and real-valued arrays pass (they are the
+  caller's responsibility, never branched on); None, strings, lists, complex
+  numbers and other objects do not: they would reach a JAX TypeError at the
+  first update, or (a string learning rate) be silently misused.
+  """
+  if isinstance(value, jax.core.Tracer):
+    return True
+  if isinstance(value, (jax.Array, np.ndarray, np.generic)):
+    return bool(jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer))
+  return False
 
 
 def concrete_value(value: Any) -> float | None:
   """The float value of a concrete scalar, or None for tracers/schedules."""
   if isinstance(value, bool):
     return float(value)
+  if isinstance(value, (np.ndarray, np.generic, jax.Array)) and not (
+      jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)
+      or jnp.issubdtype(value.dtype, jnp.bool_)):
+    return None  # Complex or non-numeric arrays: rejected by the caller.
   if isinstance(value, numbers.Real):
     return float(value)
   if isinstance(value, (np.ndarray, np.generic)) and np.ndim(value) == 0:
@@ -42,8 +62,10 @@ def check_range(
   """Raises ValueError if a concrete `value` is outside the given interval."""
   x = concrete_value(value)
   if x is None:
-    if value is None:
-      raise ValueError(f"{owner}: `{name}` must be a number, got None.")
+    if not _maybe_traced_number(value):
+      raise ValueError(
+          f"{owner}: `{name}` must be a real number, got {value!r} ({type(value).__name__})."
+      )
     return
   ok_low = x >= low if low_inclusive else x > low
   ok_high = x <= high if high_inclusive else x < high
@@ -56,10 +78,10 @@ def check_range(
 
 
 def check_learning_rate(owner: str, learning_rate: Any) -> None:
-  """A learning rate is a non-negative number or a schedule (callable)."""
+  """A learning rate is a finite non-negative number or a schedule (callable)."""
   if callable(learning_rate):
     return
-  check_range(owner, "learning_rate", learning_rate, 0.0)
+  check_range(owner, "learning_rate", learning_rate, 0.0, math.inf, high_inclusive=False)
 
 
 def check_decay(owner: str, name: str, value: Any) -> None:
@@ -68,9 +90,27 @@ def check_decay(owner: str, name: str, value: Any) -> None:
 
 
 def check_non_negative(owner: str, name: str, value: Any) -> None:
+  """A finite number >= 0 (weight decay, eps, ...); callables (schedules) pass."""
   if callable(value):
     return
-  check_range(owner, name, value, 0.0)
+  check_range(owner, name, value, 0.0, math.inf, high_inclusive=False)
+
+
+def check_mu_dtype(owner: str, mu_dtype: Any) -> None:
+  """`mu_dtype` is None or a floating (or complex) dtype.
+
+  An integer or boolean first moment would truncate every update to 0 or 1.
+  """
+  if mu_dtype is None:
+    return
+  try:
+    dtype = jnp.dtype(mu_dtype)
+  except TypeError:
+    dtype = None
+  if dtype is None or not jnp.issubdtype(dtype, jnp.inexact):
+    raise ValueError(
+        f"{owner}: `mu_dtype` must be None or a floating dtype (e.g. jnp.bfloat16, jnp.float32), got {mu_dtype!r}."
+    )
 
 
 def check_positive(owner: str, name: str, value: Any) -> None:

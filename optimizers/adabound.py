@@ -112,6 +112,7 @@ def scale_by_adabound(
   owner = "scale_by_adabound"
   pallas_transforms.check_backend(owner, backend)
   _validation.check_decay(owner, "b1", b1)
+  _validation.check_mu_dtype(owner, mu_dtype)
   _validation.check_decay(owner, "b2", b2)
   _validation.check_non_negative(owner, "final_lr", final_lr)
   _validation.check_positive(owner, "gamma", gamma)
@@ -119,6 +120,9 @@ def scale_by_adabound(
   _validation.check_positive(owner, "base_learning_rate", base_learning_rate)
 
   def init_fn(params):
+    _numerics.reject_complex(
+        "amsbound" if amsbound else "adabound", params,
+        "its step size is clipped elementwise, and complex numbers have no order")
     return ScaleByAdaBoundState(
         count=jnp.zeros([], jnp.int32),
         mu=_numerics.zeros_like_state(params, mu_dtype),

@@ -217,13 +217,52 @@ def _resolve(partition, params, num_heads, num_kv_heads):
 
 
 def _block_mean_sq(g: jax.Array, block: Block) -> jax.Array:
-  """mean of g^2 over each block, in keepdims form (a jnp reduction: shards)."""
-  g2 = g * g
+  """mean of |g|^2 over each block, in keepdims form (a jnp reduction: shards)."""
+  g2 = _numerics.abs_sq(g)
   if block.rule == "adam":
     return g2
   if block.heads is not None:
     g2 = g2.reshape(g2.shape[:-1] + (block.heads, g2.shape[-1] // block.heads))
   return jnp.mean(g2, axis=block.axes, keepdims=True)
+
+
+def _ema_term(one_minus_b2: Any, mean_sq: jax.Array, g: jax.Array, block: Block) -> jax.Array:
+  """(1 - b2) mean_B |g|^2, also where mean_B |g|^2 alone overflows.
+
+  A finite gradient above ~1.8e19 squares to inf in float32, and an inf v
+  would zero every later step of the block for good. Where that happens (and
+  only there, so the numbers elsewhere are unchanged), the term is
+  recomputed as (sqrt(1 - b2) M)^2 mean_B (|g| / M)^2 with M = max_B |g|,
+  which is finite while the term itself is (|g| < ~5.8e20 for b2 = 0.999).
+  """
+  term = one_minus_b2 * mean_sq
+
+  def rescaled():
+    a = jnp.abs(g).astype(mean_sq.real.dtype)
+    if block.rule == "adam":
+      return _numerics.scaled_abs_sq(one_minus_b2, a).astype(mean_sq.dtype)
+    if block.heads is not None:
+      a = a.reshape(a.shape[:-1] + (block.heads, a.shape[-1] // block.heads))
+    top = jnp.max(a, axis=block.axes, keepdims=True)
+    safe_top = jnp.where(top > 0, top, 1.0)
+    mean = jnp.mean(jnp.square(a / safe_top), axis=block.axes, keepdims=True)
+    return (_numerics.scaled_abs_sq(one_minus_b2, safe_top) * mean).astype(mean_sq.dtype)
+
+  return jax.lax.cond(jnp.any(jnp.isinf(term)), rescaled, lambda: term)
+
+
+def _saturate(v: jax.Array) -> jax.Array:
+  """v capped at the dtype's largest finite value (NaN stays NaN).
+
+  Where the second moment itself exceeds the dtype (|g| above ~5.8e20 in
+  float32 with b2 = 0.999), v holds the largest finite value instead of inf:
+  that step is tiny instead of a NaN, and v decays back by b2 per step
+  instead of zeroing the block's steps for ever. A non-finite gradient still
+  gives a non-finite update (optax.apply_if_finite catches it).
+  """
+  if jnp.iscomplexobj(v):  # Complex parameters: v holds |g|^2, real-valued.
+    return jnp.minimum(v.real, jnp.finfo(v.real.dtype).max).astype(v.dtype)
+  return jnp.minimum(v, jnp.finfo(v.dtype).max)
 
 
 def _broadcast(v: jax.Array, block: Block, shape: Sequence[int]) -> jax.Array:
@@ -324,6 +363,7 @@ def scale_by_adam_mini(
   owner = "scale_by_adam_mini"
   pallas_transforms.check_backend(owner, backend)
   _validation.check_decay(owner, "b1", b1)
+  _validation.check_mu_dtype(owner, mu_dtype)
   _validation.check_decay(owner, "b2", b2)
   _validation.check_non_negative(owner, "eps", eps)
   for arg, value in (("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
@@ -337,6 +377,8 @@ def scale_by_adam_mini(
     return jax.tree.leaves(blocks, is_leaf=lambda x: isinstance(x, Block))
 
   def init_fn(params):
+    if backend == "pallas":
+      _numerics.reject_complex(owner, params, "backend='pallas' keeps real float32 moments; use backend='xla'")
     leaves, treedef = jax.tree.flatten(params)
     blocks = blocks_of(params)
     nu = [jnp.zeros(_v_shape(p.shape, b), _numerics.state_dtype(p.dtype)) for p, b in zip(leaves, blocks)]
@@ -361,7 +403,7 @@ def scale_by_adam_mini(
         continue
       view = _two_d_view(g.shape, block)
       mean_sq = _block_mean_sq(g.astype(v.dtype), block) if view is None else _fused_block_mean_sq(g, block, view)
-      v = b2 * v + _numerics.one_minus(b2) * mean_sq
+      v = _saturate(b2 * v + _ema_term(_numerics.one_minus(b2), mean_sq, g.astype(v.dtype), block))
       h = jnp.sqrt(v) / _numerics.cast_like(sqrt_correction2, v) + eps
       coef = 1.0 / (_numerics.cast_like(correction1, v) * h)
       if view is None or m.dtype != jnp.float32:  # No 2-D view: XLA for this leaf.
@@ -392,7 +434,7 @@ def scale_by_adam_mini(
     for g, m, v, block in zip(leaves, treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu), blocks):
       g32 = g.astype(v.dtype)
       m = b1 * m.astype(v.dtype) + _numerics.one_minus(b1) * g32
-      v = b2 * v + _numerics.one_minus(b2) * _block_mean_sq(g32, block)
+      v = _saturate(b2 * v + _ema_term(_numerics.one_minus(b2), _block_mean_sq(g32, block), g32, block))
       h = jnp.sqrt(v) / _numerics.cast_like(sqrt_correction2, v) + eps
       step = m / _numerics.cast_like(correction1, m) / _broadcast(h, block, g.shape)
       out.append(step.astype(g.dtype))

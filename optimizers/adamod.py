@@ -90,11 +90,14 @@ def scale_by_adamod(
   pallas_transforms.check_backend(owner, backend)
   _validation.check_learning_rate(owner, learning_rate)
   _validation.check_decay(owner, "b1", b1)
+  _validation.check_mu_dtype(owner, mu_dtype)
   _validation.check_decay(owner, "b2", b2)
   _validation.check_decay(owner, "b3", b3)
   _validation.check_non_negative(owner, "eps", eps)
 
   def init_fn(params):
+    _numerics.reject_complex(
+        "adamod", params, "its step size is the elementwise min(eta, s), and complex numbers have no order")
     return ScaleByAdaModState(
         count=jnp.zeros([], jnp.int32),
         mu=_numerics.zeros_like_state(params, mu_dtype),

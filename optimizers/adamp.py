@@ -188,6 +188,24 @@ def _check_projection_args(owner, eps, delta, wd_ratio, weight_decay, axis):
   _validation.check_channel_axis(owner, axis)
 
 
+_COMPLEX_REASON = "the scale-invariance test and projection use real inner products"
+
+
+def _check_channel_axis_in_range(owner, params, axis):
+  """`channel_axis` must name an axis of every tensor that can be projected (ndim > 1).
+
+  Python's modulo would otherwise wrap an out-of-range axis (5 on a matrix is
+  axis 1) and silently project over the wrong channels.
+  """
+  for path, p in jax.tree_util.tree_leaves_with_path(params):
+    ndim = jnp.ndim(p)
+    if ndim > 1 and not -ndim <= axis < ndim:
+      raise ValueError(
+          f"{owner}: `channel_axis` {axis} is out of range for the {ndim}-d parameter at"
+          f" {jax.tree_util.keystr(path)} (valid: {-ndim} .. {ndim - 1})."
+      )
+
+
 def _require_params(owner, params):
   if params is None:
     raise ValueError(
@@ -265,6 +283,7 @@ def scale_by_adamp(
   """
   owner = "scale_by_adamp"
   _validation.check_decay(owner, "b1", b1)
+  _validation.check_mu_dtype(owner, mu_dtype)
   _validation.check_decay(owner, "b2", b2)
   _check_projection_args(
       owner, eps, delta, wd_ratio, weight_decay, channel_axis
@@ -330,6 +349,8 @@ def scale_by_adamp(
     return out.astype(g.dtype), m.astype(mu_dtype or v.dtype), v
 
   def init_fn(params):
+    _numerics.reject_complex(owner, params, _COMPLEX_REASON)
+    _check_channel_axis_in_range(owner, params, channel_axis)
     return ScaleByAdamPState(
         count=jnp.zeros([], jnp.int32),
         mu=_numerics.zeros_like_state(params, mu_dtype),
@@ -423,6 +444,7 @@ def scale_by_sgdp(
     `d + wd wd_factor p / (1 - momentum)`.
   """
   owner = "scale_by_sgdp"
+  _validation.check_mu_dtype(owner, mu_dtype)
   _validation.check_decay(owner, "momentum", momentum)
   _validation.check_range(owner, "dampening", dampening, 0.0, 1.0)
   _check_projection_args(
@@ -430,6 +452,8 @@ def scale_by_sgdp(
   )
 
   def init_fn(params):
+    _numerics.reject_complex(owner, params, _COMPLEX_REASON)
+    _check_channel_axis_in_range(owner, params, channel_axis)
     return ScaleBySGDPState(momentum=_numerics.zeros_like_state(params, mu_dtype))
 
   def update_fn(updates, state, params=None):

@@ -27,6 +27,33 @@ not `init_eta`), so `learning_rate` may also be a schedule.
 If G is 0 (eps = 0 and an all-zero first gradient) the reference stops with an
 assertion; here the step size is 0 instead (no step, no NaN).
 
+Numerics (differences from the reference, each deliberate):
+  * The norms are scaled by max|x| before squaring (`_numerics.safe_norm`)
+    and G is kept as its root sqrt(G) (`ScaleByDoGState.grad_norm`, updated
+    as hypot(sqrt(G_prev), |g_t|)). The reference squares in the tensor dtype:
+    in float32 a finite gradient element above ~1.8e19 makes G inf, and every
+    later step 0, silently. Here the float32 run follows the float64 one.
+    Note what the math itself does: after a gradient of norm N every later
+    step size is at most lr rbar / N, so one huge gradient slows DoG for good
+    (clip gradients before DoG if that can happen). A NaN or inf gradient
+    makes eta (and the parameters) NaN: visible, not a freeze. The "pallas"
+    backend squares in float32 in its kernel; when a norm comes out
+    non-finite it recomputes the norms this way (a `lax.cond`, free when not
+    taken); squares that underflow there are not recovered. Complex trees
+    take the XLA path.
+  * bfloat16/float16 parameters: `dog` and `ldog` run on float32 master
+    weights (`_numerics.with_compensated_updates`, 4 bytes per parameter,
+    one more element at the end of the state). In bf16 the first steps
+    (reps_rel = 1e-6 relative) are below half an ulp, so the reference's
+    parameters never leave x_0 and rbar never grows: frozen. The building
+    block `scale_by_dog` alone sees the parameters as given.
+  * Complex parameters: norms are of the modulus, so DoG on C^n is DoG on
+    R^2n (the (re, im) parts); gradients follow Optax's convention.
+  * Concrete hyperparameters are checked when the optimizer is built: a
+    string, list, None, inf or NaN raises ValueError naming the argument
+    (traced values and schedules are not checked; a NaN schedule value makes
+    eta and the parameters NaN).
+
 `polynomial_decay_averaging(gamma)` keeps the average that DoG needs for its
 best results (the paper always evaluates it) and works after any optimizer:
 after step t (from 1) xbar_t = (1 - w_t) xbar_{t-1} + w_t x_{t+1} with
@@ -62,32 +89,46 @@ from pallas_kernels import transforms as pallas_transforms
 class ScaleByDoGState(NamedTuple):
   """State of `scale_by_dog`.
 
-  `max_distance` (rbar) and `sum_sq_grad` (G) are scalars for DoG and trees of
-  per-leaf scalars for LDoG.
+  `max_distance` (rbar) and `grad_norm` (sqrt(G), the root of the summed
+  squared gradient norms, kept as a root so that it cannot overflow) are
+  scalars for DoG and trees of per-leaf scalars for LDoG.
   """
 
   count: chex.Array
   init_params: optax.Params
   max_distance: Any
-  sum_sq_grad: Any
+  grad_norm: Any
 
 
 def _combine(per_leaf: Any, layerwise: bool, dtype: Any) -> Any:
-  """The per-leaf sums (layerwise), or their total over the tree."""
+  """The per-leaf norms (layerwise), or the norm of the whole tree."""
   if layerwise:
     return per_leaf
-  return sum(jax.tree.leaves(per_leaf), jnp.zeros([], dtype))
+  return _numerics.combine_norms(jax.tree.leaves(per_leaf), dtype)
 
 
-def _sum_sq(tree: Any, layerwise: bool, dtype: Any) -> Any:
-  """Squared norm per leaf (layerwise) or of the whole tree, in `dtype`."""
-  return _combine(jax.tree.map(lambda x: jnp.sum(jnp.square(x.astype(dtype))), tree), layerwise, dtype)
+def _norm(tree: Any, layerwise: bool, dtype: Any) -> Any:
+  """Norm per leaf (layerwise) or of the whole tree, in `dtype`, without overflow.
+
+  The reference squares in the tensors' dtype, so in float32 a finite
+  gradient element above ~1.8e19 makes G inf and every later step 0; here
+  the norms are scaled (`_numerics.safe_norm`) and G is kept as its root.
+  Complex leaves use the modulus (DoG on C^n is DoG on R^2n).
+  """
+  return _combine(jax.tree.map(lambda x: _numerics.safe_norm(x, dtype), tree), layerwise, dtype)
 
 
 def _norms_rule(scalars, g, x, x0):
   """|g|^2, |x_0|^2 and |x - x_0|^2 of one leaf, read once (backend="pallas")."""
   del scalars
   return g * g, x0 * x0, (x - x0) * (x - x0)
+
+
+def _check_numbers(owner: str, **values: Any) -> None:
+  """Each concrete hyperparameter is a finite real number (None where optional)."""
+  for name, value in values.items():
+    if value is not None or name not in ("init_eta",):
+      _numerics.check_real_number(owner, name, value)
 
 
 def scale_by_dog(
@@ -119,6 +160,7 @@ def scale_by_dog(
   """
   owner = "scale_by_ldog" if layerwise else "scale_by_dog"
   pallas_transforms.check_backend(owner, backend)
+  _check_numbers(owner, learning_rate=learning_rate, reps_rel=reps_rel, eps=eps, init_eta=init_eta)
   _validation.check_learning_rate(owner, learning_rate)
   _validation.check_non_negative(owner, "eps", eps)
   if init_eta is None:
@@ -136,7 +178,7 @@ def scale_by_dog(
         count=jnp.zeros([], jnp.int32),
         init_params=_numerics.copy_to_state(params),
         max_distance=zeros(),
-        sum_sq_grad=zeros(),
+        grad_norm=zeros(),
     )
 
   def update_fn(updates, state, params=None):
@@ -146,35 +188,42 @@ def scale_by_dog(
     dtype = _numerics.scalar_dtype()
     first = state.count == 0
     lr = _numerics.learning_rate_at(learning_rate, state.count)
-    if backend == "pallas":
+
+    def xla_norms():
+      moved = jax.tree.map(lambda p, p0: p.astype(p0.dtype) - p0, params, state.init_params)
+      return tuple(_norm(t, layerwise, dtype) for t in (updates, state.init_params, moved))
+
+    if backend == "pallas" and not any(jnp.iscomplexobj(x) for x in jax.tree.leaves((updates, params))):
       treedef = jax.tree.structure(updates)
       sums = reductions.leaf_sums(_norms_rule, (), [updates, params, state.init_params], 3)
-      grad_sq, init_sq, moved_sq = (
-          _combine(treedef.unflatten([s[k].astype(dtype) for s in sums]), layerwise, dtype) for k in range(3))
+      fused = tuple(
+          _combine(treedef.unflatten([jnp.sqrt(s[k].astype(dtype)) for s in sums]), layerwise, dtype)
+          for k in range(3))
+      # The kernel squares in float32: if a square overflowed, redo the norms
+      # safely (only then; the branch not taken costs nothing).
+      overflow = jnp.logical_not(jnp.all(jnp.stack([jnp.isfinite(x) for x in jax.tree.leaves(fused)])))
+      grad_norm, init_norm, moved_norm = jax.lax.cond(overflow, xla_norms, lambda: fused)
     else:
-      grad_sq = _sum_sq(updates, layerwise, dtype)
-      init_sq = _sum_sq(state.init_params, layerwise, dtype)
-      moved_sq = _sum_sq(
-          jax.tree.map(lambda p, p0: p.astype(p0.dtype) - p0, params, state.init_params), layerwise, dtype)
+      grad_norm, init_norm, moved_norm = xla_norms()
     # At step 1, x_t = x_0: the distance is reps_rel (1 + |x_0|) instead.
-    first_distance = jax.tree.map(lambda s: reps_rel * (1.0 + jnp.sqrt(s)), init_sq)
-    distance = jax.tree.map(jnp.sqrt, moved_sq)
     max_distance = jax.tree.map(
-        lambda r1, r, d: jnp.where(first, r1, jnp.maximum(r, d)),
-        first_distance, state.max_distance, distance,
+        lambda n0, r, d: jnp.where(first, reps_rel * (1.0 + n0), jnp.maximum(r, d)),
+        init_norm, state.max_distance, moved_norm,
     )
-    sum_sq_grad = jax.tree.map(
-        lambda g2, acc: jnp.where(first, g2 + eps, acc + g2), grad_sq, state.sum_sq_grad
+    # sqrt(G) = hypot(sqrt(G_prev), |g|); at step 1 hypot(|g|, sqrt(eps)).
+    root_eps = jnp.sqrt(jnp.asarray(eps, dtype))
+    grad_norm = jax.tree.map(
+        lambda n, acc: jnp.where(first, jnp.hypot(n, root_eps), jnp.hypot(acc, n)), grad_norm, state.grad_norm
     )
 
-    def step_size(rbar, big_g):
-      eta = lr * rbar / jnp.sqrt(big_g)
-      eta = jnp.where(big_g > 0, eta, 0.0)  # The reference asserts G > 0.
+    def step_size(rbar, root_g):
+      eta = lr * rbar / root_g
+      eta = jnp.where(root_g > 0, eta, 0.0)  # The reference asserts G > 0.
       if init_eta is not None:
         eta = jnp.where(first, init_eta, eta)
       return eta
 
-    eta = jax.tree.map(step_size, max_distance, sum_sq_grad)
+    eta = jax.tree.map(step_size, max_distance, grad_norm)
     if layerwise:
       new_updates = jax.tree.map(lambda g, e: (e * g).astype(g.dtype), updates, eta)
     else:
@@ -183,7 +232,7 @@ def scale_by_dog(
         count=optax.safe_increment(state.count),
         init_params=state.init_params,
         max_distance=max_distance,
-        sum_sq_grad=sum_sq_grad,
+        grad_norm=grad_norm,
     )
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -203,18 +252,23 @@ def _dog_alias(layerwise: bool):
       mask: Any = None,
       backend: str = "xla",
   ) -> optax.GradientTransformation:
+    _check_numbers(name, learning_rate=learning_rate, reps_rel=reps_rel, eps=eps, init_eta=init_eta,
+                   weight_decay=weight_decay)
     _validation.check_non_negative(name, "weight_decay", weight_decay)
-    return optax.chain(
+    # bfloat16/float16 parameters: float32 master weights (see the module docstring).
+    return _numerics.with_compensated_updates(optax.chain(
         optax.add_decayed_weights(weight_decay, mask),  # Coupled, as the reference.
         scale_by_dog(learning_rate, reps_rel, eps, init_eta, layerwise=layerwise, backend=backend),
         optax.scale(-1.0),
-    )
+    ))
 
   alias.__name__ = alias.__qualname__ = name
   alias.__doc__ = f"""{"LDoG, DoG's rule per leaf" if layerwise else "DoG"} (dog-optimizer 1.0.3 defaults).
 
   `chain(add_decayed_weights(wd) [coupled], scale_by_dog(layerwise={layerwise}),
-  negate)`; pair it with `polynomial_decay_averaging` and evaluate at
+  negate)` on float32 master weights for bfloat16/float16 parameters
+  (`_numerics.with_compensated_updates`; the state gets one more element at
+  the end); pair it with `polynomial_decay_averaging` and evaluate at
   `optimizers.eval_params`.
 
   Args:
@@ -244,7 +298,7 @@ class PolynomialDecayAveragingState(NamedTuple):
     return jax.tree.map(lambda a, p: a.astype(p.dtype), self.average, params)
 
 
-def polynomial_decay_averaging(gamma: float = 8.0) -> optax.GradientTransformation:
+def polynomial_decay_averaging(gamma: float = 8.0) -> optax.GradientTransformationExtraArgs:
   """Polynomial-decay iterate averaging (Shamir & Zhang), after any optimizer.
 
   Passes updates through unchanged and averages the new parameters
@@ -257,7 +311,8 @@ def polynomial_decay_averaging(gamma: float = 8.0) -> optax.GradientTransformati
     gamma: decay power, >= 0 (reference 8; 0 is the uniform average).
 
   Returns:
-    An `optax.GradientTransformation`.
+    An `optax.GradientTransformationExtraArgs` (extra arguments such as
+    `value=` are accepted and unused, so it chains with any optimizer).
   """
   owner = "polynomial_decay_averaging"
   _validation.check_non_negative(owner, "gamma", gamma)
@@ -268,7 +323,8 @@ def polynomial_decay_averaging(gamma: float = 8.0) -> optax.GradientTransformati
         average=_numerics.copy_to_state(params),
     )
 
-  def update_fn(updates, state, params=None):
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args  # Averaging needs no loss; accepted so `update(..., value=)` works.
     if params is None:
       raise ValueError(f"{owner}: `params` are required (it averages params + updates).")
     _validation.check_tree_matches(owner, updates, state.average)
@@ -283,4 +339,4 @@ def polynomial_decay_averaging(gamma: float = 8.0) -> optax.GradientTransformati
     )
     return updates, PolynomialDecayAveragingState(count=count, average=average)
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -99,7 +99,7 @@ def _scale_by_debiased_moments(momentum: Any, b_rms: Any = None, eps: Any = 0.0)
 
     def leaf(g, m, v):
       _, m, v = _numerics.adam_moments(g, m, v, momentum, b_rms)
-      root = jnp.sqrt(v / _numerics.cast_like(correction2, v)) + eps
+      root = _numerics.sqrt_ratio(v, _numerics.cast_like(correction2, v)) + eps
       return (m / _numerics.cast_like(correction1, m) / root).astype(g.dtype), m, v
 
     direction, mu, nu = _numerics.tree_map_unzip(leaf, 3, updates, state.mu, state.nu)
@@ -132,7 +132,7 @@ def adam_preconditioner(b2: Any = 0.999, eps: Any = 1e-8) -> Preconditioner:
     t = _numerics.step_count(state.count)
     correction = _numerics.bias_correction(b2, t)
     return jax.tree.map(
-        lambda g, v: g / (jnp.sqrt(v / _numerics.cast_like(correction, v)) + eps),
+        lambda g, v: g / (_numerics.sqrt_ratio(v, _numerics.cast_like(correction, v)) + eps),
         grads, state.nu,
     )
 
@@ -140,11 +140,19 @@ def adam_preconditioner(b2: Any = 0.999, eps: Any = 1e-8) -> Preconditioner:
 
 
 def _tree_vdot(a: Any, b: Any, dtype: Any) -> jax.Array:
-  """sum over leaves of <a, b>, accumulated in `dtype` (a jnp reduction: shards)."""
-  return sum(
-      (jnp.vdot(x.astype(dtype), y.astype(dtype)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))),
-      jnp.zeros([], dtype),
-  )
+  """sum over leaves of Re <a, b> (conj(a) . b), accumulated in `dtype` (a jnp reduction: shards).
+
+  Complex leaves are conjugated (|g|^2 for <g, g>), not cast to `dtype`,
+  which would drop their imaginary parts.
+  """
+
+  def dot(x, y):
+    if jnp.iscomplexobj(x) or jnp.iscomplexobj(y):
+      wide = jnp.promote_types(jnp.result_type(x, y), dtype)
+      return jnp.real(jnp.vdot(x.astype(wide), y.astype(wide))).astype(dtype)
+    return jnp.vdot(x.astype(dtype), y.astype(dtype))
+
+  return sum((dot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))), jnp.zeros([], dtype))
 
 
 def scale_by_induced_metric(
@@ -181,6 +189,8 @@ def scale_by_induced_metric(
   base = optax.with_extra_args_support(base if base is not None else optax.identity())
 
   def init_fn(params):
+    if backend == "pallas":
+      _numerics.reject_complex(owner, params, "backend='pallas' is real-only; use backend='xla'")
     dtype = _numerics.scalar_dtype()
     return ScaleByInducedMetricState(
         count=jnp.zeros([], jnp.int32), trace_ema=jnp.zeros([], dtype), base=base.init(params)
@@ -198,11 +208,31 @@ def scale_by_induced_metric(
     t = _numerics.step_count(count)
     metric_g = updates if preconditioner is None else preconditioner(updates, base_state)
     if backend == "pallas":
+      _numerics.reject_complex(owner, updates, "backend='pallas' is real-only; use backend='xla'")
       dot = reductions.tree_sums(lambda _, g, pg: (g * pg,), (), [updates, metric_g])[0].astype(t.dtype)
     else:
       dot = _tree_vdot(updates, metric_g, t.dtype)
     trace = xi * dot
     trace_ema = beta * state.trace_ema + _numerics.one_minus(beta) * trace
+    if preconditioner is None:
+      # |g|^2 overflows for a finite |g| above ~1.8e19 (float32 scalars), while
+      # the EMA's term (1 - beta) xi |g|^2 may still fit: recompute it from
+      # the overflow-safe norm there (only there: the numbers are unchanged
+      # elsewhere).
+      def rescaled():
+        norm = _numerics.combine_norms(
+            [_numerics.safe_norm(g, t.dtype) for g in jax.tree.leaves(updates)], t.dtype)
+        term = _numerics.scaled_abs_sq(_numerics.one_minus(beta) * jnp.asarray(xi, t.dtype), norm)
+        return beta * state.trace_ema + term
+
+      trace_ema = jax.lax.cond(jnp.isinf(trace_ema) & jnp.isinf(dot), rescaled, lambda: trace_ema)
+    # A finite gradient above ~1.8e19 (float32 scalars, no x64) makes xi |g|^2
+    # overflow to inf, and an inf EMA would zero every later step for good.
+    # The EMA is capped at the largest finite value instead: that step's
+    # factor is ~0 (the true 1 / (1 + mu_hat) is below float32's range too),
+    # and the EMA decays back by beta per step. A non-finite gradient still
+    # gives a non-finite update (inf * 0); NaN stays NaN.
+    trace_ema = jnp.minimum(trace_ema, jnp.finfo(trace_ema.dtype).max)
     trace_hat = trace_ema / _numerics.bias_correction(beta, t)
     if use_loss:
       loss = jnp.asarray(value, t.dtype)

@@ -283,6 +283,7 @@ def muon(
   _validation.check_decay("muon", "adam_b1", adam_b1)
   _validation.check_decay("muon", "adam_b2", adam_b2)
   _validation.check_non_negative("muon", "adam_eps", adam_eps)
+  _validation.check_mu_dtype("muon", mu_dtype)
   if consistent_rms is not None:
     _validation.check_positive("muon", "consistent_rms", consistent_rms)
   rule = _as_rule(dimension_numbers)

@@ -37,6 +37,31 @@ Differences from the reference, each deliberate:
   * The reference computes the statistics with `.item()` in Python doubles
     even for float32 tensors; here they are in `_numerics.scalar_dtype()`
     (float64 with x64, else float32).
+  * A NaN learning rate (a broken schedule) is not skipped: the reference's
+    `lr > 0` test would skip every step silently; here `lr <= 0` skips (as
+    the reference for 0 and negative values) and NaN reaches d and the
+    parameters. Concrete hyperparameters are checked when the optimizer is
+    built (finite real numbers in range; growth_rate may be inf): a string,
+    list, None, inf or NaN raises ValueError naming the argument. Traced
+    (inject_hyperparams) values and schedules cannot be checked there.
+  * bfloat16/float16 parameters: `prodigy` runs on float32 master weights
+    (`_numerics.with_compensated_updates`; the reference, in bf16, rounds the
+    d0-sized first steps away, x never leaves x0 and d never grows: frozen).
+    The building block `scale_by_prodigy` alone sees the parameters as given.
+  * Complex parameters: each complex leaf is optimized as the real leaf of
+    its (re, im) parts (`_numerics.complex_as_real`), so Prodigy on C^n is
+    exactly Prodigy on R^2n (v per real component; the dot product is the
+    real one, Re<conj(g), x0 - x>; D sums |re s| + |im s|). Gradients follow
+    Optax's convention (pass conj(jax.grad) for a real loss). The reference
+    has no complex support.
+
+Non-finite gradients behave as in the reference: a NaN (or inf) makes the
+dot product and D NaN; `D == 0` is False, so the step is taken; d_hat is NaN
+and Python's max/min (reproduced here: a NaN never replaces d or d_max) keep
+d, which stays frozen from then on (the numerator stays NaN); the NaN reaches
+m, v and the parameters it touched, which become NaN; the other parameters
+keep moving and the step count advances. Nothing is skipped silently. Wrap
+the optimizer in `optax.apply_if_finite` to skip such steps instead.
 
 Float32: early on x - x0 is a few ulps of x, so <g, x0 - x> amplifies ulp-level
 differences in x; torch's own float32 run differs from its float64 run by up to
@@ -93,6 +118,16 @@ class ScaleByProdigyState(NamedTuple):
   def estimated_d(self) -> chex.Array:
     """The current distance estimate d (`optimizers.estimated_d`)."""
     return self.d
+
+
+def _active(lr: jax.Array) -> jax.Array:
+  """Whether the step happens: lr <= 0 skips it (the reference's `lr > 0`).
+
+  A NaN learning rate (e.g. a broken schedule) is NOT skipped: the reference's
+  `lr > 0` would skip every step silently; here NaN reaches d and the
+  parameters, so the failure is visible.
+  """
+  return jnp.logical_not(lr <= 0)
 
 
 def _sliced(x: jax.Array, slice_p: int) -> jax.Array:
@@ -201,6 +236,11 @@ def scale_by_prodigy(
     raise ValueError(f"{owner}: backend='pallas' needs slice_p=1, got {slice_p}; use backend='xla'.")
   if backend == "pallas" and _validation.concrete_value(b1) is None:
     raise ValueError(f"{owner}: backend='pallas' needs a concrete b1 (not injected); use backend='xla'.")
+  for name, value in dict(learning_rate=learning_rate, b1=b1, b2=b2, b3=b3, eps=eps, weight_decay=weight_decay,
+                         d0=d0, d_coef=d_coef).items():
+    if value is not None or name != "b3":
+      _numerics.check_real_number(owner, name, value)
+  _numerics.check_real_number(owner, "growth_rate", growth_rate, allow_inf=True)
   _validation.check_learning_rate(owner, learning_rate)
   _validation.check_decay(owner, "b1", b1)
   _validation.check_decay(owner, "b2", b2)
@@ -217,12 +257,19 @@ def scale_by_prodigy(
   keep_mu = _validation.concrete_value(b1) != 0.0
 
   def new_d(numerator, denominator, active, d, d_max):
-    """(moves, d_max', d'): whether the step happens (lr > 0, D > 0) and the new estimates."""
-    moves = active & (denominator > 0)
+    """(moves, d_max', d'): whether the step happens (lr > 0, D != 0) and the new estimates.
+
+    As the reference's Python `max(a, b)` / `min(a, b)` (b replaces a only if
+    b > a, resp. b < a), so a NaN d_hat (a NaN or inf in a gradient) leaves d
+    and d_max as they were while the step itself goes ahead (`D == 0` is
+    False for a NaN D): the NaN reaches the parameters, as in the reference.
+    """
+    moves = active & jnp.logical_not(denominator == 0)
     d_hat = d_coef * numerator / jnp.where(moves, denominator, 1.0)
-    d_grown = jnp.where(d == d0, jnp.maximum(d, d_hat), d)
-    d_max = jnp.maximum(d_max, d_hat)
-    return moves, d_max, jnp.minimum(d_max, d_grown * growth_rate)
+    d_grown = jnp.where((d == d0) & (d_hat > d), d_hat, d)
+    d_max = jnp.where(d_hat > d_max, d_hat, d_max)
+    d_grown = d_grown * growth_rate
+    return moves, d_max, jnp.where(d_grown < d_max, d_grown, d_max)
 
   def next_state(state, moves, d, d_max, d_new, numerator, mu, nu, s):
     """The state after a step: the scalars advance only when the step moves."""
@@ -274,7 +321,7 @@ def scale_by_prodigy(
                                   [pick(c, idx) for c in (g, p, p0, s)], 2)
       dot, denominator = dot + sums[0].astype(dtype), denominator + sums[1].astype(dtype)
     numerator = beta3 * state.numerator + ratio * dlr * dot
-    active = lr > 0
+    active = _active(lr)
     moves, d_max, d_new = new_d(numerator, denominator, active, d, state.d_max)
 
     # Pass 2: s, v (and m), kept as they were when lr = 0.
@@ -350,7 +397,7 @@ def scale_by_prodigy(
     )
 
     # lr = 0: the reference skips the whole step (statistics included).
-    active = lr > 0
+    active = _active(lr)
     moves, d_max, d_new = new_d(numerator, denominator, active, d, state.d_max)
 
     def step(g, m, v, p, decayed):
@@ -375,13 +422,15 @@ def scale_by_prodigy(
                            keep(nu, state.nu), keep(s, state.s))
     return new_updates, new_state
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  # Complex leaves: Prodigy on their (re, im) parts (module docstring).
+  return _numerics.complex_as_real(optax.GradientTransformation(init_fn, update_fn))
 
 
 def prodigy(*args, **kwargs) -> optax.GradientTransformation:
   """Prodigy (prodigyopt 1.1.2 defaults); see the module docstring.
 
-  `chain(scale_by_prodigy(...), negate)`, with `scale_by_prodigy`'s arguments
+  `chain(scale_by_prodigy(...), negate)` (on float32 master weights for
+  bfloat16/float16 parameters: the state gets one more element at the end), with `scale_by_prodigy`'s arguments
   (learning_rate, b1, b2, b3, eps, weight_decay, decouple,
   use_bias_correction, safeguard_warmup, d0, d_coef, growth_rate, slice_p,
   mask); `optimizers.estimated_d(state)` reads d.
@@ -389,7 +438,8 @@ def prodigy(*args, **kwargs) -> optax.GradientTransformation:
   Returns:
     An `optax.GradientTransformation`.
   """
-  return optax.chain(scale_by_prodigy(*args, **kwargs), optax.scale(-1.0))
+  # bfloat16/float16 parameters: float32 master weights (module docstring).
+  return _numerics.with_compensated_updates(optax.chain(scale_by_prodigy(*args, **kwargs), optax.scale(-1.0)))
 
 
 # The same arguments as the building block, for users, the registry and

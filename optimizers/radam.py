@@ -10,7 +10,8 @@ the update is
 
     rho_t > threshold:  u = r_t * sqrt(1 - b2^t) / (1 - b1^t) * m_t / (sqrt(v_t) + eps)
     otherwise:          u = m_t / (1 - b1^t)   (degenerated_to_sgd=True, torch)
-                        u = 0                  (degenerated_to_sgd=False, the original)
+                        u = 0                  (degenerated_to_sgd=False, the original:
+                                                nothing moves, decoupled decay included)
 
 and `p -= lr * u`. Details that differ from `optax.radam` and are kept here:
 `eps` is added to the *uncorrected* `sqrt(v_t)` (torch) rather than to the
@@ -89,11 +90,14 @@ def scale_by_radam(
   if backend == "pallas" and nesterov:
     raise ValueError(f"{owner}: backend='pallas' does not cover nesterov=True; use backend='xla'.")
   _validation.check_decay(owner, "b1", b1)
+  _validation.check_mu_dtype(owner, mu_dtype)
   _validation.check_decay(owner, "b2", b2)
   _validation.check_non_negative(owner, "eps", eps)
   _validation.check_range(owner, "threshold", threshold, 4.0)
 
   def init_fn(params):
+    if backend == "pallas":
+      _numerics.reject_complex(owner, params, "backend='pallas' keeps float32 moments; use backend='xla'")
     return ScaleByRAdamState(
         count=jnp.zeros([], jnp.int32),
         mu=_numerics.zeros_like_state(params, mu_dtype),
@@ -172,8 +176,10 @@ def radam(
     b1, b2, eps, threshold, degenerated_to_sgd, nesterov, mu_dtype: see
       `scale_by_radam`.
     weight_decay: decay rate (default 0).
-    decoupled_weight_decay: True (default): `p -= lr wd p` every step;
-      False: coupled L2, `g += wd p`, torch's default.
+    decoupled_weight_decay: True (default): `p -= lr wd p` every step
+      (with degenerated_to_sgd=False, as the original: only in rectified
+      steps, so nothing moves before rectification); False: coupled L2,
+      `g += wd p`, torch's default.
     mask: Optax-style mask (tree or callable) selecting decayed leaves.
     backend: "xla" (default) or "pallas" (see `scale_by_radam`).
 
@@ -182,6 +188,7 @@ def radam(
   """
   _validation.check_learning_rate("radam", learning_rate)
   _validation.check_non_negative("radam", "weight_decay", weight_decay)
+  _validation.check_decay("radam", "b2", b2)  # Before _decay_when_rectified reads it.
   block = scale_by_radam(
       b1,
       b2,
@@ -192,9 +199,45 @@ def radam(
       mu_dtype=mu_dtype,
       backend=backend,
   )
+  if decoupled_weight_decay and not degenerated_to_sgd:
+    # The original (LiyuanLucasLiu/RAdam) decays p only in the steps it takes:
+    # before rectification nothing moves at all, decay included.
+    return optax.chain(
+        block,
+        _decay_when_rectified(weight_decay, mask, b2, threshold),
+        optax.scale_by_learning_rate(learning_rate),
+    )
   return optax.chain(
       *_weight_decay.around(
           block, weight_decay, mask, decoupled=decoupled_weight_decay
       ),
       optax.scale_by_learning_rate(learning_rate),
   )
+
+
+class DecayWhenRectifiedState(NamedTuple):
+  """State of the decoupled decay of `radam(degenerated_to_sgd=False)`."""
+
+  count: chex.Array
+  decay: optax.OptState
+
+
+def _decay_when_rectified(weight_decay: Any, mask: Any, b2: Any, threshold: Any) -> optax.GradientTransformation:
+  """`optax.add_decayed_weights`, applied only in steps where rho_t > threshold.
+
+  The same test on the same step count as `scale_by_radam`, so the decay is
+  on exactly when the rectified step is.
+  """
+  decay = optax.add_decayed_weights(weight_decay, mask)
+
+  def init_fn(params):
+    return DecayWhenRectifiedState(jnp.zeros([], jnp.int32), decay.init(params))
+
+  def update_fn(updates, state, params=None):
+    count = optax.safe_increment(state.count)
+    rectified = _numerics.sma_length(b2, _numerics.step_count(count)) > threshold
+    decayed, decay_state = decay.update(updates, state.decay, params)
+    out = jax.tree.map(lambda u, d: jnp.where(rectified, d, u), updates, decayed)
+    return out, DecayWhenRectifiedState(count, decay_state)
+
+  return optax.GradientTransformation(init_fn, update_fn)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Collection, Iterator, Mapping
 
 import optax
 
+from optimizers import _validation
 # Functions, not modules: the package namespace maps each family's name to its
 # alias function (`optimizers.radam` is the optimizer, not the module).
 from optimizers.adabound import adabound
@@ -45,6 +46,34 @@ from optimizers.sgd import sgd_momentum
 from optimizers.sgd import sgd_nesterov
 
 _ONE_MINUS = "one_minus_"
+
+
+def _validated(factory: Callable[..., optax.GradientTransformation], name: str) -> Callable[..., Any]:
+  """An optax alias (adamw, nadamw) with steplab's build-time validation.
+
+  optax accepts b1 = 1.5, a negative, NaN or infinite learning rate and
+  strings, and fails (or diverges) only at the first update. The wrapper has
+  the factory's signature (so the registry sees the same arguments) and raises
+  ValueError naming the argument, as every steplab optimizer does.
+  """
+  signature = inspect.signature(factory)
+
+  @functools.wraps(factory)
+  def build(*args, **kwargs):
+    arguments = signature.bind(*args, **kwargs)
+    arguments.apply_defaults()
+    a = arguments.arguments
+    _validation.check_learning_rate(name, a["learning_rate"])
+    for beta in ("b1", "b2"):
+      _validation.check_decay(name, beta, a[beta])
+    for key in ("eps", "eps_root", "weight_decay"):
+      if key in a:
+        _validation.check_non_negative(name, key, a[key])
+    _validation.check_mu_dtype(name, a.get("mu_dtype"))
+    return factory(*args, **kwargs)
+
+  build.__name__ = build.__qualname__ = name
+  return build
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +249,7 @@ _ADABOUND_SPACE = {**_ADAM_SPACE, "final_lr": _log(1e-2, 1.0), "gamma": _log(1e-
 for _spec in (
     OptimizerSpec(
         name="adamw",
-        factory=optax.adamw,
+        factory=_validated(optax.adamw, "adamw"),
         defaults=dict(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4),
         search_space=_ADAM_SPACE,
         paper="Loshchilov & Hutter, Decoupled Weight Decay Regularization, ICLR 2019",
@@ -229,7 +258,7 @@ for _spec in (
     ),
     OptimizerSpec(
         name="nadamw",
-        factory=optax.nadamw,
+        factory=_validated(optax.nadamw, "nadamw"),
         defaults=dict(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4),
         search_space=_ADAM_SPACE,
         paper="Dozat, Incorporating Nesterov Momentum into Adam, ICLR 2016 workshop",

@@ -113,10 +113,25 @@ def _new_y(x, z, c, one_minus_b1):
 
 
 def _rms_normalised(g, v, b2, one_minus_b2, bc2, eps, adaptive):
-  """v' and g / (sqrt(v' / bc2) + eps) (g itself where not `adaptive`), in v's dtype."""
+  """v' and g / (sqrt(v' / bc2) + eps) (g itself where not `adaptive`), in v's dtype.
+
+  |g|^2 (complex gradients: the squared modulus). Overflow: a finite |g| above
+  ~1.8e19 squares to inf in float32, and an inf v would zero every later step
+  of that element. Where a term overflows (only there: elsewhere the numbers
+  are the reference's), (1 - b2) |g|^2 is taken as (sqrt(1 - b2) |g|)^2 and
+  sqrt(v / bc2) as sqrt(v) / sqrt(bc2), both finite while the true values
+  are; v beyond the dtype is capped at its largest finite value (that step
+  is then tiny, and v decays back by b2 per step). A non-finite gradient
+  still gives a non-finite update.
+  """
   g = g.astype(v.dtype)
-  v = b2 * v + one_minus_b2 * jnp.square(g)
-  return v, jnp.where(adaptive, g / (jnp.sqrt(v / bc2) + eps), g)
+  real = v.real.dtype
+  term = one_minus_b2 * _numerics.abs_sq(g)
+  rescaled = _numerics.scaled_abs_sq(one_minus_b2, g.astype(v.dtype))
+  term = jnp.where(jnp.isinf(term.real) & jnp.isfinite(g), rescaled.astype(term.dtype), term)
+  v = b2 * v + term
+  v = jnp.minimum(v.real, jnp.finfo(real).max).astype(v.dtype)
+  return v, jnp.where(adaptive, g / (_numerics.sqrt_ratio(v, bc2) + eps), g)
 
 
 def _fused_adam_rule(scalars, p, g, z, v):
@@ -138,7 +153,7 @@ def schedule_free(
     weight_lr_power: float = 2.0,
     *,
     mask: Any = None,
-) -> optax.GradientTransformation:
+) -> optax.GradientTransformationExtraArgs:
   """Makes any optimizer schedule-free (schedulefree's ScheduleFreeWrapper).
 
   Args:
@@ -154,11 +169,14 @@ def schedule_free(
     mask: Optax-style mask selecting the leaves decayed at y.
 
   Returns:
-    An `optax.GradientTransformation`; train at the params (y), evaluate at
-    `schedule_free_eval_params(state, params)` (x).
+    An `optax.GradientTransformationExtraArgs` (extra arguments to `update`,
+    e.g. `value=loss`, are passed to the base); train at the params (y),
+    evaluate at `schedule_free_eval_params(state, params)` (x).
   """
   owner = "schedule_free"
   _check_common(owner, learning_rate, b1, weight_decay, r, weight_lr_power)
+  # Extra arguments (`value=loss`, ...) reach the base, as in optax.chain.
+  base = optax.with_extra_args_support(base)
 
   def init_fn(params):
     dtype = _numerics.scalar_dtype()
@@ -172,7 +190,7 @@ def schedule_free(
         base_state=base.init(z),
     )
 
-  def update_fn(updates, state, params=None):
+  def update_fn(updates, state, params=None, **extra_args):
     if params is None:
       raise ValueError(f"{owner}: `params` are required (they are y, the interpolation).")
     _validation.check_tree_matches(owner, updates, state.z)
@@ -189,7 +207,7 @@ def schedule_free(
         2, y, state.z, decayed,
     )
     base_updates, base_state = base.update(
-        jax.tree.map(lambda g, z: g.astype(z.dtype), updates, z), state.base_state, z
+        jax.tree.map(lambda g, z: g.astype(z.dtype), updates, z), state.base_state, z, **extra_args
     )
     z = jax.tree.map(lambda z, u: z + u.astype(z.dtype), z, base_updates)
 
@@ -212,7 +230,7 @@ def schedule_free(
         base_state=base_state,
     )
 
-  return optax.GradientTransformation(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 class ScaleByDebiasedRmsState(NamedTuple):
@@ -226,6 +244,7 @@ def _scale_by_debiased_rms(b2: float, eps: float, *, rectify: bool) -> optax.Gra
   """g / (sqrt(v / (1 - b2^t)) + eps); with `rectify`, g itself while rho_t <= 4."""
 
   def init_fn(params):
+    # Complex parameters: v holds |g|^2 (real values in the parameters' dtype).
     return ScaleByDebiasedRmsState(jnp.zeros([], jnp.int32), _numerics.zeros_like_state(params))
 
   def update_fn(updates, state, params=None):
@@ -301,7 +320,12 @@ def _adaptive(owner, learning_rate, lr_t, rectify, b1, b2, eps, weight_decay, r,
   if backend == "xla":
     return wrapped
 
-  def update_fn(updates, state, params=None):
+  def init_fn(params):
+    _numerics.reject_complex(owner, params, "backend='pallas' is real-only; use backend='xla'")
+    return wrapped.init(params)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args  # Accepted (e.g. `value=loss`) like every Optax transformation; unused.
     if params is None:
       raise ValueError(f"{owner}: `params` are required (they are y, the interpolation).")
     _validation.check_tree_matches(owner, updates, state.z)
@@ -338,7 +362,7 @@ def _adaptive(owner, learning_rate, lr_t, rectify, b1, b2, eps, weight_decay, r,
                     schedule_state._replace(count=optax.safe_increment(schedule_state.count))),
     )
 
-  return optax.GradientTransformation(wrapped.init, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def schedule_free_sgd(
@@ -436,6 +460,7 @@ def schedule_free_radam(
   Returns:
     An `optax.GradientTransformation`; evaluate at `schedule_free_eval_params`.
   """
+  _validation.check_decay("schedule_free_radam", "b2", b2)  # Before _rectified divides by 1 - b2.
   return _adaptive(
       "schedule_free_radam", learning_rate, lambda lr: _rectified(lr, b2, silent_sgd_phase), True,
       b1, b2, eps, weight_decay, r, weight_lr_power, mask, backend,

@@ -31,14 +31,17 @@ def _loss(params):
   return sum(jnp.sum(jnp.sin(x) * x + 0.1 * x**4) for x in jax.tree.leaves(params))
 
 
-def _trajectory(optimizer, params, steps, loss=_loss):
+def _trajectory(optimizer, params, steps, loss=_loss, grad=None):
+  grad = grad or jax.grad(loss)
   state = optimizer.init(params)
   out = []
   for _ in range(steps):
-    updates, state = optimizer.update(jax.grad(loss)(params), state, params)
+    updates, state = optimizer.update(grad(params), state, params)
     params = optax.apply_updates(params, updates)
     out.append(params)
   return out, state
+
+
 
 
 class DoGBehaviourTest(parameterized.TestCase):
@@ -98,12 +101,116 @@ class DoGBehaviourTest(parameterized.TestCase):
       (dict(eps=-1e-8), "eps"),
       (dict(weight_decay=-0.1), "weight_decay"),
       (dict(learning_rate=-1.0), "learning_rate"),
+      (dict(learning_rate=float("inf")), "learning_rate"),
+      (dict(learning_rate=float("nan")), "learning_rate"),
+      (dict(learning_rate="1.0"), "learning_rate"),
+      (dict(learning_rate=[1.0]), "learning_rate"),
+      (dict(reps_rel=float("inf")), "reps_rel"),
+      (dict(reps_rel=float("nan")), "reps_rel"),
+      (dict(reps_rel="1e-6"), "reps_rel"),
+      (dict(reps_rel=-1e-6), "reps_rel"),
+      (dict(eps=float("inf")), "eps"),
+      (dict(eps=float("nan")), "eps"),
+      (dict(eps="1e-8"), "eps"),
+      (dict(eps=None), "eps"),
+      (dict(init_eta=float("inf")), "init_eta"),
+      (dict(init_eta="1e-3"), "init_eta"),
+      (dict(weight_decay=float("inf")), "weight_decay"),
+      (dict(weight_decay=float("nan")), "weight_decay"),
+      (dict(weight_decay="0.1"), "weight_decay"),
+      (dict(weight_decay=[0.1]), "weight_decay"),
   )
   def test_rejects_bad_hyperparameters(self, kwargs, name):
     with self.assertRaisesRegex(ValueError, f"`{name}`"):
       optimizers.dog(**kwargs)
     with self.assertRaisesRegex(ValueError, f"`{name}`"):
       optimizers.ldog(**kwargs)
+
+  def test_traced_hyperparameters_still_accepted(self):
+    params = _params()
+    optimizer = optax.inject_hyperparams(optimizers.dog)(learning_rate=1.0, reps_rel=1e-6, weight_decay=0.0)
+    updates, _ = jax.jit(optimizer.update)(jax.grad(_loss)(params), optimizer.init(params), params)
+    self.assertTrue(all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates)))
+
+  @parameterized.parameters("dog", "ldog")
+  def test_gradient_whose_square_overflows_float32(self, name):
+    # (1e20)^2 = inf in float32: the reference squares in the tensor dtype,
+    # so its G becomes inf and every later step 0 (frozen, silently). Here
+    # the norms are scaled and G is kept as its root: the float32 run follows
+    # the float64 run (the reference's math without overflow). In that math a
+    # gradient of norm N caps every later step size at lr rbar / N: DoG's own
+    # behaviour, not an overflow.
+    def grads(t, params):
+      g = jax.grad(_loss)(params)
+      return {**g, "b": g["b"].at[0].set(1e20)} if t == 3 else g
+
+    def run(dtype):
+      params = jax.tree.map(lambda x: x.astype(dtype), _params())
+      optimizer = getattr(optimizers, name)(reps_rel=1e-2)
+      state = optimizer.init(params)
+      out = []
+      for t in range(8):
+        updates, state = jax.jit(optimizer.update)(grads(t, params), state, params)
+        params = optax.apply_updates(params, updates)
+        out.append(params)
+      return out, state
+
+    ours, state = run(jnp.float32)
+    for leaf in jax.tree.leaves(state):
+      self.assertTrue(bool(jnp.all(jnp.isfinite(leaf))), leaf)
+    # The huge-gradient step moved "b" (by about rbar: a normalized step).
+    self.assertGreater(float(jnp.abs(ours[3]["b"][0] - ours[2]["b"][0])), 1e-3)
+    with jax.enable_x64(True):
+      exact, _ = run(jnp.float64)
+    for a, b in zip(ours, exact):
+      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+  def test_pallas_backend_recovers_from_an_overflowing_square(self):
+    # The fused kernel squares in float32; on overflow the norms are redone safely.
+    params = _params()
+    g = jax.grad(_loss)(params)
+    g = {**g, "b": g["b"].at[0].set(1e20)}
+    for name in ("dog", "ldog"):
+      fused, plain = getattr(optimizers, name)(backend="pallas"), getattr(optimizers, name)()
+      u1, s1 = jax.jit(fused.update)(g, fused.init(params), params)
+      u2, s2 = jax.jit(plain.update)(g, plain.init(params), params)
+      for x, y in zip(jax.tree.leaves((u1, s1)), jax.tree.leaves((u2, s2))):
+        np.testing.assert_allclose(x, y, rtol=1e-6)
+
+  @parameterized.parameters("dog", "ldog")
+  def test_nan_gradient_shows_in_the_parameters(self, name):
+    params = _params()
+    optimizer = getattr(optimizers, name)()
+    g = jax.grad(_loss)(params)
+    updates, _ = optimizer.update({**g, "b": g["b"].at[0].set(jnp.nan)}, optimizer.init(params), params)
+    self.assertTrue(bool(jnp.isnan(updates["b"][0])))
+
+  @parameterized.parameters("dog", "ldog")
+  def test_bf16_params_move_and_follow_the_float32_run(self, name):
+    # Without float32 master weights the first steps (reps_rel = 1e-6 relative)
+    # are below half a bf16 ulp, apply_updates rounds them away, rbar never
+    # grows and the parameters never move.
+    error, bound = test_util.bf16_against_float32(self, getattr(optimizers, name)(), steps=200)
+    self.assertLess(error.max(), bound)  # At every step.
+
+  @parameterized.parameters("dog", "ldog")
+  def test_complex_parameters_are_dog_on_real_and_imaginary_parts(self, name):
+    rng = np.random.default_rng(3)
+    z0 = jnp.asarray(rng.normal(size=(6,)) + 1j * rng.normal(size=(6,)), jnp.complex64)
+    target = jnp.asarray(rng.normal(size=(6,)) + 1j * rng.normal(size=(6,)), jnp.complex64)
+    complex_loss = lambda z: jnp.sum(jnp.abs(z["z"] - target) ** 2)
+    split = lambda z: jnp.stack([jnp.real(z), jnp.imag(z)], -1)
+    real_loss = lambda x: jnp.sum((x["z"] - split(target)) ** 2)
+    optimizer = getattr(optimizers, name)()
+    # For a real loss JAX's grad in z is conj(dL/dre + i dL/dim); descent uses its conj.
+    zs, _ = _trajectory(optimizer, {"z": z0}, 100,
+                        grad=lambda z: jax.tree.map(jnp.conj, jax.grad(complex_loss)(z)))
+    xs, _ = _trajectory(optimizer, {"z": split(z0)}, 100, loss=real_loss)
+    for z, x in zip(zs, xs):
+      np.testing.assert_allclose(split(z["z"]), x["z"], rtol=1e-5, atol=1e-6)
+    # And it converges (DoG without averaging: about 10x closer in 100 steps).
+    self.assertLess(float(jnp.abs(zs[-1]["z"] - target).max()), 0.2 * float(jnp.abs(z0 - target).max()))
 
   def test_needs_params(self):
     optimizer = optimizers.dog()
@@ -154,6 +261,15 @@ class AveragingTest(parameterized.TestCase):
       averaging.update(grads, averaging.init(params))
     with self.assertRaisesRegex(ValueError, "`gamma`"):
       optimizers.polynomial_decay_averaging(gamma=-1.0)
+
+  def test_accepts_extra_arguments_like_every_optimizer(self):
+    params = _params()
+    averaging = optimizers.polynomial_decay_averaging()
+    grads = jax.grad(_loss)(params)
+    plain, _ = averaging.update(grads, averaging.init(params), params)
+    with_value, _ = averaging.update(grads, averaging.init(params), params, value=_loss(params))
+    for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(with_value)):
+      np.testing.assert_array_equal(a, b)
 
 
 if __name__ == "__main__":

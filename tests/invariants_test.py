@@ -71,7 +71,34 @@ ROWS = {
 }
 
 NAMES = sorted(ROWS)
+
+# Complex parameters: every entry either supports them (converges on a complex
+# quadratic, as optax's optimizers do) or refuses them at init with a
+# ValueError naming it. Refused: rules undefined on complex numbers (AdaBound's
+# clip, AdaMod's min, AdamP/SGDP's real projections).
+COMPLEX_REFUSED = {
+    "adabound": "adabound", "amsbound": "amsbound", "adamod": "adamod",
+    "adamp": "scale_by_adamp", "sgdp": "scale_by_sgdp",
+}
+
+# A finite gradient whose square overflows float32 (1e20) must not freeze
+# these (an inf second moment / trace zeroes every later step): their steps
+# after it follow the float64 run. Steps to replay after the spike: the
+# induced-metric trace EMA needs ~400 steps (0.8^k) to decay from ~1e39.
+OVERFLOW_SAFE = {
+    "adam_mini": 20, "schedule_free_adamw": 20, "schedule_free_radam": 20,
+    "induced_metric_sgd": 500, "induced_metric_log": 500, "induced_metric_rms": 20,
+}
+# Registry entries that are optax's own optimizers, which keep their moments
+# in the parameter dtype (exact names: schedule_free_adamw is steplab's).
+OPTAX_MOMENTS_IN_PARAM_DTYPE = ("adamw", "nadamw")
 PARAMETERS = [dict(testcase_name=name, name=name) for name in NAMES]
+# The entries with fused Pallas kernels (`backend="pallas"`; interpret mode on
+# CPU): the invariants marked with WITH_PALLAS run for them too.
+PALLAS_NAMES = [name for name in NAMES if "backend" in optimizers.registry[name].arguments]
+WITH_PALLAS = PARAMETERS + [
+    dict(testcase_name=f"{name}_pallas", name=name, backend="pallas") for name in PALLAS_NAMES
+]
 
 
 def _params(dtype=jnp.float32, seed=0, width=6):
@@ -110,7 +137,9 @@ def _with_loss(name, optimizer, loss=_loss):
   return optax.GradientTransformationExtraArgs(optimizer.init, update)
 
 
-def _build(name, loss=_loss, **overrides):
+def _build(name, loss=_loss, backend="xla", **overrides):
+  if backend != "xla":
+    overrides["backend"] = backend
   return _with_loss(name, optimizers.registry[name].build(**overrides), loss)
 
 
@@ -145,8 +174,8 @@ class RegistryCoverageTest(absltest.TestCase):
 
 class InvariantsTest(parameterized.TestCase):
 
-  @parameterized.named_parameters(PARAMETERS)
-  def test_converges_on_quadratic(self, name):
+  @parameterized.named_parameters(WITH_PALLAS)
+  def test_converges_on_quadratic(self, name, backend="xla"):
     rng = np.random.default_rng(0)
     target = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), _params())
     curvature = jax.tree.map(lambda p: jnp.asarray(rng.uniform(0.5, 2.0, size=p.shape), jnp.float32), _params())
@@ -156,7 +185,7 @@ class InvariantsTest(parameterized.TestCase):
       return sum(jax.tree.leaves(terms))
 
     start = _params()
-    final = _run(_build(name, loss, **ROWS[name]["quadratic"]), loss, start, 2000)
+    final = _run(_build(name, loss, backend, **ROWS[name]["quadratic"]), loss, start, 2000)
     self.assertLess(float(loss(final)), 1e-3 * float(loss(start)))
 
   @parameterized.named_parameters(PARAMETERS)
@@ -170,9 +199,9 @@ class InvariantsTest(parameterized.TestCase):
     self.assertLess(float(rosenbrock(final)), 1e-2)  # From 24.2 at the start.
     np.testing.assert_allclose(final["xy"], [1.0, 1.0], atol=0.2)
 
-  @parameterized.named_parameters(PARAMETERS)
-  def test_jit_does_not_recompile(self, name):
-    optimizer = _build(name)
+  @parameterized.named_parameters(WITH_PALLAS)
+  def test_jit_does_not_recompile(self, name, backend="xla"):
+    optimizer = _build(name, backend=backend)
     traces = []
 
     @jax.jit
@@ -187,12 +216,12 @@ class InvariantsTest(parameterized.TestCase):
       params = optax.apply_updates(params, updates)
     self.assertLen(traces, 1)
 
-  @parameterized.named_parameters(PARAMETERS)
-  def test_step_with_params_and_state_donated(self, name):
+  @parameterized.named_parameters(WITH_PALLAS)
+  def test_step_with_params_and_state_donated(self, name, backend="xla"):
     # The usual training step donates both; state that starts at x_0 (DoG,
     # Prodigy, schedule-free z, averaging) must own its buffers, or XLA
     # refuses to donate one buffer twice.
-    optimizer = _build(name)
+    optimizer = _build(name, backend=backend)
 
     @functools.partial(jax.jit, donate_argnums=(1, 2))
     def step(grads, state, params):
@@ -229,14 +258,14 @@ class InvariantsTest(parameterized.TestCase):
       params_b = optax.apply_updates(params_b, updates_b)
     _assert_trees_close(self, state_a, state_b.inner_state, rtol=1e-6, atol=1e-12)
 
-  @parameterized.named_parameters(PARAMETERS)
-  def test_bf16_params_with_float32_state(self, name):
-    optimizer = _build(name)
+  @parameterized.named_parameters(WITH_PALLAS)
+  def test_bf16_params_with_float32_state(self, name, backend="xla"):
+    optimizer = _build(name, backend=backend)
     params16 = _params(jnp.bfloat16)
     state = optimizer.init(params16)
     own_moments = [
         x for x in _moment_leaves(state)
-        if not name.endswith("adamw")  # optax keeps moments in param dtype.
+        if name not in OPTAX_MOMENTS_IN_PARAM_DTYPE
     ]
     for leaf in own_moments:
       self.assertEqual(leaf.dtype, jnp.float32)
@@ -249,15 +278,118 @@ class InvariantsTest(parameterized.TestCase):
       self.assertTrue(bool(jnp.all(jnp.isfinite(leaf))))
     # The first update agrees with the float32 run to bfloat16 precision.
     params32 = jax.tree.map(lambda p: p.astype(jnp.float32), params16)
-    optimizer32 = _build(name)
+    optimizer32 = _build(name, backend=backend)
     updates32, _ = jax.jit(optimizer32.update)(_grads(params32), optimizer32.init(params32), params32)
     _assert_trees_close(self, updates, updates32, rtol=0.05, atol=1e-4)
 
+  @parameterized.named_parameters(WITH_PALLAS)
+  def test_update_accepts_value_extra_argument(self, name, backend="xla"):
+    # Every Optax transformation takes extra arguments (`value=loss` for
+    # optax.contrib / induced_metric_log): an entry that needs it gets the
+    # loss, the others must accept and ignore it.
+    optimizer = optimizers.registry[name].build(**({} if backend == "xla" else dict(backend=backend)))
+    params = _params()
+    state = optimizer.init(params)
+    with_value = jax.jit(lambda g, s, p: optimizer.update(g, s, p, value=_loss(p)))
+    updates, new_state = with_value(_grads(params), state, params)
+    for leaf in jax.tree.leaves(updates):
+      self.assertTrue(bool(jnp.all(jnp.isfinite(leaf))))
+    if not optimizers.registry[name].needs_value:
+      expected, _ = jax.jit(optimizer.update)(_grads(params), state, params)
+      _assert_trees_close(self, updates, expected, rtol=0.0)
+
   @parameterized.named_parameters(PARAMETERS)
-  def test_optax_masked_freezes_unselected_leaves(self, name):
+  def test_complex_parameters_converge_or_are_refused(self, name):
+    rng = np.random.default_rng(0)
+
+    def complex_tree():
+      return jax.tree.map(
+          lambda p: jnp.asarray(rng.normal(size=p.shape) + 1j * rng.normal(size=p.shape), jnp.complex64),
+          _params())
+
+    start, target = complex_tree(), complex_tree()
+    curvature = jax.tree.map(lambda p: jnp.asarray(rng.uniform(0.5, 2.0, size=p.shape), jnp.float32), _params())
+
+    def loss(p):
+      terms = jax.tree.map(lambda x, c, a: 0.5 * jnp.sum(a * jnp.abs(x - c) ** 2), p, target, curvature)
+      return sum(jax.tree.leaves(terms))
+
+    optimizer = _build(name, loss, **ROWS[name]["quadratic"])
+    if name in COMPLEX_REFUSED:
+      with self.assertRaisesRegex(ValueError, f"{COMPLEX_REFUSED[name]}: complex parameters"):
+        optimizer.init(start)
+      return
+
+    def step(carry, _):
+      params, state = carry
+      # Optax's convention: the update direction for a real loss of complex
+      # parameters is conj(jax.grad) (the steepest-ascent direction).
+      grads = jax.tree.map(jnp.conj, jax.grad(loss)(params))
+      updates, state = optimizer.update(grads, state, params)
+      return (optax.apply_updates(params, updates), state), None
+
+    (final, _), _ = jax.jit(lambda p: jax.lax.scan(step, (p, optimizer.init(p)), None, length=2000))(start)
+    for leaf in jax.tree.leaves(final):
+      self.assertEqual(leaf.dtype, jnp.complex64)
+    self.assertLess(float(loss(final)), 1e-3 * float(loss(start)))
+
+  @parameterized.parameters(
+      ("radam", "scale_by_radam"), ("adam_mini", "scale_by_adam_mini"),
+      ("schedule_free_adamw", "schedule_free_adamw"), ("schedule_free_radam", "schedule_free_radam"),
+      ("induced_metric_sgd", "scale_by_induced_metric"), ("induced_metric_rms", "scale_by_induced_metric"),
+      ("induced_metric_log", "scale_by_induced_metric"),
+  )
+  def test_pallas_backend_refuses_complex_parameters(self, name, owner):
+    # The kernels are real float32 only; the XLA path supports complex (above).
+    optimizer = optimizers.registry[name].build(backend="pallas")
+    params = {"w": jnp.ones((2, 3), jnp.complex64), "b": jnp.ones(3)}
+    with self.assertRaisesRegex(ValueError, f"{owner}: complex parameters are not supported .*pallas"):
+      optimizer.init(params)
+
+  @parameterized.named_parameters([p for p in WITH_PALLAS if p["name"] in OVERFLOW_SAFE])
+  def test_gradient_whose_square_overflows_does_not_freeze(self, name, backend="xla"):
+    steps = OVERFLOW_SAFE[name]
+    rng = np.random.default_rng(1)
+    params = _params()
+    grads = [jax.tree.map(lambda p: rng.normal(size=p.shape), params) for _ in range(steps + 1)]
+    grads[0]["dense"]["kernel"][0, 0] = 1e20  # Finite; its square is not (float32).
+    values = rng.uniform(0.5, 2.0, size=steps + 1)
+
+    def run(dtype, backend):
+      optimizer = optimizers.registry[name].build(**({} if backend == "xla" else dict(backend=backend)))
+      p = jax.tree.map(lambda x: x.astype(dtype), params)
+      gs = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs), dtype), *grads)
+
+      def step(carry, inputs):
+        p, state = carry
+        g, value = inputs
+        extra = dict(value=value) if optimizers.registry[name].needs_value else {}
+        updates, state = optimizer.update(g, state, p, **extra)
+        return (optax.apply_updates(p, updates), state), updates
+
+      (_, state), updates = jax.jit(lambda p, xs: jax.lax.scan(step, (p, optimizer.init(p)), xs))(
+          p, (gs, jnp.asarray(values, dtype)))
+      return state, updates
+
+    state32, updates32 = run(jnp.float32, backend)
+    for leaf in jax.tree.leaves(state32):
+      self.assertTrue(bool(jnp.all(jnp.isfinite(leaf))), leaf)
+    with jax.enable_x64(True):
+      _, updates64 = run(jnp.float64, "xla")  # The kernels keep float32 moments.
+    for a, b in zip(jax.tree.leaves(updates32), jax.tree.leaves(updates64)):
+      a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+      self.assertTrue(np.all(np.isfinite(a)))
+      # The last step is a normal one again (not frozen at 0) and every step
+      # follows the float64 run.
+      self.assertGreater(np.max(np.abs(a[-1])), 1e-3 * np.max(np.abs(b[-1])) if np.max(np.abs(b[-1])) > 0 else -1)
+      # atol: float32 rounding of y_new - y (schedule-free updates are differences of parameters ~1).
+      np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-6)
+
+  @parameterized.named_parameters(WITH_PALLAS)
+  def test_optax_masked_freezes_unselected_leaves(self, name, backend="xla"):
     params = _params()
     mask = {"dense": {"kernel": True, "bias": False}, "conv": {"kernel": True}, "scale": False}
-    optimizer = optax.masked(_build(name), mask)
+    optimizer = optax.masked(_build(name, backend=backend), mask)
     updates, _ = jax.jit(optimizer.update)(_grads(params), optimizer.init(params), params)
     # optax.masked passes unselected gradients through unchanged.
     np.testing.assert_array_equal(updates["dense"]["bias"], _grads(params)["dense"]["bias"])
@@ -301,9 +433,9 @@ class InvariantsTest(parameterized.TestCase):
     by_callable = trajectory(weight_decay=1.0, mask=lambda p: mask)
     _assert_trees_close(self, by_callable, masked, rtol=0.0)
 
-  @parameterized.named_parameters(PARAMETERS)
-  def test_state_shapes_and_dtypes_stable_under_cond(self, name):
-    optimizer = _build(name)
+  @parameterized.named_parameters(WITH_PALLAS)
+  def test_state_shapes_and_dtypes_stable_under_cond(self, name, backend="xla"):
+    optimizer = _build(name, backend=backend)
     params = _params()
     state = optimizer.init(params)
 
@@ -325,17 +457,17 @@ class InvariantsTest(parameterized.TestCase):
     for counter in counters:
       self.assertEqual(counter.dtype, jnp.int32)
 
-  @parameterized.named_parameters(PARAMETERS)
-  def test_works_inside_chain_and_multisteps(self, name):
+  @parameterized.named_parameters(WITH_PALLAS)
+  def test_works_inside_chain_and_multisteps(self, name, backend="xla"):
     params = _params()
     grads = _grads(params)
-    chained = optax.chain(optax.clip_by_global_norm(1e6), _build(name))
-    alone = _build(name)
+    chained = optax.chain(optax.clip_by_global_norm(1e6), _build(name, backend=backend))
+    alone = _build(name, backend=backend)
     updates_c, _ = jax.jit(chained.update)(grads, chained.init(params), params)
     updates_a, _ = jax.jit(alone.update)(grads, alone.init(params), params)
     _assert_trees_close(self, updates_c, updates_a, rtol=1e-6)
     # Two micro-steps of the same gradient equal one step with it.
-    multi = optax.MultiSteps(_build(name), every_k_schedule=2)
+    multi = optax.MultiSteps(_build(name, backend=backend), every_k_schedule=2)
     state = multi.init(params)
     first, state = jax.jit(multi.update)(grads, state, params)
     for leaf in jax.tree.leaves(first):
@@ -343,10 +475,10 @@ class InvariantsTest(parameterized.TestCase):
     second, state = jax.jit(multi.update)(grads, state, params)
     _assert_trees_close(self, second, updates_a, rtol=1e-5, atol=1e-8)
 
-  @parameterized.named_parameters(PARAMETERS)
-  def test_apply_if_finite_skips_non_finite_gradients(self, name):
+  @parameterized.named_parameters(WITH_PALLAS)
+  def test_apply_if_finite_skips_non_finite_gradients(self, name, backend="xla"):
     params = _params()
-    optimizer = optax.apply_if_finite(_build(name), max_consecutive_errors=3)
+    optimizer = optax.apply_if_finite(_build(name, backend=backend), max_consecutive_errors=3)
     state = optimizer.init(params)
     bad = jax.tree.map(lambda g: g.at[...].set(jnp.nan), _grads(params))
     updates, bad_state = jax.jit(optimizer.update)(bad, state, params)

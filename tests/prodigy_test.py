@@ -39,6 +39,8 @@ def _per_step_error(ours, reference):
   ])
 
 
+
+
 class ProdigyGoldenTest(parameterized.TestCase):
 
   @parameterized.named_parameters(_FLOAT64)
@@ -150,10 +152,102 @@ class ProdigyBehaviourTest(parameterized.TestCase):
       (dict(weight_decay=-1.0), "weight_decay"),
       (dict(slice_p=0), "slice_p"),
       (dict(learning_rate=-1.0), "learning_rate"),
+      (dict(learning_rate=float("inf")), "learning_rate"),
+      (dict(learning_rate=float("nan")), "learning_rate"),
+      (dict(learning_rate="0.001"), "learning_rate"),
+      (dict(learning_rate=[1.0]), "learning_rate"),
+      (dict(weight_decay=float("inf")), "weight_decay"),
+      (dict(weight_decay=float("nan")), "weight_decay"),
+      (dict(weight_decay="0.1"), "weight_decay"),
+      (dict(eps=float("inf")), "eps"),
+      (dict(eps=float("nan")), "eps"),
+      (dict(eps="1e-8"), "eps"),
+      (dict(eps=None), "eps"),
+      (dict(d0=float("inf")), "d0"),
+      (dict(d0=float("nan")), "d0"),
+      (dict(d0=-1e-6), "d0"),
+      (dict(d0="1e-6"), "d0"),
+      (dict(d_coef=float("inf")), "d_coef"),
+      (dict(d_coef=[1.0]), "d_coef"),
+      (dict(b1="0.9"), "b1"),
+      (dict(b2=(0.999,)), "b2"),
+      (dict(b3="0.9"), "b3"),
+      (dict(growth_rate=float("nan")), "growth_rate"),
+      (dict(growth_rate="2"), "growth_rate"),
+      (dict(learning_rate=np.array([1.0, 2.0])), "learning_rate"),
   )
   def test_rejects_bad_hyperparameters(self, kwargs, name):
     with self.assertRaisesRegex(ValueError, f"`{name}`"):
       optimizers.prodigy(**kwargs)
+
+  def test_growth_rate_inf_and_numpy_scalars_accepted(self):
+    optimizers.prodigy(growth_rate=float("inf"), learning_rate=np.float32(1.0), d0=np.float64(1e-6))
+
+  def test_nan_gradient_shows_in_the_parameters_as_the_reference(self):
+    # prodigyopt: a NaN makes <g, x0 - x> and D NaN; `D == 0` is False, so the
+    # step goes ahead; Python's max(d, nan) keeps d, so d freezes; the NaN
+    # reaches m, v and that parameter; the other parameters keep moving (with
+    # the frozen d) and the step counter advances. Before: every later step
+    # was skipped silently (D > 0 is False for NaN).
+    optimizer = optimizers.prodigy()
+    params, state = self.params, optimizer.init(self.params)
+    ds, counts = [], []
+    for t in range(6):
+      grads = self.grads
+      if t == 3:
+        grads = {**grads, "w": grads["w"].at[0, 0].set(jnp.nan)}
+      updates, state = jax.jit(optimizer.update)(grads, state, params)
+      previous, params = params, optax.apply_updates(params, updates)
+      ds.append(float(optimizers.estimated_d(state)))
+      counts.append(int(state[0].count))
+    self.assertTrue(bool(jnp.isnan(params["w"][0, 0])))  # Visible, in the parameter.
+    self.assertTrue(bool(jnp.all(jnp.isfinite(params["b"]))))
+    self.assertTrue(bool(jnp.all(params["b"] != previous["b"])))  # Still moving.
+    self.assertEqual(counts, [1, 2, 3, 4, 5, 6])
+    self.assertTrue(all(np.isfinite(ds)))
+    self.assertEqual(ds[3:], [ds[2]] * 3)  # d frozen from the NaN step on.
+
+  def test_nan_learning_rate_is_visible_not_a_silent_skip(self):
+    # The reference's `lr > 0` would skip every step; lr <= 0 still skips.
+    optimizer = optimizers.prodigy(lambda count: jnp.nan)
+    updates, _ = optimizer.update(self.grads, optimizer.init(self.params), self.params)
+    self.assertTrue(all(bool(jnp.all(jnp.isnan(u))) for u in jax.tree.leaves(updates)))
+    optimizer = optimizers.prodigy(lambda count: -1.0)
+    updates, state = optimizer.update(self.grads, optimizer.init(self.params), self.params)
+    for u in jax.tree.leaves(updates):
+      np.testing.assert_array_equal(u, 0.0)
+    self.assertEqual(int(state[0].count), 0)
+
+  def test_bf16_params_move_and_end_near_the_float32_run(self):
+    # Without float32 master weights, d0 = 1e-6 steps are below half a bf16
+    # ulp, x never leaves x0, <g, x0 - x> = 0 and d never grows.
+    # Mid-run the two runs differ more (d amplifies the gradients' rounding,
+    # as float32 vs float64 in the golden tests); where they end is within
+    # bf16 rounding (see test_util.bf16_against_float32).
+    test_util.bf16_against_float32(self, optimizers.prodigy(), steps=200)
+    optimizer = optimizers.prodigy()
+    params = jax.tree.map(lambda x: x.astype(jnp.bfloat16), self.params)
+    state = optimizer.init(params)
+    self.assertEqual(state[0].nu["w"].dtype, jnp.float32)
+    self.assertEqual(state[-1].residual["w"].dtype, jnp.float32)
+
+  def test_complex_parameters_are_prodigy_on_real_and_imaginary_parts(self):
+    rng = np.random.default_rng(3)
+    z0 = jnp.asarray(rng.normal(size=(6,)) + 1j * rng.normal(size=(6,)), jnp.complex64)
+    target = jnp.asarray(rng.normal(size=(6,)) + 1j * rng.normal(size=(6,)), jnp.complex64)
+    split = lambda z: jnp.stack([jnp.real(z), jnp.imag(z)], -1)
+    complex_grad = lambda z: jnp.conj(jax.grad(lambda z: jnp.sum(jnp.abs(z - target) ** 2))(z))
+    real_grad = jax.grad(lambda x: jnp.sum((x - split(target)) ** 2))
+    optimizer = optimizers.prodigy()
+    z, x = {"z": z0}, {"z": split(z0)}
+    zs, xs = optimizer.init(z), optimizer.init(x)
+    for _ in range(100):
+      uz, zs = optimizer.update({"z": complex_grad(z["z"])}, zs, z)
+      ux, xs = optimizer.update({"z": real_grad(x["z"])}, xs, x)
+      z, x = optax.apply_updates(z, uz), optax.apply_updates(x, ux)
+      self.assertEqual(z["z"].dtype, jnp.complex64)
+      np.testing.assert_allclose(split(z["z"]), x["z"], rtol=1e-5, atol=1e-6)
+    self.assertLess(float(jnp.abs(z["z"] - target).max()), 0.2 * float(jnp.abs(z0 - target).max()))
 
   def test_needs_params(self):
     optimizer = optimizers.prodigy()

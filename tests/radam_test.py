@@ -50,6 +50,55 @@ class RAdamBehaviourTest(parameterized.TestCase):
       np.testing.assert_array_equal(u["w"], 0.0)
     self.assertGreater(float(jnp.abs(updates[5]["w"]).max()), 0.0)
 
+  @parameterized.parameters(1, 2)  # Whole tree decayed; a mask leaving one leaf out.
+  def test_original_fallback_with_weight_decay_matches_hand_computation(self, variant):
+    # LiyuanLucasLiu/RAdam (degenerated_to_sgd=False) decays p only in the
+    # steps it takes: before rectification nothing moves, decay included;
+    # from step 6: p -= lr (wd p + r_t sqrt(bc2)/bc1 m / (sqrt(v) + eps)).
+    lr, wd, b1, b2, eps = 0.1, 0.5, 0.9, 0.999, 1e-8
+    params = {"w": self.params["w"], "b": jnp.ones(4, jnp.float32)}
+    grads = [{"w": g["w"], "b": g["w"][0]} for g in self.grads]
+    mask = None if variant == 1 else {"w": True, "b": False}
+    optimizer = optimizers.radam(lr, weight_decay=wd, degenerated_to_sgd=False, mask=mask)
+    with jax.enable_x64(True):
+      expected = {k: np.asarray(v, np.float64) for k, v in params.items()}
+      m = {k: np.zeros_like(v) for k, v in expected.items()}
+      v2 = {k: np.zeros_like(v) for k, v in expected.items()}
+      rho_inf = 2 / (1 - b2) - 1
+      trajectory = []
+      for t, g in enumerate(grads, start=1):
+        rho = rho_inf - 2 * t * b2**t / (1 - b2**t)
+        for k in expected:
+          gk = np.asarray(g[k], np.float64)
+          m[k] = b1 * m[k] + (1 - b1) * gk
+          v2[k] = b2 * v2[k] + (1 - b2) * gk * gk
+          if rho > 5:
+            r = np.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+            decay = wd if (mask is None or mask[k]) else 0.0
+            step = r * np.sqrt(1 - b2**t) / (1 - b1**t) * m[k] / (np.sqrt(v2[k]) + eps)
+            expected[k] = expected[k] - lr * (decay * expected[k] + step)
+        trajectory.append({k: x.copy() for k, x in expected.items()})
+    state = optimizer.init(params)
+    p = params
+    for t, (g, want) in enumerate(zip(grads, trajectory), start=1):
+      updates, state = jax.jit(optimizer.update)(g, state, p)
+      if t <= 5:
+        for leaf in jax.tree.leaves(updates):
+          np.testing.assert_array_equal(leaf, 0.0)  # No step, no decay.
+      p = optax.apply_updates(p, updates)
+      for k in p:
+        np.testing.assert_allclose(p[k], want[k], rtol=2e-6, atol=1e-7)
+    # Not vacuous: the decay acts from step 6 on.
+    undecayed = _steps(optimizers.radam(lr, degenerated_to_sgd=False), [{"w": g["w"]} for g in grads],
+                       {"w": params["w"]})
+    self.assertFalse(np.allclose(sum(u["w"] for u in undecayed) + params["w"], p["w"]))
+
+  def test_torch_fallback_decays_from_the_first_step(self):
+    # degenerated_to_sgd=True (torch, and the original with it): decay every step.
+    updates = _steps(optimizers.radam(0.1, weight_decay=0.5), self.grads[:1], self.params)
+    np.testing.assert_allclose(
+        updates[0]["w"], -0.1 * (self.grads[0]["w"] + 0.5 * self.params["w"]), rtol=1e-6)
+
   def test_rectification_switches_on_at_step_six(self):
     sgd_like = _steps(optimizers.radam(0.1), self.grads, self.params)
     frozen = _steps(optimizers.radam(0.1, degenerated_to_sgd=False), self.grads, self.params)

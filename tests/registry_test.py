@@ -2,6 +2,7 @@
 
 from tests import test_util  # pylint: disable=unused-import  # Device set-up.
 
+import importlib
 import inspect
 import math
 
@@ -9,7 +10,11 @@ from absl.testing import absltest
 from absl.testing import parameterized
 import optax
 
+import jax.numpy as jnp
+import numpy as np
+
 import optimizers
+registry_lib = importlib.import_module("optimizers.registry")  # `optimizers.registry` is the Registry.
 
 NAMES = sorted(optimizers.registry)
 
@@ -79,7 +84,27 @@ class RegistryTest(parameterized.TestCase):
     self.assertTrue(math.isclose(hparams["b1"], 0.9))
     self.assertEqual(hparams["b2"], 0.99)
     self.assertNotIn("beta2", hparams)
-    self.assertEqual(optimizers.registry["nadamw"].factory.func.__name__, "adamw")  # A partial.
+    # optax.nadamw is a partial of adamw; the registry wraps it with validation.
+    factory = optimizers.registry["nadamw"].factory
+    self.assertEqual(factory.__wrapped__.func.__name__, "adamw")
+    self.assertEqual(registry_lib.factory_name(factory), "nadamw")
+    self.assertEqual(registry_lib.factory_name(factory.__wrapped__), "adamw")
+
+  def test_optax_entries_are_validated_when_built(self):
+    for name in ("adamw", "nadamw"):
+      spec = optimizers.registry[name]
+      self.assertIn("b1", spec.arguments)  # The wrapper keeps optax's signature.
+      with self.assertRaisesRegex(ValueError, f"{name}: `b1`"):
+        spec.build(b1=1.5)
+      with self.assertRaisesRegex(ValueError, f"{name}: `learning_rate`"):
+        spec.build(learning_rate=-1.0)
+      # Same numbers as optax's own.
+      params = {"w": jnp.arange(3.0)}
+      ours = spec.build(learning_rate=0.1)
+      theirs = getattr(optax, name)(learning_rate=0.1, b1=0.9, b2=0.999, eps=1e-8, weight_decay=1e-4)
+      a, _ = ours.update(params, ours.init(params), params)
+      b, _ = theirs.update(params, theirs.init(params), params)
+      np.testing.assert_array_equal(a["w"], b["w"])
 
   def test_registry_is_read_only_and_rejects_duplicates(self):
     spec = optimizers.registry["radam"]

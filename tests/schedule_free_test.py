@@ -105,6 +105,46 @@ class ScheduleFreeBehaviourTest(parameterized.TestCase):
       with self.assertRaisesRegex(ValueError, f"`{name}`"):
         optimizers.schedule_free(optax.sgd(0.1), **dict(dict(learning_rate=0.1), **kwargs))
 
+  @parameterized.parameters(
+      ("sgd",), ("adamw",), ("radam",), ("adamw_pallas",), ("radam_pallas",), ("wrapper",)
+  )
+  def test_update_accepts_extra_arguments(self, kind):
+    # optax.chain passes extra arguments (value=loss) to every element; a
+    # schedule-free optimizer must accept them and give the same step.
+    params, grads = _setup()
+    optimizer = {
+        "sgd": lambda: optimizers.schedule_free_sgd(0.1),
+        "adamw": lambda: optimizers.schedule_free_adamw(),
+        "radam": lambda: optimizers.schedule_free_radam(),
+        "adamw_pallas": lambda: optimizers.schedule_free_adamw(backend="pallas"),
+        "radam_pallas": lambda: optimizers.schedule_free_radam(backend="pallas"),
+        "wrapper": lambda: optimizers.schedule_free(optax.adam(0.1), 0.1),
+    }[kind]()
+    self.assertIsInstance(optimizer, optax.GradientTransformationExtraArgs)
+    state = optimizer.init(params)
+    expected, _ = optimizer.update(grads, state, params)
+    got, _ = optimizer.update(grads, state, params, value=jnp.asarray(1.5))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+      np.testing.assert_array_equal(a, b)
+    chained = optax.chain(optimizer, optax.identity())
+    got, _ = chained.update(grads, chained.init(params), params, value=jnp.asarray(1.5))
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+      np.testing.assert_array_equal(a, b)
+
+  def test_wrapper_passes_the_loss_to_a_base_that_needs_it(self):
+    # schedule_free(induced_metric_log()): the base reads `value=`.
+    params, grads = _setup()
+    optimizer = optimizers.schedule_free(optimizers.induced_metric_log(0.1), 0.1)
+    state = optimizer.init(params)
+    with self.assertRaisesRegex(ValueError, "current loss is required"):
+      optimizer.update(grads, state, params)
+    small, _ = optimizer.update(grads, state, params, value=jnp.asarray(0.5))
+    large, _ = optimizer.update(grads, state, params, value=jnp.asarray(50.0))
+    # The base's factor L / (L^2 + mu_hat) depends on the loss: the steps differ.
+    self.assertFalse(np.allclose(small["w"], large["w"]))
+    for leaf in jax.tree.leaves(small):
+      self.assertTrue(bool(jnp.all(jnp.isfinite(leaf))))
+
   def test_needs_params(self):
     params, grads = _setup()
     optimizer = optimizers.schedule_free_sgd()
