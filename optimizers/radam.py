@@ -25,7 +25,8 @@ and `decoupled_weight_decay=False` gives torch's default.
 References:
   Liu et al., "On the Variance of the Adaptive Learning Rate and Beyond",
   ICLR 2020, https://arxiv.org/abs/1908.03265.
-  Code: torch.optim.RAdam (torch 2.13); original: github.com/LiyuanLucasLiu/RAdam.
+  Code: torch.optim.RAdam (torch 2.13); original: github.com/LiyuanLucasLiu/RAdam
+  (golden for degenerated_to_sgd=False: pytorch_optimizer.RAdam 4.1.0, a port of it).
 """
 
 from __future__ import annotations

@@ -271,7 +271,8 @@ for _spec in (
         defaults=dict(learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0),
         search_space=_ADAM_SPACE,
         paper="Liu et al., On the Variance of the Adaptive Learning Rate and Beyond, ICLR 2020",
-        reference="torch.optim.RAdam (torch 2.13.0)",
+        reference=("torch.optim.RAdam (torch 2.13.0); degenerated_to_sgd=False: pytorch_optimizer.RAdam"
+                   " (4.1.0, a port of the original code)"),
         state_bytes_per_param=8,
     ),
     OptimizerSpec(

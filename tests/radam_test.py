@@ -1,6 +1,8 @@
-"""RAdam: parity with torch.optim.RAdam and the behaviour around rectification."""
+"""RAdam: parity with torch.optim.RAdam and the original code; behaviour around rectification."""
 
 from tests import test_util  # Sets up simulated CPU devices first.
+
+import os
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -92,6 +94,29 @@ class RAdamBehaviourTest(parameterized.TestCase):
     undecayed = _steps(optimizers.radam(lr, degenerated_to_sgd=False), [{"w": g["w"]} for g in grads],
                        {"w": params["w"]})
     self.assertFalse(np.allclose(sum(u["w"] for u in undecayed) + params["w"], p["w"]))
+
+  @parameterized.parameters("float32", "float64")
+  def test_original_golden_does_not_move_before_rectification(self, dtype):
+    # The golden case from the original code (pytorch_optimizer's port,
+    # degenerated_to_sgd=False, decoupled decay): keeps the case from silently
+    # degrading into one where the first steps move (an SGD step or decay).
+    path = os.path.join(test_util.GOLDEN_DIR, f"radam_original_no_sgd_wd_{dtype}.npz")
+    case = test_util.load_golden(path)
+    kwargs = case.meta["kwargs"]
+    self.assertFalse(kwargs["degenerated_to_sgd"])
+    self.assertTrue(kwargs["decoupled_weight_decay"])
+    self.assertGreater(kwargs["weight_decay"], 0.0)
+    cov = case.meta["coverage"]
+    self.assertEqual(cov["first_rectified_step"], 6)  # b2 = 0.999: rho_t > 5 from step 6.
+    self.assertEqual(cov["unrectified_steps"], 5)
+    self.assertEqual(cov["no_move_steps"], 5)
+    self.assertGreater(cov["rectified_steps"], 0)
+    for name in case.meta["param_names"]:
+      p, g = case.params[name], case.grads[name]
+      for t in range(5):  # Steps 1-5: p[t + 1] == p[0] bit for bit although g[t] != 0.
+        self.assertTrue(np.any(g[t] != 0), (name, t))
+        np.testing.assert_array_equal(p[t + 1], p[0], err_msg=f"{name} step {t + 1}")
+      self.assertTrue(np.all(p[6] != p[5]), name)  # Step 6 moves every entry.
 
   def test_torch_fallback_decays_from_the_first_step(self):
     # degenerated_to_sgd=True (torch, and the original with it): decay every step.

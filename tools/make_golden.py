@@ -12,7 +12,9 @@ autograd at ``p_t``) to the steplab optimizer and compare the resulting
 parameters with the stored ``p_{t+1}``.  Only the optimizer's math is pinned,
 not the loss function.
 
-References: ``torch.optim.RAdam`` (torch), ``adabound.AdaBound`` (adabound,
+References: ``torch.optim.RAdam`` (torch), ``pytorch_optimizer.RAdam``
+(pytorch_optimizer, a port of the original LiyuanLucasLiu/RAdam code, for
+``degenerated_to_sgd=False``), ``adabound.AdaBound`` (adabound,
 also AMSBound via ``amsbound=True``), ``adamod.AdaMod`` (adamod),
 ``adamp.AdamP`` and ``adamp.SGDP`` (adamp), ``prodigyopt.Prodigy``,
 ``dog.DoG``/``dog.LDoG``/``dog.PolynomialDecayAverager`` (dog-optimizer),
@@ -29,7 +31,7 @@ In a virtualenv holding the pinned reference versions::
     python3 -m venv .venv-golden
     .venv-golden/bin/pip install numpy torch==2.13.0 adabound==0.0.5 adamod==0.0.3 adamp==0.3.0 \
         prodigyopt==1.1.2 dog-optimizer==1.0.3 schedulefree==1.4.1 \
-        adam-mini==1.1.1
+        adam-mini==1.1.1 pytorch_optimizer==4.1.0
     .venv-golden/bin/python tools/make_golden.py              # all cases -> tests/golden
     .venv-golden/bin/python tools/make_golden.py --only adamp # cases whose name contains "adamp"
     .venv-golden/bin/python tools/make_golden.py --out /tmp/g # another output folder
@@ -38,7 +40,8 @@ The run is deterministic (fixed numpy seeds, single-threaded deterministic
 torch CPU ops) and takes a few seconds.  It prints one line per file written
 with a coverage summary and fails loudly (AssertionError) if a case did not hit
 the branches it exists for (e.g. RAdam's rectified and un-rectified regimes,
-AdaBound's lower and upper clip, AdamP's channel / layer / no projection).
+AdaBound's lower and upper clip, AdamP's channel / layer / no projection,
+the original RAdam's motionless steps before rectification).
 
 File format (contract with the tests)
 -------------------------------------
@@ -98,6 +101,7 @@ import adamod
 import adamp
 import dog as dog_optimizer  # PyPI dog-optimizer
 import prodigyopt
+import pytorch_optimizer
 import schedulefree
 import logging
 
@@ -124,7 +128,8 @@ warnings.filterwarnings("ignore", message=r"This overload of addcmul", category=
 def versions() -> dict:
     """torch.__version__ plus importlib.metadata versions of the other packages."""
     out = {"torch": torch.__version__}
-    for dist in ("adabound", "adam-mini", "adamod", "adamp", "dog-optimizer", "prodigyopt", "schedulefree", "numpy"):
+    for dist in ("adabound", "adam-mini", "adamod", "adamp", "dog-optimizer", "prodigyopt", "pytorch_optimizer",
+                 "schedulefree", "numpy"):
         out[dist] = importlib.metadata.version(dist)
     assert importlib.metadata.version("torch") == torch.__version__
     out["python"] = sys.version.split()[0]
@@ -342,22 +347,44 @@ class Recorder:
     def set_min(self, key: str, v: float) -> None:
         self.cov[key] = min(self.cov.get(key, math.inf), float(v))
 
-    # -- hooks, called after each reference step --------------------------------
+    # -- hooks, called before and after each reference step ---------------------
+    def before_step(self, family: str, opt, names: dict) -> None:
+        getattr(self, f"_before_{family}", lambda *a: None)(opt, names)
+
     def after_step(self, family: str, opt, names: dict) -> None:
         getattr(self, f"_after_{family}", lambda *a: None)(opt, names)
 
+    def _before_radam(self, opt, names):
+        params = opt.param_groups[0]["params"]
+        self._radam_before = [p.detach().clone() for p in params]
+        self._radam_grads_nonzero = all(bool((p.grad != 0).any()) for p in params)
+
     def _after_radam(self, opt, names):
+        # torch.optim.RAdam (rho_t > 5; below: SGD with momentum) or
+        # pytorch_optimizer.RAdam (n_sma >= 5; below: SGD with degenerated_to_sgd,
+        # else no step and no weight decay, as the original code). The two tests
+        # agree while rho_min_abs_margin > 0.
         group = opt.param_groups[0]
         beta2 = group["betas"][1]
         p0 = group["params"][0]
-        step = float(opt.state[p0]["step"])  # same for all params
+        # pytorch_optimizer counts steps per group, torch per parameter (same for all).
+        step = float(group["step"] if "step" in group else opt.state[p0]["step"])
         bias_correction2 = 1 - beta2 ** step
         rho_inf = 2 / (1 - beta2) - 1
         rho_t = rho_inf - 2 * step * (beta2 ** step) / bias_correction2
-        self.inc("rectified_steps" if rho_t > 5.0 else "sgd_steps")
         self.set_min("rho_min_abs_margin", abs(rho_t - 5.0))
-        if "first_rectified_step" not in self.cov and rho_t > 5.0:
-            self.cov["first_rectified_step"] = int(step)
+        if rho_t > 5.0:
+            self.inc("rectified_steps")
+            if "first_rectified_step" not in self.cov:
+                self.cov["first_rectified_step"] = int(step)
+        elif getattr(opt, "degenerated_to_sgd", True):  # torch's RAdam always degenerates.
+            self.inc("sgd_steps")
+        else:
+            self.inc("unrectified_steps")
+            still = all(torch.equal(p, b) for p, b in zip(group["params"], self._radam_before))
+            # Unrectified steps with a nonzero gradient on every tensor that left
+            # every parameter bit-identical (no step, no weight decay).
+            self.inc("no_move_steps", still and self._radam_grads_nonzero)
 
     def _after_adabound(self, opt, names):
         group, base_lr = opt.param_groups[0], opt.base_lrs[0]
@@ -490,6 +517,7 @@ class Case:
 
 REFERENCES = {
     "torch.optim.RAdam": torch.optim.RAdam,
+    "pytorch_optimizer.RAdam": pytorch_optimizer.RAdam,
     "adabound.AdaBound": adabound.AdaBound,
     "adamod.AdaMod": adamod.AdaMod,
     "adamp.AdamP": adamp.AdamP,
@@ -503,16 +531,29 @@ REFERENCES = {
 }
 
 
-def radam_case(name, lr, desc, b1=0.9, b2=0.999, eps=1e-8, wd=0.0, decoupled=True, seed=1):
+def radam_case(name, lr, desc, b1=0.9, b2=0.999, eps=1e-8, wd=0.0, decoupled=True, original=False, seed=1):
+    """torch.optim.RAdam (SGD steps before rectification), or with `original`
+    pytorch_optimizer.RAdam(degenerated_to_sgd=False): the original code's
+    motionless steps before rectification (m and v still update)."""
+    kw = dict(b1=b1, b2=b2, eps=eps, weight_decay=wd, decoupled_weight_decay=decoupled,
+              degenerated_to_sgd=not original, nesterov=False)
+    if original:
+        # pytorch_optimizer's coupled decay (weight_decouple=False) is a no-op in
+        # RAdam (it passes grad=None); the original code's decay is decoupled.
+        assert decoupled, "pytorch_optimizer.RAdam: coupled weight decay is not applied"
+        ref = "pytorch_optimizer.RAdam"
+        ref_kw = dict(betas=[b1, b2], eps=eps, weight_decay=wd, weight_decouple=True, fixed_decay=False,
+                      n_sma_threshold=5, degenerated_to_sgd=False, foreach=False)
+        before = lambda c: [("unrectified_steps", c.get("unrectified_steps", 0) > 0),
+                            ("no move in every unrectified step",
+                             c.get("no_move_steps", 0) == c.get("unrectified_steps", 0))]
+    else:
+        ref = "torch.optim.RAdam"
+        ref_kw = dict(betas=[b1, b2], eps=eps, weight_decay=wd, decoupled_weight_decay=decoupled, foreach=False)
+        before = lambda c: [("sgd_steps", c.get("sgd_steps", 0) > 0)]
     return Case(
-        name, "radam", "radam",
-        dict(b1=b1, b2=b2, eps=eps, weight_decay=wd, decoupled_weight_decay=decoupled,
-             degenerated_to_sgd=True, nesterov=False),
-        "torch.optim.RAdam",
-        dict(betas=[b1, b2], eps=eps, weight_decay=wd, decoupled_weight_decay=decoupled, foreach=False),
-        lr, desc,
-        require=lambda c: [("rectified_steps", c.get("rectified_steps", 0) > 0),
-                           ("sgd_steps", c.get("sgd_steps", 0) > 0),
+        name, "radam", "radam", kw, ref, ref_kw, lr, desc,
+        require=lambda c: [("rectified_steps", c.get("rectified_steps", 0) > 0), *before(c),
                            ("rho margin", c["rho_min_abs_margin"] > MIN_RHO_MARGIN)],
         seed=seed)
 
@@ -731,6 +772,10 @@ CASES = [
                wd=0.1, decoupled=False),
     radam_case("radam_betas_eps", constant(1e-2), "RAdam, betas (0.8, 0.99) and a large eps 1e-3 (pins eps placement).",
                b1=0.8, b2=0.99, eps=1e-3),
+    radam_case("radam_original_no_sgd_wd", warmup_cosine(2e-2),
+               "Original RAdam (pytorch_optimizer port, degenerated_to_sgd=False), warmup+cosine lr, decoupled "
+               "weight decay 0.25: steps 1-5 move nothing (no step, no decay), m and v still update.",
+               wd=0.25, decoupled=True, original=True),
     adabound_case("adabound_const", constant(1e-2), "AdaBound, constant lr, default gamma and final_lr 0.1."),
     adabound_case("adabound_sched_wd", warmup_cosine(1e-2),
                   "AdaBound, warmup+cosine lr (bounds scale with lr_t/lr_0), coupled L2 weight decay 0.05.", wd=0.05),
@@ -851,6 +896,7 @@ def run_case(case: Case, dtype_name: str, T: int, vers: dict):
             grads = {n: p.grad.detach().clone() for n, p in params.items()}
             for g in opt.param_groups:
                 g["lr"] = lrs[t]
+            rec.before_step(case.family, opt, names)
             if case.step is not None:
                 case.step(opt)
             else:
