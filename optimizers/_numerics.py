@@ -233,29 +233,6 @@ def combine_norms(norms: Any, dtype: Any) -> jax.Array:
   return safe_norm(jnp.stack([jnp.asarray(n, dtype) for n in norms]), dtype)
 
 
-def check_real_number(owner: str, name: str, value: Any, *, allow_inf: bool = False) -> None:
-  """A concrete hyperparameter must be a real number (finite unless `allow_inf`).
-
-  Strings, lists, None and complex numbers raise ValueError naming `name`;
-  traced or array values (inject_hyperparams) and callables (schedules) are
-  left alone, as `_validation` does. Pair it with the range checks of
-  `_validation` (which reject NaN).
-  """
-  if callable(value) or isinstance(value, jax.core.Tracer):
-    return
-  if hasattr(value, "shape") and hasattr(value, "dtype"):  # NumPy / JAX arrays and scalars.
-    real = jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer)
-    if jnp.ndim(value) != 0 or not real:
-      raise ValueError(f"{owner}: `{name}` must be a real scalar, got {value!r}.")
-    x = float(value)
-  elif isinstance(value, bool) or not isinstance(value, (int, float)):
-    raise ValueError(f"{owner}: `{name}` must be a real number, got {value!r} ({type(value).__name__}).")
-  else:
-    x = float(value)
-  if math.isnan(x) or (math.isinf(x) and not allow_inf):
-    raise ValueError(f"{owner}: `{name}` must be finite, got {value!r}.")
-
-
 class CompensatedState(NamedTuple):
   """State of `with_compensated_updates`: per leaf, master - params (float32).
 

@@ -19,16 +19,13 @@ import numpy as np
 def _maybe_traced_number(value: Any) -> bool:
   """Whether a value that is not a concrete real scalar may still be valid.
 
-  Tracers (inject_hyperparams, jit) and real-valued arrays pass (they are the
-  caller's responsibility, never branched on); None, strings, lists, complex
-  numbers and other objects do not: they would reach a JAX TypeError at the
-  first update, or (a string learning rate) be silently misused.
+  Tracers (inject_hyperparams, jit) pass (they are the caller's
+  responsibility, never branched on); None, strings, lists, complex numbers,
+  arrays of more than one element and other objects do not: they would reach
+  a JAX TypeError at the first update, broadcast a scalar hyperparameter over
+  the parameters, or (a string learning rate) be silently misused.
   """
-  if isinstance(value, jax.core.Tracer):
-    return True
-  if isinstance(value, (jax.Array, np.ndarray, np.generic)):
-    return bool(jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer))
-  return False
+  return isinstance(value, jax.core.Tracer)
 
 
 def concrete_value(value: Any) -> float | None:
@@ -64,7 +61,7 @@ def check_range(
   if x is None:
     if not _maybe_traced_number(value):
       raise ValueError(
-          f"{owner}: `{name}` must be a real number, got {value!r} ({type(value).__name__})."
+          f"{owner}: `{name}` must be a real scalar, got {value!r} ({type(value).__name__})."
       )
     return
   ok_low = x >= low if low_inclusive else x > low
@@ -113,8 +110,16 @@ def check_mu_dtype(owner: str, mu_dtype: Any) -> None:
     )
 
 
+def check_finite(owner: str, name: str, value: Any) -> None:
+  """A finite real number (no inf, NaN, string, list); callables (schedules) pass."""
+  if callable(value):
+    return
+  check_range(owner, name, value, low_inclusive=False, high_inclusive=False)
+
+
 def check_positive(owner: str, name: str, value: Any) -> None:
-  check_range(owner, name, value, 0.0, low_inclusive=False)
+  """A finite number > 0."""
+  check_range(owner, name, value, 0.0, low_inclusive=False, high_inclusive=False)
 
 
 def check_channel_axis(owner: str, channel_axis: Any) -> None:

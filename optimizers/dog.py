@@ -124,13 +124,6 @@ def _norms_rule(scalars, g, x, x0):
   return g * g, x0 * x0, (x - x0) * (x - x0)
 
 
-def _check_numbers(owner: str, **values: Any) -> None:
-  """Each concrete hyperparameter is a finite real number (None where optional)."""
-  for name, value in values.items():
-    if value is not None or name not in ("init_eta",):
-      _numerics.check_real_number(owner, name, value)
-
-
 def scale_by_dog(
     learning_rate: optax.ScalarOrSchedule = 1.0,
     reps_rel: float = 1e-6,
@@ -160,13 +153,13 @@ def scale_by_dog(
   """
   owner = "scale_by_ldog" if layerwise else "scale_by_dog"
   pallas_transforms.check_backend(owner, backend)
-  _check_numbers(owner, learning_rate=learning_rate, reps_rel=reps_rel, eps=eps, init_eta=init_eta)
   _validation.check_learning_rate(owner, learning_rate)
   _validation.check_non_negative(owner, "eps", eps)
   if init_eta is None:
     _validation.check_positive(owner, "reps_rel", reps_rel)
   else:
     _validation.check_positive(owner, "init_eta", init_eta)
+    _validation.check_finite(owner, "reps_rel", reps_rel)  # Unused, but a typo should not pass.
     reps_rel = 0.0  # As the reference: the first distance is then 0.
 
   def init_fn(params):
@@ -252,8 +245,6 @@ def _dog_alias(layerwise: bool):
       mask: Any = None,
       backend: str = "xla",
   ) -> optax.GradientTransformation:
-    _check_numbers(name, learning_rate=learning_rate, reps_rel=reps_rel, eps=eps, init_eta=init_eta,
-                   weight_decay=weight_decay)
     _validation.check_non_negative(name, "weight_decay", weight_decay)
     # bfloat16/float16 parameters: float32 master weights (see the module docstring).
     return _numerics.with_compensated_updates(optax.chain(

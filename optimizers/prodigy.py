@@ -236,11 +236,6 @@ def scale_by_prodigy(
     raise ValueError(f"{owner}: backend='pallas' needs slice_p=1, got {slice_p}; use backend='xla'.")
   if backend == "pallas" and _validation.concrete_value(b1) is None:
     raise ValueError(f"{owner}: backend='pallas' needs a concrete b1 (not injected); use backend='xla'.")
-  for name, value in dict(learning_rate=learning_rate, b1=b1, b2=b2, b3=b3, eps=eps, weight_decay=weight_decay,
-                         d0=d0, d_coef=d_coef).items():
-    if value is not None or name != "b3":
-      _numerics.check_real_number(owner, name, value)
-  _numerics.check_real_number(owner, "growth_rate", growth_rate, allow_inf=True)
   _validation.check_learning_rate(owner, learning_rate)
   _validation.check_decay(owner, "b1", b1)
   _validation.check_decay(owner, "b2", b2)
@@ -250,7 +245,8 @@ def scale_by_prodigy(
   _validation.check_non_negative(owner, "weight_decay", weight_decay)
   _validation.check_positive(owner, "d0", d0)
   _validation.check_positive(owner, "d_coef", d_coef)
-  _validation.check_positive(owner, "growth_rate", growth_rate)
+  # inf (the default) is unbounded growth.
+  _validation.check_range(owner, "growth_rate", growth_rate, 0.0, low_inclusive=False)
   if not isinstance(slice_p, int) or isinstance(slice_p, bool) or slice_p < 1:
     raise ValueError(f"{owner}: `slice_p` must be an int >= 1, got {slice_p!r}.")
   # b1 = 0 drops m from the state; a traced b1 keeps it (and branches with where).
