@@ -230,6 +230,10 @@ def _markdown(exp, results, scores, speedups, baseline, integration="exact", int
     lines.append("| " + " | ".join(row) + " |")
   if intervals is not None:
     lines += _intervals_markdown(exp, scores, intervals)
+  reached = scoring.reach(exp)
+  lines += ["", "How often the target was reached (a study reaches it when any of its trials does):", "",
+            "| submission | " + " | ".join(workloads) + " |", "|---|" + "---|" * len(workloads)]
+  lines += [f"| {s} | " + " | ".join(str(reached[s][w]) for w in workloads) + " |" for s in sorted(exp.submissions)]
   if exp.skipped:
     lines += ["", f"Skipped ({len(exp.skipped)}, not scored):"] + [f"- {x}" for x in exp.skipped]
   return "\n".join(lines) + "\n"

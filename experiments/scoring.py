@@ -1416,6 +1416,31 @@ def workload_results(experiment: Experiment) -> dict[str, dict[str, WorkloadResu
   return out
 
 
+@dataclasses.dataclass(frozen=True)
+class Reach:
+  """How often one submission reached one workload's target (a study does when any of its trials does)."""
+
+  studies_reached: int
+  studies: int
+  trials_reached: int
+  trials: int
+
+  def __str__(self) -> str:
+    return f"{self.studies_reached}/{self.studies} studies, {self.trials_reached}/{self.trials} trials"
+
+
+def reach(experiment: Experiment) -> dict[str, dict[str, Reach]]:
+  """{submission: {workload: Reach}} over the complete trials of every pair."""
+  out: dict[str, dict[str, Reach]] = {}
+  for s in experiment.submissions:
+    out[s] = {}
+    for w in experiment.workloads:
+      hit = [[math.isfinite(r.time_to_target) for r in by_t.values()]
+             for by_t in (experiment.trials[s].get(w) or {}).values()]
+      out[s][w] = Reach(sum(map(any, hit)), len(hit), sum(map(sum, hit)), sum(map(len, hit)))
+  return out
+
+
 def workload_info(experiment: Experiment) -> dict[str, TrialRecord]:
   """One trial record per workload, for its budget and target (they agree)."""
   info = {}

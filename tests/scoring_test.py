@@ -424,6 +424,10 @@ class ScoreMainTest(absltest.TestCase):
     self.assertIn("| nadamw | 0.8889 | 1.000x | 450.0 | 4500 | 100.0 | 1000 |", markdown)
     self.assertIn(f"| sfadam | 0.5000 | {speedup:.3f}x | inf | - | 60.0 | 600 |", markdown)
     self.assertIn("status 'running'", markdown)
+    # Reach per (submission, workload), over complete trials only (the running one is skipped).
+    self.assertIn("| submission | lm | mnist |", markdown)
+    self.assertIn("| nadamw | 3/3 studies, 3/3 trials | 2/3 studies, 3/6 trials |", markdown)
+    self.assertIn("| sfadam | 1/3 studies, 1/3 trials | 2/3 studies, 3/4 trials |", markdown)
     with open(os.path.join(scores_dir, "scores.csv")) as f:
       rows = {r["submission"]: r for r in csv.DictReader(f)}
     self.assertAlmostEqual(float(rows["nadamw"]["score"]), 8 / 9, places=12)

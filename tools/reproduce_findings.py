@@ -44,7 +44,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import math
 import os
 import subprocess
 import sys
@@ -121,20 +120,8 @@ def _run(directory: str, args: Sequence[str]) -> None:
 
 def _scores(directory: str, baseline: str) -> str:
   result = score_lib.score(directory, baseline, output_dir=os.path.join(directory, "scores"))
-  trials = result.experiment.trials
-  names = sorted({w for by_w in trials.values() for w in by_w})
-  lines = ["", "How often the target was reached (a study reaches it when any of its trials does):", "",
-           "| submission | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-  for submission, by_w in trials.items():
-    cells = []
-    for w in names:
-      studies = by_w.get(w, {})
-      hit = [[math.isfinite(r.time_to_target) for r in t.values()] for t in studies.values()]
-      cells.append(f"{sum(map(any, hit))}/{len(hit)} studies, {sum(map(sum, hit))}/{sum(map(len, hit))} trials")
-    lines.append(f"| {submission} | " + " | ".join(cells) + " |")
   # Without the "# Scores: dir" heading; its sections one level below the finding's.
-  report = result.markdown.split("\n", 2)[2].replace("\n## ", "\n### ")
-  return report + "\n".join(lines) + "\n"
+  return result.markdown.split("\n", 2)[2].replace("\n## ", "\n### ")
 
 
 # --- Scored findings ------------------------------------------------------------
