@@ -287,6 +287,34 @@ def _points(sub: submission_lib.Submission, workload_name: str, study: int) -> l
     raise app.UsageError(str(e)) from None
 
 
+@dataclasses.dataclass(frozen=True)
+class _Trial:
+  """One trial of the experiment: where it lives and the record that identifies it."""
+
+  sub: submission_lib.Submission
+  study: int
+  trial: int
+  point: dict[str, Any] | None
+  trial_dir: str
+  record: dict[str, Any]  # workload, submission, hyperparameters, rng_seed, study, trial, tuning_ruleset.
+
+  @property
+  def meta_path(self) -> str:
+    return os.path.join(self.trial_dir, "meta_data.json")
+
+
+def _plan(sub: submission_lib.Submission, workload_name: str) -> list[_Trial]:
+  """Every trial of `sub` on the workload, study by study, in the order they run."""
+  return [
+      _Trial(sub, study, trial, point, _trial_dir(sub.name, workload_name, study, trial, _LOG_LAYOUT.value),
+             dict(workload=workload_name, submission=sub.name, hyperparameters=point,
+                  rng_seed=_RNG_SEED.value + 1000 * study + trial, study=study, trial=trial,
+                  tuning_ruleset=_TUNING_RULESET.value))
+      for study in range(_NUM_STUDIES.value)
+      for trial, point in enumerate(_points(sub, workload_name, study))
+  ]
+
+
 def _check_probe_flags() -> None:
   """UsageError for probe flags without their probe, or trial flags with a probe."""
   probe = _PROBE.value
@@ -412,18 +440,6 @@ def main(argv: Sequence[str]) -> None:
   if _TUNING_RULESET.value == "self" and _SEARCH_SPACE.value:
     raise app.UsageError("--tuning_search_space does not apply to --tuning_ruleset=self (AlgoPerf refuses it too).")
   subs = _submissions()
-  layout = _LOG_LAYOUT.value
-  batch_sizes = {}
-  for sub in subs:  # Refuse before any trial runs, not after the first submission's.
-    try:
-      batch_sizes[sub.name] = trainer.batch_size_for(sub, workload)
-    except ValueError as e:
-      raise app.UsageError(str(e)) from None
-    existing = [r for r in _workload_roots(sub.name, workload.name, layout) if os.path.exists(r)]
-    if existing and not (_RESUME.value or _OVERWRITE.value):
-      raise app.UsageError(
-          f"{existing[0]} exists: pass --resume_last_run to continue it or --overwrite to replace it.")
-    _points(sub, workload.name, 0)  # A bad or missing search space too.
   if not _BUDGET_SCALE.value > 0:
     raise app.UsageError(f"--budget_scale must be positive, got {_BUDGET_SCALE.value}.")
   factor = 1.5 if _TUNING_RULESET.value == "self" else 1.0  # AlgoPerf's self-tuning budget.
@@ -440,15 +456,19 @@ def main(argv: Sequence[str]) -> None:
     if _EVAL_PERIOD.value is not None:
       raise app.UsageError("--eval_period_time_sec applies to --measure=wallclock; under --measure=steps"
                            f" {workload.name} evaluates every {workload.targets.eval_period_steps} steps.")
-  for sub in subs:  # Every point builds its optimizer, every existing trial is this experiment's.
-    _check_points(sub, workload, measure)
+  # One pre-flight pass: refuse before any trial runs (not after the first submission's) and
+  # before --overwrite deletes anything.
+  batch_sizes, plans = {}, {}
+  for sub in subs:
+    batch_sizes[sub.name] = _preflight(sub, workload, measure, plans.setdefault(sub.name, _plan(sub, workload.name)))
   locks = []
   try:
     for sub in subs:  # Before --overwrite deletes anything.
       locks.append(_lock(sub.name, workload.name))
     for sub in subs:
       try:
-        _run_submission(sub, workload, batch_sizes[sub.name], measure, factor, budget_steps, pinned)
+        _run_submission(sub, workload, plans[sub.name], batch_sizes[sub.name], measure, factor, budget_steps,
+                        pinned)
       except Exception as e:  # pylint: disable=broad-except
         if _disk_full(e):
           raise SystemExit(
@@ -484,7 +504,7 @@ def _pin_cpu_core() -> int | None:
   return sorted(os.sched_getaffinity(0))[0]
 
 
-def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload,
+def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload, plan: list[_Trial],
                     batch: tuple[int, str], measure: str, factor: float, budget_steps: float | None,
                     pinned: int | None) -> list[tuple]:
   """Runs every study and trial of one submission; prints and returns their table rows."""
@@ -511,45 +531,38 @@ def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload
       + ("" if batch_name == workload.name else f" (the submission's size for {batch_name!r})"), flush=True,
   )
   results = []
-  for study in range(_NUM_STUDIES.value):
-    points = _points(sub, workload.name, study)
-    if len(points) < _NUM_TRIALS.value and _TUNING_RULESET.value == "external" and _HPARAMS.value is None:
-      print(f"the search space lists {len(points)} points: running {len(points)} trials, not"
-            f" --num_tuning_trials={_NUM_TRIALS.value} (as AlgoPerf)", flush=True)
-    for trial, point in enumerate(points):
-      trial_dir = _trial_dir(sub.name, workload.name, study, trial, layout)
-      record = dict(
-          workload=workload.name, submission=sub.name, hyperparameters=point,
-          rng_seed=_RNG_SEED.value + 1000 * study + trial, study=study, trial=trial,
-          tuning_ruleset=_TUNING_RULESET.value,
-      )
-      meta_path = os.path.join(trial_dir, "meta_data.json")
-      if _RESUME.value and os.path.exists(meta_path):
-        meta = logs.read_json(meta_path)
-        _check_identity(meta_path, meta, dict(record, measure=measure))  # Checked up front too.
-        if meta.get("status") == "complete":
-          print(f"study {study} trial {trial}: complete, skipped", flush=True)
-          seconds = meta.get("cost_adjusted_steps_to_target" if measure == "steps" else "time_to_target_sec")
-          results.append((study, trial, point, seconds, meta.get("steps_to_target"), meta.get("global_step")))
-          continue
-      resume = _RESUME.value and checkpoints.has_checkpoint(trial_dir)
-      print(f"study {study} trial {trial}: {json.dumps(point)}", flush=True)
-      if _RESUME.value and not resume and os.path.exists(trial_dir):
-        print("  no completed checkpoint (killed before its first one completed): restarting this trial from step 0",
-              flush=True)
-      os.makedirs(trial_dir, exist_ok=True)
-      preemption_count = _write_run_files(trial_dir, workload, record, layout, resume)
-      result = trainer.run_trial(
-          workload, sub, point, trial_dir=trial_dir, rng_seed=record["rng_seed"], record=record,
-          max_global_steps=_MAX_STEPS.value, resume=resume, save_checkpoints=_SAVE_CHECKPOINTS.value,
-          budget_sec=budget, progress=lambda m: print("  " + m, flush=True),
-          log_sharpness=_LOG_SHARPNESS.value, log_grad_norms=_LOG_GRAD_NORMS.value,
-          stop_at_target=_STOP_AT_TARGET.value, tuning_ruleset=_TUNING_RULESET.value,
-          preemption_count=preemption_count, metrics_logger=_METRICS_LOGGER.value,
-          measure=measure, budget_steps=budget_steps, cost_baseline=cost_baseline,
-      )
-      results.append((study, trial, point, result.score_time if result.reached_target else None,
-                      result.steps_to_target, result.global_step))
+  for t in plan:
+    study, trial, point, trial_dir, record = t.study, t.trial, t.point, t.trial_dir, t.record
+    if trial == 0:
+      count = sum(1 for u in plan if u.study == study)
+      if count < _NUM_TRIALS.value and _TUNING_RULESET.value == "external" and _HPARAMS.value is None:
+        print(f"the search space lists {count} points: running {count} trials, not"
+              f" --num_tuning_trials={_NUM_TRIALS.value} (as AlgoPerf)", flush=True)
+    if _RESUME.value and os.path.exists(t.meta_path):
+      meta = logs.read_json(t.meta_path)  # Its identity was checked before any trial ran.
+      if meta.get("status") == "complete":
+        print(f"study {study} trial {trial}: complete, skipped", flush=True)
+        seconds = meta.get("cost_adjusted_steps_to_target" if measure == "steps" else "time_to_target_sec")
+        results.append((study, trial, point, seconds, meta.get("steps_to_target"), meta.get("global_step")))
+        continue
+    resume = _RESUME.value and checkpoints.has_checkpoint(trial_dir)
+    print(f"study {study} trial {trial}: {json.dumps(point)}", flush=True)
+    if _RESUME.value and not resume and os.path.exists(trial_dir):
+      print("  no completed checkpoint (killed before its first one completed): restarting this trial from step 0",
+            flush=True)
+    os.makedirs(trial_dir, exist_ok=True)
+    preemption_count = _write_run_files(trial_dir, workload, record, layout, resume)
+    result = trainer.run_trial(
+        workload, sub, point, trial_dir=trial_dir, rng_seed=record["rng_seed"], record=record,
+        max_global_steps=_MAX_STEPS.value, resume=resume, save_checkpoints=_SAVE_CHECKPOINTS.value,
+        budget_sec=budget, progress=lambda m: print("  " + m, flush=True),
+        log_sharpness=_LOG_SHARPNESS.value, log_grad_norms=_LOG_GRAD_NORMS.value,
+        stop_at_target=_STOP_AT_TARGET.value, tuning_ruleset=_TUNING_RULESET.value,
+        preemption_count=preemption_count, metrics_logger=_METRICS_LOGGER.value,
+        measure=measure, budget_steps=budget_steps, cost_baseline=cost_baseline,
+    )
+    results.append((study, trial, point, result.score_time if result.reached_target else None,
+                    result.steps_to_target, result.global_step))
 
   unit = "cost-adjusted steps" if measure == "steps" else "s"
   print(f"\n{sub.name} on {workload.name}:\n")
@@ -620,40 +633,46 @@ def _check_identity(meta_path: str, meta: dict[str, Any], expected: dict[str, An
         " --experiment_dir, or --overwrite to replace it.")
 
 
-def _check_points(sub: submission_lib.Submission, workload: workloads.Workload, measure: str) -> None:
-  """UsageError for a point the submission refuses, or an existing trial of another experiment.
+def _preflight(sub: submission_lib.Submission, workload: workloads.Workload, measure: str,
+               plan: list[_Trial]) -> tuple[int, str]:
+  """UsageError for anything that would stop `sub`'s trials; returns its batch size.
 
-  Builds the optimizer state of every point abstractly (jax.eval_shape: no
-  arrays), before any directory is created.
+  A batch size the workload refuses, an existing directory without
+  --resume_last_run/--overwrite, a point the submission refuses (its optimizer
+  state built abstractly with jax.eval_shape: no arrays), or an existing trial
+  of another experiment. Runs before any directory is created.
   """
+  try:
+    batch = trainer.batch_size_for(sub, workload)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  existing = [r for r in _workload_roots(sub.name, workload.name, _LOG_LAYOUT.value) if os.path.exists(r)]
+  if existing and not (_RESUME.value or _OVERWRITE.value):
+    raise app.UsageError(
+        f"{existing[0]} exists: pass --resume_last_run to continue it or --overwrite to replace it.")
   rng = jax.random.PRNGKey(0)
   try:
     abstract = jax.eval_shape(workload.init_model_fn, rng)
   except Exception:  # pylint: disable=broad-except  (not traceable: the trial itself will say)
     abstract = None
-  for study in range(_NUM_STUDIES.value):
-    for trial, point in enumerate(_points(sub, workload.name, study)):
-      source = "--hparams" if _HPARAMS.value is not None else f"study {study} trial {trial}'s point"
+  for t in plan:
+    source = "--hparams" if _HPARAMS.value is not None else f"study {t.study} trial {t.trial}'s point"
+    try:
+      hparams = submission_lib.make_hyperparameters(t.point)
+      if abstract is not None:
+        jax.eval_shape(lambda p, s: sub.init_optimizer_state(workload, p, s, hparams, rng)[0],  # pylint: disable=cell-var-from-loop
+                       *abstract)
+    except ValueError as e:
+      raise app.UsageError(f"{source} {json.dumps(t.point)} for {sub.name}: {e}") from None
+    except Exception:  # pylint: disable=broad-except  (e.g. not traceable: the trial itself will say)
+      pass
+    if _RESUME.value and os.path.exists(t.meta_path):
       try:
-        hparams = submission_lib.make_hyperparameters(point)
-        if abstract is not None:
-          jax.eval_shape(lambda p, s: sub.init_optimizer_state(workload, p, s, hparams, rng)[0],  # pylint: disable=cell-var-from-loop
-                         *abstract)
+        meta = logs.read_json(t.meta_path)
       except ValueError as e:
-        raise app.UsageError(f"{source} {json.dumps(point)} for {sub.name}: {e}") from None
-      except Exception:  # pylint: disable=broad-except  (e.g. not traceable: the trial itself will say)
-        pass
-      meta_path = os.path.join(_trial_dir(sub.name, workload.name, study, trial, _LOG_LAYOUT.value),
-                               "meta_data.json")
-      if _RESUME.value and os.path.exists(meta_path):
-        try:
-          meta = logs.read_json(meta_path)
-        except ValueError as e:
-          raise app.UsageError(str(e)) from None
-        _check_identity(meta_path, meta, dict(
-            workload=workload.name, submission=sub.name, hyperparameters=point,
-            rng_seed=_RNG_SEED.value + 1000 * study + trial, tuning_ruleset=_TUNING_RULESET.value,
-            measure=measure))
+        raise app.UsageError(str(e)) from None
+      _check_identity(t.meta_path, meta, dict(t.record, measure=measure))
+  return batch
 
 
 LOCK_NAME = ".{workload}.lock"  # In {experiment_dir}/{submission}/: one runner per (submission, workload).
