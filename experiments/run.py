@@ -6,6 +6,8 @@
     python -m experiments.run --submission_path=experiments/submissions/nadamw.py
     python -m experiments.run --optimizer=radam --hparams='{"learning_rate": 3e-3}'
     python -m experiments.run ... --resume_last_run             # after a kill
+    python -m experiments.run ... --trial_shard=0/4             # every 4th trial (SLURM arrays, TPU VMs)
+    python -m experiments.run ... --launcher=ray                # each trial a Ray task (pip install -e ".[ray]")
     python -m experiments.run --workload=logreg --optimizer=adamw --probe=lr_range
     python -m experiments.run ... --log_sharpness --log_grad_norms   # diagnostics in the logs
 
@@ -47,9 +49,9 @@ its newest checkpoint whose sha256 checksums verify (a corrupt or incomplete
 newer one is reported and moved to `bad_checkpoints/`), or restarts from
 step 0 if it had none. Time to target survives a resume, and the resumed
 trial's jitted functions are compiled outside the clock. One runner at a
-time per submission and workload: a second is refused, naming the first
-(`{experiment_dir}/{submission}/.{workload}.lock`, an flock that dies with
-its process). A full disk is one error line; rerun with `--resume_last_run`
+time per trial: a second is refused, naming the first
+(`{experiment_dir}/{submission}/.locks/{workload}.study_{s}.trial_{t}.lock`,
+an flock that dies with its process). A full disk is one error line; rerun with `--resume_last_run`
 once space is free. Every flag and every hyperparameter point (its
 optimizer is built abstractly) is checked before any directory is created.
 
@@ -144,6 +146,25 @@ _RESUME = flags.DEFINE_bool(
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False,
     "Delete this submission's existing logs on this workload first, complete trials included.")
+_TRIAL_SHARD = flags.DEFINE_string(
+    "trial_shard", None,
+    "i/n: run only the trials whose index in the experiment (submissions in --optimizer order, then"
+    " studies, then trials) is i mod n, for any scheduler that fans out processes (SLURM job arrays,"
+    " one per TPU VM). The n shards together give one unsharded run; score the directory when all"
+    " are done. Shards of one experiment may run at once (each trial has its own lock).")
+_LAUNCHER = flags.DEFINE_enum(
+    "launcher", "local", ["local", "ray"],
+    "local: run the trials one after another in this process. ray: each trial in its own process"
+    " as a Ray task with its own resources (--ray_*), retried --trial_retries times, on a local Ray"
+    ' started on demand or the cluster at --ray_address (pip install -e ".[ray]").')
+_RAY_ADDRESS = flags.DEFINE_string(
+    "ray_address", None, "--launcher=ray: an existing cluster ('auto', 'ray://head:10001'); default a local Ray.")
+_RAY_CPUS = flags.DEFINE_float("ray_cpus_per_trial", 1.0, "--launcher=ray: CPUs each trial's task holds.")
+_RAY_GPUS = flags.DEFINE_float("ray_gpus_per_trial", 0.0, "--launcher=ray: GPUs each trial's task holds.")
+_RAY_RESOURCES = flags.DEFINE_string(
+    "ray_resources_per_trial", None, """--launcher=ray: other Ray resources per trial, JSON (e.g. '{"TPU": 4}').""")
+_TRIAL_RETRIES = flags.DEFINE_integer(
+    "trial_retries", 2, "--launcher=ray: how often a failed trial is run again (resuming) before it is reported.")
 _SAVE_CHECKPOINTS = flags.DEFINE_bool("save_checkpoints", True, "Checkpoint after every evaluation.")
 _HPARAMS = flags.DEFINE_string("hparams", None, "JSON object: a single run at these hyperparameters.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Data for workloads that read files.")
@@ -297,10 +318,35 @@ class _Trial:
   point: dict[str, Any] | None
   trial_dir: str
   record: dict[str, Any]  # workload, submission, hyperparameters, rng_seed, study, trial, tuning_ruleset.
+  index: int = 0  # In the whole experiment (all submissions): what --trial_shard selects on.
 
   @property
   def meta_path(self) -> str:
     return os.path.join(self.trial_dir, "meta_data.json")
+
+
+def _shard() -> tuple[int, int] | None:
+  """--trial_shard as (i, n), or None."""
+  if _TRIAL_SHARD.value is None:
+    return None
+  match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", _TRIAL_SHARD.value)
+  if not match or not int(match[1]) < int(match[2]):
+    raise app.UsageError(f"--trial_shard must be i/n with 0 <= i < n, got {_TRIAL_SHARD.value!r}.")
+  return int(match[1]), int(match[2])
+
+
+def _plans(subs: Sequence[submission_lib.Submission], workload_name: str) -> dict[str, list[_Trial]]:
+  """{submission: its trials}, numbered across the experiment and filtered by --trial_shard."""
+  plans, index = {}, 0
+  for sub in subs:
+    plans[sub.name] = []
+    for t in _plan(sub, workload_name):
+      plans[sub.name].append(dataclasses.replace(t, index=index))
+      index += 1
+  shard = _shard()
+  if shard is not None:
+    plans = {name: [t for t in trials if t.index % shard[1] == shard[0]] for name, trials in plans.items()}
+  return plans
 
 
 def _plan(sub: submission_lib.Submission, workload_name: str) -> list[_Trial]:
@@ -437,6 +483,7 @@ def main(argv: Sequence[str]) -> None:
     _run_probe(workload)
     return
   _check_counts()
+  shard = _shard()
   if _TUNING_RULESET.value == "self" and _SEARCH_SPACE.value:
     raise app.UsageError("--tuning_search_space does not apply to --tuning_ruleset=self (AlgoPerf refuses it too).")
   subs = _submissions()
@@ -458,38 +505,134 @@ def main(argv: Sequence[str]) -> None:
                            f" {workload.name} evaluates every {workload.targets.eval_period_steps} steps.")
   # One pre-flight pass: refuse before any trial runs (not after the first submission's) and
   # before --overwrite deletes anything.
-  batch_sizes, plans = {}, {}
-  for sub in subs:
-    batch_sizes[sub.name] = _preflight(sub, workload, measure, plans.setdefault(sub.name, _plan(sub, workload.name)))
-  locks = []
-  try:
-    for sub in subs:  # Before --overwrite deletes anything.
-      locks.append(_lock(sub.name, workload.name))
-    for sub in subs:
-      try:
-        _run_submission(sub, workload, plans[sub.name], batch_sizes[sub.name], measure, factor, budget_steps,
-                        pinned)
-      except Exception as e:  # pylint: disable=broad-except
-        if _disk_full(e):
-          raise SystemExit(
-              f"error: no space left on the device of --experiment_dir={_EXPERIMENT_DIR.value} while"
-              f" running {sub.name} on {workload.name} ({_disk_full(e)}). Free space, then rerun with"
-              " --resume_last_run: trials resume from their last intact checkpoint.") from None
-        raise
-  finally:
-    for fd in locks:
-      os.close(fd)  # Releases the flock (so does the process's death).
+  plans = _plans(subs, workload.name)
+  batch_sizes = {sub.name: _preflight(sub, workload, measure, plans[sub.name]) for sub in subs}
+  if _LAUNCHER.value == "ray":
+    _run_on_ray(subs, workload, plans, measure)
+  else:
+    locks = []
+    try:
+      for sub in subs:  # Before --overwrite deletes anything.
+        locks += [_lock(t) for t in plans[sub.name]]
+      for sub in (s for s in subs if plans[s.name]):  # A shard may hold none of a submission's trials.
+        _clear(sub, workload, plans[sub.name])
+        try:
+          _run_submission(sub, workload, plans[sub.name], batch_sizes[sub.name], measure, factor, budget_steps,
+                          pinned)
+        except Exception as e:  # pylint: disable=broad-except
+          if _disk_full(e):
+            raise SystemExit(
+                f"error: no space left on the device of --experiment_dir={_EXPERIMENT_DIR.value} while"
+                f" running {sub.name} on {workload.name} ({_disk_full(e)}). Free space, then rerun with"
+                " --resume_last_run: trials resume from their last intact checkpoint.") from None
+          raise
+    finally:
+      for fd in locks:
+        os.close(fd)  # Releases the flock (so does the process's death).
   print(f"\nlogs: {_EXPERIMENT_DIR.value}", flush=True)
-  if len(subs) > 1:
+  baseline = f" --baseline={subs[0].name}" if len(subs) > 1 else ""
+  if shard is not None:
+    print(f"shard {shard[0]}/{shard[1]}: {sum(map(len, plans.values()))} trial(s). When every shard is done:"
+          f" python -m experiments.score --experiment_dir={_EXPERIMENT_DIR.value}{baseline}", flush=True)
+  elif len(subs) > 1:
     _score(subs[0].name)
   else:
     print(f"score with: python -m experiments.score --experiment_dir={_EXPERIMENT_DIR.value}")
 
 
+def _clear(sub: submission_lib.Submission, workload: workloads.Workload, trials: list[_Trial]) -> None:
+  """--overwrite: deletes the logs this run replaces (a shard's: only its own trials)."""
+  if not _OVERWRITE.value:
+    return
+  paths = ([t.trial_dir for t in trials] if _shard() is not None
+           else _workload_roots(sub.name, workload.name, _LOG_LAYOUT.value))
+  for path in paths:
+    if os.path.exists(path):
+      shutil.rmtree(path)
+
+
+# Flags of the sweep as a whole, not passed to a trial's own process under --launcher=ray.
+_LAUNCH_ONLY_FLAGS = ("launcher", "ray_address", "ray_cpus_per_trial", "ray_gpus_per_trial",
+                      "ray_resources_per_trial", "trial_retries", "trial_shard", "overwrite", "resume_last_run",
+                      "experiment_dir")
+
+
+def _run_on_ray(subs: Sequence[submission_lib.Submission], workload: workloads.Workload,
+                plans: dict[str, list[_Trial]], measure: str) -> None:
+  """--launcher=ray: each trial of `plans` as a Ray task running this runner on that trial alone."""
+  from experiments import launcher  # pylint: disable=g-import-not-at-top  (Ray: an optional extra)
+  resources = _parse_json_flag("ray_resources_per_trial", _RAY_RESOURCES.value) if _RAY_RESOURCES.value else None
+  if not (_RAY_CPUS.value >= 0 and _RAY_GPUS.value >= 0 and _TRIAL_RETRIES.value >= 0):
+    raise app.UsageError("--ray_cpus_per_trial, --ray_gpus_per_trial and --trial_retries must be >= 0.")
+  try:
+    launcher.import_ray()
+  except ImportError as e:
+    raise app.UsageError(str(e)) from None
+  total = sum(len(_plan(sub, workload.name)) for sub in subs)
+  seen, passed = set(), []
+  for name in FLAGS:
+    holder = FLAGS[name]
+    if id(holder) in seen or not holder.present or holder.name in _LAUNCH_ONLY_FLAGS:
+      continue
+    seen.add(id(holder))
+    passed.append(holder.serialize())
+  experiment_dir = os.path.abspath(_EXPERIMENT_DIR.value)
+  jobs = []
+  for sub in subs:
+    _clear(sub, workload, plans[sub.name])
+    for t in plans[sub.name]:
+      if _RESUME.value and os.path.exists(t.meta_path) and logs.read_json(t.meta_path).get("status") == "complete":
+        print(f"{sub.name} study {t.study} trial {t.trial}: complete, skipped", flush=True)
+        continue
+      jobs.append(launcher.Job(
+          label=f"{sub.name} study {t.study} trial {t.trial}",
+          argv=("-m", "experiments.run", *passed, f"--experiment_dir={experiment_dir}",
+                f"--trial_shard={t.index}/{total}", "--resume_last_run", "--launcher=local"),
+          cwd=os.getcwd(), log_path=os.path.join(experiment_dir, sub.name, LAUNCHER_LOGS_DIR,
+                                                 f"{workload.name}.study_{t.study}.trial_{t.trial}")))
+  where = _RAY_ADDRESS.value or "a local Ray"
+  print(f"\n{len(jobs)} trial(s) of {workload.name} as Ray tasks on {where} ({_RAY_CPUS.value:g} CPU"
+        f"{f', {_RAY_GPUS.value:g} GPU' if _RAY_GPUS.value else ''}"
+        f"{f', {resources}' if resources else ''} each; up to {_TRIAL_RETRIES.value} retries)", flush=True)
+  failures = launcher.run_on_ray(
+      jobs, address=_RAY_ADDRESS.value, num_cpus=_RAY_CPUS.value, num_gpus=_RAY_GPUS.value,
+      resources=resources, retries=_TRIAL_RETRIES.value, progress=lambda m: print("  " + m, flush=True))
+  for sub in (s for s in subs if plans[s.name]):
+    _print_table(sub, workload, [_logged_row(t, measure) for t in plans[sub.name]], measure)
+  if failures:
+    raise SystemExit(
+        f"error: {len(failures)} trial(s) failed after {_TRIAL_RETRIES.value} retries: "
+        + "; ".join(f"{job.label} ({why})" for job, why in failures)
+        + ". Fix the cause, then rerun with --resume_last_run: completed trials are kept.")
+
+
+def _logged_row(t: _Trial, measure: str) -> tuple:
+  """The table row of a trial from its meta_data.json (a missing or unfinished one: not reached)."""
+  meta = logs.read_json(t.meta_path) if os.path.exists(t.meta_path) else {}
+  seconds = meta.get("cost_adjusted_steps_to_target" if measure == "steps" else "time_to_target_sec")
+  status = meta.get("status", "not run")
+  total = meta.get("global_step") if status == "complete" else f"{status}"
+  return (t.study, t.trial, t.point, seconds, meta.get("steps_to_target"), total)
+
+
+def _print_table(sub: submission_lib.Submission, workload: workloads.Workload, results: list[tuple],
+                 measure: str) -> None:
+  unit = "cost-adjusted steps" if measure == "steps" else "s"
+  print(f"\n{sub.name} on {workload.name}:\n")
+  print(f"| study | trial | time to target ({unit}) | steps to target | steps | hyperparameters |")
+  print("|---|---|---|---|---|---|")
+  for study, trial, point, seconds, steps, total in results:
+    shown = f"{seconds:.1f}" if seconds is not None else "not reached"
+    print(f"| {study} | {trial} | {shown} | {steps if steps is not None else '-'} | {total} | {json.dumps(point)} |")
+
+
 def _pin_cpu_core() -> int | None:
   """Pins this process to one allowed CPU core before JAX starts its CPU client.
 
-  Returns the core, or None where pinning does not apply: no
+  With --trial_shard=i/n the core is the i-th allowed one (mod their number),
+  so shards started side by side, and the trials of a Ray sweep (whose tasks
+  start in index order), land on different cores. Returns the core, or None
+  where pinning does not apply: no
   sched_setaffinity, a non-CPU platform requested, or JAX's backends already
   started (e.g. the runner called in-process; their thread pool is sized).
   """
@@ -499,8 +642,9 @@ def _pin_cpu_core() -> int | None:
       or xla_bridge.backends_are_initialized()):
     return None
   cores = sorted(os.sched_getaffinity(0))
-  if len(cores) > 1:  # Spread concurrent runs over the cores.
-    os.sched_setaffinity(0, {cores[os.getpid() % len(cores)]})
+  if len(cores) > 1:  # Spread concurrent runs over the cores: shards (and Ray's trials) by index.
+    shard = _shard()
+    os.sched_setaffinity(0, {cores[(shard[0] if shard else os.getpid()) % len(cores)]})
   return sorted(os.sched_getaffinity(0))[0]
 
 
@@ -510,11 +654,6 @@ def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload
   """Runs every study and trial of one submission; prints and returns their table rows."""
   batch_size, batch_name = batch
   layout = _LOG_LAYOUT.value
-  roots = _workload_roots(sub.name, workload.name, layout)
-  if _OVERWRITE.value:
-    for r in roots:
-      if os.path.exists(r):
-        shutil.rmtree(r)
   budget = workload.targets.max_allowed_runtime_sec * factor
   cost_baseline = submission_lib.registry_submission(_COST_BASELINE.value) if measure == "steps" else None
   budget_text = (f"{budget_steps:.0f} cost-adjusted steps (relative to {_COST_BASELINE.value})"
@@ -530,21 +669,18 @@ def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload
       f" batch size {batch_size}"
       + ("" if batch_name == workload.name else f" (the submission's size for {batch_name!r})"), flush=True,
   )
+  count = len(_points(sub, workload.name, 0))  # A list-form space gives every study the same points.
+  if count < _NUM_TRIALS.value and _TUNING_RULESET.value == "external" and _HPARAMS.value is None:
+    print(f"the search space lists {count} points: running {count} trials per study, not"
+          f" --num_tuning_trials={_NUM_TRIALS.value} (as AlgoPerf)", flush=True)
   results = []
   for t in plan:
     study, trial, point, trial_dir, record = t.study, t.trial, t.point, t.trial_dir, t.record
-    if trial == 0:
-      count = sum(1 for u in plan if u.study == study)
-      if count < _NUM_TRIALS.value and _TUNING_RULESET.value == "external" and _HPARAMS.value is None:
-        print(f"the search space lists {count} points: running {count} trials, not"
-              f" --num_tuning_trials={_NUM_TRIALS.value} (as AlgoPerf)", flush=True)
-    if _RESUME.value and os.path.exists(t.meta_path):
-      meta = logs.read_json(t.meta_path)  # Its identity was checked before any trial ran.
-      if meta.get("status") == "complete":
-        print(f"study {study} trial {trial}: complete, skipped", flush=True)
-        seconds = meta.get("cost_adjusted_steps_to_target" if measure == "steps" else "time_to_target_sec")
-        results.append((study, trial, point, seconds, meta.get("steps_to_target"), meta.get("global_step")))
-        continue
+    # A complete trial's identity was checked before any trial ran.
+    if _RESUME.value and os.path.exists(t.meta_path) and logs.read_json(t.meta_path).get("status") == "complete":
+      print(f"study {study} trial {trial}: complete, skipped", flush=True)
+      results.append(_logged_row(t, measure))
+      continue
     resume = _RESUME.value and checkpoints.has_checkpoint(trial_dir)
     print(f"study {study} trial {trial}: {json.dumps(point)}", flush=True)
     if _RESUME.value and not resume and os.path.exists(trial_dir):
@@ -564,15 +700,7 @@ def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload
     results.append((study, trial, point, result.score_time if result.reached_target else None,
                     result.steps_to_target, result.global_step))
 
-  unit = "cost-adjusted steps" if measure == "steps" else "s"
-  print(f"\n{sub.name} on {workload.name}:\n")
-  print(f"| study | trial | time to target ({unit}) | steps to target | steps | hyperparameters |")
-  print("|---|---|---|---|---|---|")
-  for study, trial, point, seconds, steps, total in results:
-    shown = f"{seconds:.1f}" if seconds is not None else "not reached"
-    print(f"| {study} | {trial} | {shown} | {steps if steps is not None else '-'} | {total} | {json.dumps(point)} |")
-  where = roots[0] if len(roots) == 1 else os.path.join(_EXPERIMENT_DIR.value, sub.name)
-  logging.info("logs in %s", where)
+  _print_table(sub, workload, results, measure)
   return results
 
 
@@ -646,7 +774,9 @@ def _preflight(sub: submission_lib.Submission, workload: workloads.Workload, mea
     batch = trainer.batch_size_for(sub, workload)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
-  existing = [r for r in _workload_roots(sub.name, workload.name, _LOG_LAYOUT.value) if os.path.exists(r)]
+  mine = ([t.trial_dir for t in plan] if _shard() is not None
+          else _workload_roots(sub.name, workload.name, _LOG_LAYOUT.value))
+  existing = [r for r in mine if os.path.exists(r)]
   if existing and not (_RESUME.value or _OVERWRITE.value):
     raise app.UsageError(
         f"{existing[0]} exists: pass --resume_last_run to continue it or --overwrite to replace it.")
@@ -675,18 +805,26 @@ def _preflight(sub: submission_lib.Submission, workload: workloads.Workload, mea
   return batch
 
 
-LOCK_NAME = ".{workload}.lock"  # In {experiment_dir}/{submission}/: one runner per (submission, workload).
+LOCKS_DIR = ".locks"  # {experiment_dir}/{submission}/.locks/{workload}.study_{s}.trial_{t}.lock
+# --launcher=ray: {experiment_dir}/{submission}/.launcher_logs/{workload}.study_{s}.trial_{t}.attempt_{a}.log
+LAUNCHER_LOGS_DIR = ".launcher_logs"
 
 
-def _lock(submission: str, workload: str) -> int:
-  """Takes the (submission, workload) lock of the experiment directory; returns its fd.
+def lock_path(experiment_dir: str, submission: str, workload: str, study: int, trial: int) -> str:
+  """The lock of one trial (outside the trial's logs, which --overwrite deletes)."""
+  return os.path.join(experiment_dir, submission, LOCKS_DIR, f"{workload}.study_{study}.trial_{trial}.lock")
 
-  fcntl.flock: released when the fd closes or the process dies, so a killed
-  runner never leaves a stale lock. UsageError naming the holder if taken.
+
+def _lock(t: _Trial) -> int:
+  """Takes one trial's lock; returns its fd.
+
+  One runner per trial: shards of one experiment run side by side, and a
+  second runner on the same trials is refused. fcntl.flock: released when the
+  fd closes or the process dies, so a killed runner never leaves a stale
+  lock. UsageError naming the holder if taken.
   """
-  directory = os.path.join(_EXPERIMENT_DIR.value, submission)
-  os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, LOCK_NAME.format(workload=workload))
+  path = lock_path(_EXPERIMENT_DIR.value, t.sub.name, t.record["workload"], t.study, t.trial)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -697,8 +835,8 @@ def _lock(submission: str, workload: str) -> int:
     holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
     os.close(fd)
     raise app.UsageError(
-        f"{submission} on {workload} in {_EXPERIMENT_DIR.value} is in use by another runner ({holder};"
-        f" lock {path}). Wait for it to finish, or stop it.") from None
+        f"{t.sub.name} on {t.record['workload']} study {t.study} trial {t.trial} in {_EXPERIMENT_DIR.value} is in"
+        f" use by another runner ({holder}; lock {path}). Wait for it to finish, or stop it.") from None
   os.ftruncate(fd, 0)
   os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since"
                 f" {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n".encode(), 0)

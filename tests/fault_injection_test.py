@@ -172,7 +172,7 @@ class FaultInjectionTest(absltest.TestCase):
     d = test_util.tempdir(self)
     _run(d, "--num_studies=1")
     before = _meta(d)
-    path = os.path.join(d, "adamw", run.LOCK_NAME.format(workload="logreg"))
+    path = run.lock_path(d, "adamw", "logreg", 0, 0)
     with open(path, "w") as holder:
       fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
       holder.write("pid 4242 on elsewhere since then\n")
