@@ -66,13 +66,29 @@ class ProjectionTest(parameterized.TestCase):
     self.assertEqual(float(wd_factor), float(np.float32(0.1)))  # Exact: selected, not computed.
 
   def test_whole_tensor_view_when_channels_are_not_invariant(self):
-    g = _scale_invariant_grad(self.w, self.rng, axes=None)
-    u = self.rng.normal(size=self.w.shape)
+    # Exact data: w in {+-1/2, +-1} (powers of two) and u in eighths of
+    # [-1, 1], so every w_i u_i and w_i^2 is exact and no partial sum of 288 of
+    # them needs more than 13 significant bits: w . u and w . w are exact in
+    # float32, in any order (the 288-term signed sum's worst case,
+    # (n - 1) u sum |w_i u_i|, would otherwise dominate the bound).
+    w = self.rng.choice([-1.0, -0.5, 0.5, 1.0], size=self.w.shape)
+    g = _scale_invariant_grad(w, self.rng, axes=None)
+    u = self.rng.integers(-8, 9, size=w.shape) / 8.0
     projected, wd_factor = optimizers.adamp_projection(
-        jnp.asarray(self.w), jnp.asarray(g), jnp.asarray(u), delta=0.1, wd_ratio=0.1, eps=1e-8
-    )
-    self.assertGreater(np.max(np.abs(np.sum(np.asarray(projected) * self.w, axis=(0, 1, 2)))), 1e-3)
-    self.assertLess(abs(float(np.sum(np.asarray(projected, np.float64) * self.w))), _radial_bound(self.w, u, None))
+        jnp.asarray(w, jnp.float32), jnp.asarray(g, jnp.float32), jnp.asarray(u, jnp.float32), delta=0.1,
+        wd_ratio=0.1, eps=1e-8)
+    projected = np.asarray(projected, np.float64)
+    self.assertGreater(np.max(np.abs(np.sum(projected * w, axis=(0, 1, 2)))), 1e-3)
+    # Then coef = (w . u) / (sqrt(w . w) + eps)^2 is (w . u) / (w . w) times
+    # 1 + theta, |theta| <= 6 u (u = 2^-24: sqrt and + eps, 2 u each once
+    # squared; the square and the division) + 2 eps / |w|; each c w_i is exact
+    # (w_i a power of two) and u_i - c w_i rounds once (u of |projected_i|).
+    # So sum w_i projected_i = -(w . u) theta + sum w_i projected_i rho_i,
+    # |rho_i| <= u; the float64 sum of exact products adds 287 2^-53 of
+    # sum |w_i projected_i|, within a second u.
+    wu, ww = np.sum(w * u), np.sum(w * w)
+    bound = (6 * 2.0**-24 + 2e-8 / np.sqrt(ww)) * abs(wu) + 2 * 2.0**-24 * np.sum(np.abs(w * projected))
+    self.assertLess(abs(float(np.sum(projected * w))), bound)
     self.assertEqual(float(wd_factor), float(np.float32(0.1)))  # Exact: selected, not computed.
 
   def test_no_projection_for_aligned_gradients(self):
@@ -85,16 +101,23 @@ class ProjectionTest(parameterized.TestCase):
     self.assertEqual(float(wd_factor), 1.0)
 
   def test_channel_axis_for_pytorch_layouts(self):
-    g = _scale_invariant_grad(self.w, self.rng, axes=(0, 1, 2))
-    u = self.rng.normal(size=self.w.shape)
-    to_torch = lambda x: jnp.asarray(np.transpose(x, (3, 2, 0, 1)))  # (out, in, h, w)
+    # Exact data (w powers of two, u eighths: every per-channel w . u and
+    # w . w exact in float32 in any order, and each c w_i exact), so both
+    # layouts compute the same coefficients and the same one rounding of
+    # u_i - c w_i: equal, whatever order each layout sums in. (g only selects
+    # the view, far from the threshold.)
+    w = self.rng.choice([-1.0, -0.5, 0.5, 1.0], size=self.w.shape)
+    g = _scale_invariant_grad(w, self.rng, axes=(0, 1, 2))
+    u = self.rng.integers(-8, 9, size=w.shape) / 8.0
+    to_torch = lambda x: jnp.asarray(np.transpose(x, (3, 2, 0, 1)), jnp.float32)  # (out, in, h, w)
     flax_out, _ = optimizers.adamp_projection(
-        jnp.asarray(self.w), jnp.asarray(g), jnp.asarray(u), delta=0.1, wd_ratio=0.1, eps=1e-8
-    )
+        jnp.asarray(w, jnp.float32), jnp.asarray(g, jnp.float32), jnp.asarray(u, jnp.float32), delta=0.1,
+        wd_ratio=0.1, eps=1e-8)
     torch_out, _ = optimizers.adamp_projection(
-        to_torch(self.w), to_torch(g), to_torch(u), delta=0.1, wd_ratio=0.1, eps=1e-8, channel_axis=0
+        to_torch(w), to_torch(g), to_torch(u), delta=0.1, wd_ratio=0.1, eps=1e-8, channel_axis=0
     )
-    np.testing.assert_allclose(to_torch(np.asarray(flax_out)), torch_out, rtol=1e-5, atol=1e-6)
+    self.assertFalse(np.array_equal(torch_out, to_torch(u)))  # Projected.
+    np.testing.assert_array_equal(to_torch(np.asarray(flax_out)), torch_out)
 
 
 class AdamPBehaviourTest(absltest.TestCase):
@@ -111,6 +134,7 @@ class AdamPBehaviourTest(absltest.TestCase):
         g = {"b": jnp.asarray(rng.normal(size=(7,)), jnp.float64)}
         u_o, s_o = ours.update(g, s_o, params)
         u_t, s_t = theirs.update(g, s_t, params)
+        # Float64: optax's 1 - 0.999^t cancels to ~1e-13 relative, 10x below.
         np.testing.assert_allclose(u_o["b"], u_t["b"], rtol=1e-12)
 
   def test_needs_params(self):
@@ -130,7 +154,8 @@ class AdamPBehaviourTest(absltest.TestCase):
     updates, state = plain.update(grads, plain.init(params), params)
     np.testing.assert_array_equal(state.momentum["w"], updates["w"])
     _, state_n = nesterov.update(grads, nesterov.init(params), params)
-    np.testing.assert_allclose(state_n.momentum["w"], grads["w"], rtol=1e-6)
+    # Exact: the Nesterov buffer is 0.9 * 0 + 1 * g = g (never projected).
+    np.testing.assert_array_equal(state_n.momentum["w"], grads["w"])
 
 
 if __name__ == "__main__":

@@ -100,10 +100,16 @@ class BazelSmokeTest(absltest.TestCase):
     x = jnp.arange(4.0)
     value, grad = jax.jit(jax.value_and_grad(f))(x)
     x_np = np.arange(4.0)
+    u = 2.0**-24  # float32 unit roundoff; x = 0..3 and x^2 are exact.
+    # Non-negative terms: sin within 2 ulps (4 u), doubled by the square (8 u); square and add,
+    # 2k u = 4 u for k = 2; the sum of 4 terms, 2 (n - 1) u = 6 u. 18 u of the value.
     np.testing.assert_allclose(
-        value, np.sum(np.sin(x_np) ** 2 + x_np ** 2), rtol=1e-6)
-    np.testing.assert_allclose(
-        grad, 2 * np.sin(x_np) * np.cos(x_np) + 2 * x_np, rtol=1e-6)
+        value, np.sum(np.sin(x_np) ** 2 + x_np ** 2), rtol=18 * u)
+    # A signed sum 2 sin cos + 2 x: sin and cos within 2 ulps (4 u each), product and add
+    # (2k u = 4 u for k = 2): 12 u of the magnitude terms |2 sin cos| + |2 x|.
+    magnitude = np.abs(2 * np.sin(x_np) * np.cos(x_np)) + np.abs(2 * x_np)
+    error = np.abs(np.asarray(grad, np.float64) - (2 * np.sin(x_np) * np.cos(x_np) + 2 * x_np))
+    self.assertTrue(np.all(error <= 12 * u * magnitude), (error, magnitude))
     self.assertNotEmpty(jax.devices())
 
 

@@ -328,16 +328,16 @@ class AdamPTest(parameterized.TestCase):
     # of sum |w_i d_i| <= |w| |d| (Cauchy-Schwarz), so the subtracted w_i-term
     # moves by at most 2 (n - 1) u |d| (|w_i| <= |w|): relative to the leaf's
     # largest update, not to each (cancelling) element. n: the terms of the
-    # sum in the view that projects: a channel's for "channel", the whole
-    # tensor for "layer" (18432: 2.2e-3, the weakest check here), none for
-    # "none" (cosine 1: no projection), the whole vector for "bias".
-    # Plus the elementwise roundings of `float32_bound("adamp")`.
-    terms = {"channel": params["channel"].size // params["channel"].shape[channel_axis],
-             "layer": params["layer"].size, "none": 1, "bias": params["bias"].size}
+    # sum in the view that projects: a channel's for "channel", none for
+    # "none" (cosine 1: no projection) and "bias" (a vector: never projected).
+    # Plus the elementwise roundings of `float32_bound("adamp")`. "layer"
+    # (a whole-tensor sum of 18432 terms, a bound of 2.2e-3) is compared on
+    # exact data instead: `test_whole_tensor_projection_on_exact_data`.
+    terms = {"channel": params["channel"].size // params["channel"].shape[channel_axis], "none": 1, "bias": 1}
     for t in range(3):
       u_x, state_x = jax.jit(xla.update)(grads(t), state_x, params)
       u_p, state_p = jax.jit(pallas.update)(grads(t), state_p, params)
-      for name in params:
+      for name in terms:
         a, b = np.asarray(u_x[name]), np.asarray(u_p[name])
         tolerance = float32_bound("adamp") + 2 * (terms[name] - 1) * U32
         np.testing.assert_allclose(b, a, rtol=tolerance, atol=tolerance * np.abs(a).max(), err_msg=name)
@@ -348,6 +348,67 @@ class AdamPTest(parameterized.TestCase):
     tpu, cuda = (7, 5) if channel_axis == -1 else (7, 3)
     self.assertEqual(traced.lower(lowering_platforms=("tpu",)).as_text().count("tpu_custom_call"), tpu)
     self.assertEqual(traced.lower(lowering_platforms=("cuda",)).as_text().count("xla.gpu.triton"), cuda)
+
+  @parameterized.parameters(-1, 0)
+  def test_whole_tensor_projection_on_exact_data(self, channel_axis):
+    # The whole-tensor view's sums (18432 terms, whose any-order bound would be
+    # 2.2e-3) made exact, so only the elementwise roundings can differ: b1 =
+    # 1/2, b2 = 0 and g = +-1 give v = g^2 = 1, bc2 = 1, sqrt(v) / sqrt(bc2) +
+    # 1e-8 = 1 (1e-8 is below half an ulp of 1) and m (so the direction d) in
+    # eighths of [-1, 1]; w in {+-1/2, +-1} makes every product w_i d_i, w_i^2,
+    # g_i w_i, g_i^2 exact, and no partial sum of 18432 of them needs over 20
+    # significant bits: the four sums are exact in float32, in any order.
+    rng = np.random.default_rng(1)
+    shape = (3, 3, 16, 128)
+    view = lambda x: np.moveaxis(x, channel_axis, -1)  # (..., channels), a writable view.
+    w = rng.choice([-1.0, -0.5, 0.5, 1.0], size=shape)
+    w2 = view(w).reshape(-1, view(w).shape[-1])
+    half = w2.shape[0] // 2
+    w2[:, 1] = w2[:, 0]
+    w2[half:, 2:] = w2[:half, 2:]
+    w = np.moveaxis(w2.reshape(view(w).shape), -1, channel_axis)
+
+    def gradient(t):
+      # Channel 0 aligned with w (cosine ~0.8: not the channel view), channel
+      # 1 its negation on the same w, the others cosine 0 (rows paired with
+      # negated gradients) but for t + 1 unpaired rows of channel 2: g . w is
+      # at most 2 (t + 1) <= 6, cosine <= 6 / (|g| |w|) = 4.1e-4 < 0.1 /
+      # sqrt(18432) = 7.4e-4 (the whole-tensor view), and w . d is not zero.
+      g = np.random.default_rng(t).choice([-1.0, 1.0], size=shape)
+      g2 = view(g).reshape(-1, view(g).shape[-1]).copy()
+      g2[:, 0] = np.sign(w2[:, 0])
+      g2[:, 1] = -g2[:, 0]
+      g2[half:, 2:] = -g2[:half, 2:]
+      g2[half:half + t + 1, 2] = g2[:t + 1, 2]
+      return np.moveaxis(g2.reshape(view(g).shape), -1, channel_axis)
+
+    params = {"layer": jnp.asarray(w, jnp.float32)}
+    xla = optimizers.adamp(1e-2, b1=0.5, b2=0.0, weight_decay=0.1, channel_axis=channel_axis)
+    pallas = optimizers.adamp(1e-2, b1=0.5, b2=0.0, weight_decay=0.1, channel_axis=channel_axis, backend="pallas")
+    state_x, state_p = xla.init(params), pallas.init(params)
+    # With exact sums, only the elementwise roundings differ (XLA divides by
+    # bc1 as a product with 1 / bc1: 2 roundings, the kernel 1): the bound of
+    # `float32_bound("adamp")`, without a sum term.
+    tolerance = float32_bound("adamp")
+    for t in range(3):
+      grads = {"layer": jnp.asarray(gradient(t), jnp.float32)}
+      u_x, state_x = jax.jit(xla.update)(grads, state_x, params)
+      u_p, state_p = jax.jit(pallas.update)(grads, state_p, params)
+      a, b = np.asarray(u_x["layer"]), np.asarray(u_p["layer"])
+      np.testing.assert_allclose(b, a, rtol=tolerance, atol=tolerance * np.abs(a).max())
+      jax.tree.map(np.testing.assert_array_equal, state_p, state_x)  # Exact moments (eighths, ones).
+      # The whole-tensor view did project: w . u is the decay's -lr wd
+      # wd_ratio |w|^2 alone, to the elements' roundings (each element's
+      # update <= 8 u off: u_i - c w_i, / bc1 (2), + decay w_i, x lr, and c's
+      # own (6 u) on c w_i <= |u_i| + |d_i|, so 16 u of sum |w_i (u_i| + |d_i|)).
+      # Without the projection it would be off by lr |w . d| / bc1, checked
+      # to exceed that bound.
+      m = np.asarray(state_x[0].mu["layer"], np.float64)
+      bc1 = 1 - 0.5 ** (t + 1)
+      decay = 1e-2 * 0.1 * float(np.float32(0.1)) * np.sum(w * w)
+      radial_bound = 16 * U32 * np.sum(np.abs(w) * (np.abs(a) + 1e-2 * np.abs(m) / bc1))
+      self.assertGreater(1e-2 * abs(np.sum(w * m)) / bc1, 2 * radial_bound)
+      self.assertLess(abs(np.sum(np.asarray(a, np.float64) * w) + decay), radial_bound)
 
 
 class DispatchTest(absltest.TestCase):

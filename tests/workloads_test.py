@@ -25,6 +25,8 @@ from experiments.workloads import transformer
 
 del test_util  # Imported for its side effect.
 
+U32 = 2.0**-24  # float32 unit roundoff.
+
 _TMP = tempfile.TemporaryDirectory()  # Fake data files, shared by the tests of one process.
 _LM = dict(context_length=16, model_dim=16, num_layers=1, num_heads=2, mlp_dim=32,
            num_eval_windows=10, eval_batch_size=4)
@@ -349,9 +351,14 @@ class CommonTest(absltest.TestCase):
     loss = jax.jit(_common.softmax_cross_entropy, static_argnums=3)
     out = loss(labels, logits, jnp.array([1.0, 0.0]), 0.0)
     self.assertEqual(float(out["n_valid_examples"]), 3)
-    np.testing.assert_allclose(out["summed"], 3 * np.log(5), rtol=1e-6)
+    # 3 tokens of log(sum exp 0) = log 5: float32 log within 2 ulps (4 u; its argument 5 is exact),
+    # then a sum of 3 equal non-negative terms, 2 (n - 1) u = 4 u.
+    np.testing.assert_allclose(out["summed"], 3 * np.log(5), rtol=8 * U32)
     smoothed = loss(labels, logits, None, 0.1)
-    np.testing.assert_allclose(smoothed["summed"], 6 * np.log(5), rtol=1e-6)
+    # 6 tokens of -sum_k q_k log p_k = log 5 (sum q = 1): smoothed q (2 roundings), log_softmax
+    # (log 5 within 2 ulps: 4 u; 0 - log 5 exact), q log p (1): 2k u = 6 u for k = 3, plus 4 u;
+    # non-negative sums of 5 classes then 6 tokens, 2 (n - 1) u: 8 u + 10 u. 28 u in all.
+    np.testing.assert_allclose(smoothed["summed"], 6 * np.log(5), rtol=28 * U32)
 
 
 class Mnist1dTest(absltest.TestCase):
