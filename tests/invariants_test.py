@@ -89,6 +89,9 @@ OVERFLOW_SAFE = {
     "adam_mini": 20, "schedule_free_adamw": 20, "schedule_free_radam": 20,
     "induced_metric_sgd": 500, "induced_metric_log": 500, "induced_metric_rms": 20,
 }
+# Entries whose second moment is optax's (adamw, nadamw; muon's non-matrix leaves
+# are optax.adamw): a square that overflows float32 leaves inf in it, as in optax.
+OPTAX_SECOND_MOMENT_OVERFLOWS = ("adamw", "nadamw", "muon")
 # Registry entries that are optax's own optimizers, which keep their moments
 # in the parameter dtype (exact names: schedule_free_adamw is steplab's).
 OPTAX_MOMENTS_IN_PARAM_DTYPE = ("adamw", "nadamw")
@@ -428,6 +431,30 @@ class InvariantsTest(parameterized.TestCase):
       self.assertGreater(np.max(np.abs(a[-1])), 1e-3 * np.max(np.abs(b[-1])) if np.max(np.abs(b[-1])) > 0 else -1)
       # atol: float32 rounding of y_new - y (schedule-free updates are differences of parameters ~1).
       np.testing.assert_allclose(a, b, rtol=2e-3, atol=1e-6)
+
+  @parameterized.named_parameters(WITH_PALLAS)
+  def test_gradient_whose_square_overflows_leaves_the_state_finite(self, name, backend="xla"):
+    # Every steplab rule keeps a finite state after a finite gradient whose square overflows
+    # float32 (the OVERFLOW_SAFE ones are also checked against float64 above). Optax's own
+    # adamw/nadamw, and muon's AdamW leaves (optax's), keep an inf second moment as optax does:
+    # those leaves stop moving (README, "Edge cases"). Parameters stay finite for every entry.
+    params = _params()
+    grads = _grads(params)  # Fixed: after SGD-like steps of 1e20 the loss's own gradients would overflow.
+    spike = jax.tree.map(jnp.copy, grads)
+    spike["dense"]["kernel"] = spike["dense"]["kernel"].at[0, 0].set(1e20)  # A matrix (muon: Newton-Schulz)
+    spike["dense"]["bias"] = spike["dense"]["bias"].at[0].set(1e20)  # and a vector (muon: AdamW).
+    optimizer = _build(name, backend=backend)
+    update = jax.jit(optimizer.update)
+    updates, state = update(spike, optimizer.init(params), params)
+    p = optax.apply_updates(params, updates)
+    for _ in range(3):
+      updates, state = update(grads, state, p)
+      p = optax.apply_updates(p, updates)
+    for leaf in jax.tree.leaves(p):
+      self.assertTrue(np.all(np.isfinite(np.asarray(leaf))), name)
+    finite = all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(state)
+                 if jnp.issubdtype(jnp.result_type(x), jnp.inexact))
+    self.assertEqual(finite, name not in OPTAX_SECOND_MOMENT_OVERFLOWS, name)
 
   @parameterized.named_parameters(WITH_PALLAS)
   def test_optax_masked_freezes_unselected_leaves(self, name, backend="xla"):
