@@ -118,10 +118,12 @@ def sma_length(b2: Any, t: jax.Array) -> jax.Array:
 
 
 def zeros_like_state(params: Any, dtype: Any = None) -> Any:
-  """Zero moments for `params`, in `dtype` or the leaf's state dtype."""
-  return jax.tree.map(
-      lambda p: jnp.zeros(jnp.shape(p), dtype or state_dtype(p.dtype)), params
-  )
+  """Zero moments for `params`, in `dtype` or the leaf's state dtype.
+
+  zeros_like, not zeros(shape): under jit the moments then inherit their
+  parameters' sharding (FSDP), instead of being created whole on every device.
+  """
+  return jax.tree.map(lambda p: jnp.zeros_like(p, dtype=dtype or state_dtype(p.dtype)), params)
 
 
 def copy_to_state(params: Any) -> Any:
@@ -278,7 +280,7 @@ def with_compensated_updates(
   def init_fn(params):
     promoted = jax.tree.map(lambda p: jnp.asarray(p, state_dtype(jnp.result_type(p))), params)
     residual = jax.tree.map(
-        lambda p: jnp.zeros(jnp.shape(p), state_dtype(p.dtype)) if _low_precision(p.dtype)
+        lambda p: jnp.zeros_like(p, dtype=state_dtype(p.dtype)) if _low_precision(p.dtype)
         else jnp.zeros([], state_dtype(p.dtype)), params)
     inner_state = inner.init(promoted)
     return tuple(inner_state) + (CompensatedState(residual),)

@@ -140,17 +140,20 @@ def adam_preconditioner(b2: Any = 0.999, eps: Any = 1e-8) -> Preconditioner:
 
 
 def _tree_vdot(a: Any, b: Any, dtype: Any) -> jax.Array:
-  """sum over leaves of Re <a, b> (conj(a) . b), accumulated in `dtype` (a jnp reduction: shards).
+  """sum over leaves of Re <a, b> (conj(a) . b), accumulated in `dtype`.
 
-  Complex leaves are conjugated (|g|^2 for <g, g>), not cast to `dtype`,
-  which would drop their imaginary parts.
+  A sum of elementwise products, not jnp.vdot: vdot flattens both arrays
+  first, and flattening a parameter sharded along a minor dimension makes
+  XLA all-gather it; the elementwise product keeps each shard's partial sum,
+  all-reduced (tests/sharding_test.py). Complex leaves are conjugated (|g|^2
+  for <g, g>), not cast to `dtype`, which would drop their imaginary parts.
   """
 
   def dot(x, y):
     if jnp.iscomplexobj(x) or jnp.iscomplexobj(y):
       wide = jnp.promote_types(jnp.result_type(x, y), dtype)
-      return jnp.real(jnp.vdot(x.astype(wide), y.astype(wide))).astype(dtype)
-    return jnp.vdot(x.astype(dtype), y.astype(dtype))
+      return jnp.sum(jnp.real(jnp.conj(x.astype(wide)) * y.astype(wide))).astype(dtype)
+    return jnp.sum(x.astype(dtype) * y.astype(dtype))
 
   return sum((dot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))), jnp.zeros([], dtype))
 
