@@ -471,6 +471,11 @@ class OneCycleTest(parameterized.TestCase):
     state = opt.init(params)
     update = jax.jit(opt.update)
     by_hand = factory(learning_rate=float(lr(0)), b1=float(b1(0))).init(params)  # Same state layout.
+    # The by-hand step gets the float32 hyperparameters the injected update used (recorded in its
+    # state: the scheduled learning rate and b1, and b2, eps, ... as float32 arrays), as traced
+    # arguments of a jitted update: 1 - b1, b2^t and the bias corrections are then the same float32
+    # operations on the same values as under inject_hyperparams.
+    by_hand_update = jax.jit(lambda g, s, p, hp: factory(**hp).update(g, s, p))
     # Eager schedule vs the same schedule jitted inside the update: each within
     # SCHEDULE_ROUNDINGS of its peak of the exact value, so twice that apart.
     apart = lambda peak: 2 * SCHEDULE_ROUNDINGS * U32 * peak
@@ -479,9 +484,9 @@ class OneCycleTest(parameterized.TestCase):
       # The state records the b1 the update used: the schedule at the step count before it.
       np.testing.assert_allclose(state.hyperparams["b1"], b1(t), rtol=0, atol=apart(0.95))
       np.testing.assert_allclose(state.hyperparams["learning_rate"], lr(t), rtol=0, atol=apart(0.1))
-      expected, by_hand = factory(learning_rate=float(lr(t)), b1=float(b1(t))).update(g, by_hand, params)
-      # (float32 rounding: a traced b1 gives 1 - b1 from the rounded b1.)
-      np.testing.assert_allclose(updates["w"], expected["w"], rtol=2e-4, atol=1e-9)
+      expected, by_hand = by_hand_update(g, by_hand, params, state.hyperparams)
+      # Exact: the same float32 operations on the same float32 inputs, in the same order.
+      np.testing.assert_array_equal(updates["w"], expected["w"])
     self.assertLess(float(state.hyperparams["b1"]), 0.95)  # It moved.
     # A constant b1 gives other updates, so the cycled b1 reached the optimizer.
     constant = optax.inject_hyperparams(factory)(learning_rate=lr, b1=0.95)
