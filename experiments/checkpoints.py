@@ -15,6 +15,11 @@ checksums) is skipped in favour of the newest intact one, said through
 a `CheckpointError`. A step directory without checksums is not a checkpoint
 (`has_checkpoint`), so a trial killed before its first checkpoint completed
 restarts from its beginning.
+
+Over several processes (`experiments.distributed`) every process saves and
+restores through Orbax (which coordinates them); process 0 alone deletes,
+writes the checksums (after Orbax's commit) and moves bad checkpoints aside,
+each followed by a barrier before the others read.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any, Callable, Mapping
 import jax
 import orbax.checkpoint as ocp
 
+from experiments import distributed
 from experiments import logs
 
 
@@ -157,9 +163,11 @@ class TrialCheckpointer:
     self.trial_dir = os.path.abspath(trial_dir)
     self.directory = os.path.join(self.trial_dir, "checkpoints")
     self._warn = warn or (lambda m: None)
-    remove_leftovers(self.trial_dir)
-    if fresh and os.path.isdir(self.directory):
-      shutil.rmtree(self.directory)
+    if distributed.is_primary():
+      remove_leftovers(self.trial_dir)
+      if fresh and os.path.isdir(self.directory):
+        shutil.rmtree(self.directory)
+    distributed.barrier("steplab_checkpointer_init")
     # Synchronous saves: the runner excludes checkpoint time from the clock,
     # and a finished save is on disk before training continues. Orbax writes
     # into a temporary directory and renames it, so a kill mid-save leaves
@@ -185,7 +193,9 @@ class TrialCheckpointer:
     step_dir = os.path.join(self.directory, str(step))
     fault_point("before_checksums", step)
     # After Orbax's commit: a checkpoint without this file is incomplete.
-    logs.write_json(os.path.join(step_dir, CHECKSUMS), _digests(step_dir))
+    if distributed.is_primary():
+      logs.write_json(os.path.join(step_dir, CHECKSUMS), _digests(step_dir))
+    distributed.barrier(f"steplab_checksums_{step}")
 
   def restore(self, like_state: Any, expected: Mapping[str, Any]) -> tuple[int, Any, dict[str, Any]]:
     """Restores the latest checkpoint into the structure of `like_state`.
@@ -219,12 +229,15 @@ class TrialCheckpointer:
             + ". Restart the trial (--overwrite, or delete its directory).")
       raise CheckpointError(f"no checkpoint in {self.directory} to resume from.")
     if problems:  # Newer than the intact one: set aside, so training redoes those steps.
-      bad_root = os.path.join(self.trial_dir, BAD_CHECKPOINTS)
-      os.makedirs(bad_root, exist_ok=True)
-      for bad, problem in sorted(problems.items()):
-        target = os.path.join(bad_root, f"{bad}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
-        shutil.move(step_dirs[bad], target)
-        self._warn(f"checkpoint {step_dirs[bad]} {problem}; moved to {target}, resuming from step {step}")
+      distributed.barrier("steplab_checkpoints_verified")  # Every process has read them.
+      if distributed.is_primary():
+        bad_root = os.path.join(self.trial_dir, BAD_CHECKPOINTS)
+        os.makedirs(bad_root, exist_ok=True)
+        for bad, problem in sorted(problems.items()):
+          target = os.path.join(bad_root, f"{bad}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+          shutil.move(step_dirs[bad], target)
+          self._warn(f"checkpoint {step_dirs[bad]} {problem}; moved to {target}, resuming from step {step}")
+      distributed.barrier("steplab_bad_checkpoints_moved")
       self._manager.reload()
     where = os.path.join(self.directory, str(step))
     try:

@@ -6,7 +6,9 @@ A trial directory holds `hparams.json`, `flags.json`, `meta_data.json`,
 `--log_grad_norms`, `grad_norms.csv` (one row per step). Every write goes to a
 temporary file in the same directory and is `os.replace`d into place, so a
 run killed at any moment (SIGKILL included) leaves each file either as it
-was or as it is now, never half-written.
+was or as it is now, never half-written. In a trial over several processes
+(`experiments.distributed`) only process 0 writes: elsewhere the writers keep
+their rows in memory and write nothing.
 """
 
 from __future__ import annotations
@@ -19,9 +21,13 @@ import os
 import tempfile
 from typing import Any, Iterable, Mapping
 
+from experiments import distributed
+
 
 def write_atomic(path: str, text: str) -> None:
-  """Writes `text` to `path` so that readers never see a partial file."""
+  """Writes `text` to `path` so that readers never see a partial file (on process 0 only)."""
+  if not distributed.is_primary():
+    return
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))

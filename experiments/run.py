@@ -10,6 +10,7 @@
     python -m experiments.run ... --launcher=ray                # each trial a Ray task (pip install -e ".[ray]")
     python -m experiments.run --workload=logreg --optimizer=adamw --probe=lr_range
     python -m experiments.run ... --log_sharpness --log_grad_norms   # diagnostics in the logs
+    python -m experiments.spmd --num_processes=2 --devices_per_process=2 -- ...  # one trial, 2 processes
 
 For every study (`--num_studies`) it runs `--num_tuning_trials` trials, each at
 one point of the search space (Halton quasi-random; external ruleset) or at
@@ -58,10 +59,18 @@ optimizer is built abstractly) is checked before any directory is created.
 `--hparams` sets the optimizer's other hyperparameters (default the
 registry's). `--log_sharpness` and `--log_grad_norms` add lambda_1 per
 evaluation and per-step gradient norms to ordinary trials' logs.
+
+Several processes, one trial (`--coordinator_address`, `--num_processes`,
+`--process_id`, or `--distributed` where JAX detects them: TPU pod slices,
+SLURM): every process runs this runner with the same flags and trains each
+trial data-parallel over the global device set; process 0 alone prints,
+locks, deletes and writes (experiments/distributed.py; experiments/spmd.py
+starts such processes on one machine).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -81,6 +90,7 @@ import jax
 
 from experiments import checkpoints
 from experiments import common_flags
+from experiments import distributed
 from experiments import logs
 from experiments import probes
 from experiments import submission as submission_lib
@@ -209,6 +219,19 @@ _PIN_CPU_CORE = flags.DEFINE_bool(
     " id). XLA then runs single-threaded, so the per-step cost ratio does not depend on how many"
     " cores other processes leave free (unpinned, Prodigy/AdamW measured 1.47 or 1.85 depending on"
     " load on 2 cores; pinned, 1.46 idle and 1.37 with a busy loop on the same core).")
+
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None,
+    "host:port of process 0's coordinator: one trial over several processes (jax.distributed)."
+    f" Default ${distributed.COORDINATOR_ENV}.")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, f"With --coordinator_address: how many processes. Default ${distributed.NUM_PROCESSES_ENV}.")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, f"With --coordinator_address: this process's index. Default ${distributed.PROCESS_ID_ENV}.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False,
+    "Call jax.distributed.initialize() with nothing given: on a TPU pod slice (every worker runs"
+    " the same command), SLURM or MPI, JAX detects the processes. Implied by --coordinator_address.")
 
 _RUNNER_FLAGS = (
     _WORKLOAD, _OPTIMIZER, _SUBMISSION_PATH, _TUNING_RULESET, _SEARCH_SPACE, _NUM_TRIALS,
@@ -463,11 +486,39 @@ def main(argv: Sequence[str]) -> None:
   # Before anything starts JAX's CPU client: its thread pool is sized by the affinity.
   workload_class = workloads.WORKLOADS.get(_WORKLOAD.value)
   default_measure = workload_class.targets.measure if workload_class is not None else None
+  coordinator, num_processes, process_id = _distributed_flags()
   pinned = None
   if _PROBE.value == "none" and (_MEASURE.value or default_measure) == "steps" and _PIN_CPU_CORE.value:
-    pinned = _pin_cpu_core()
-  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-    jax.distributed.initialize()  # Multi-host: reads the usual environment.
+    pinned = _pin_cpu_core(process_id if (num_processes or 1) > 1 else None, num_processes or 1, _shard())
+  if coordinator or _DISTRIBUTED.value:
+    distributed.initialize(coordinator, num_processes, process_id)
+  if not distributed.is_primary():  # Process 0 speaks for all (errors still go to stderr).
+    with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+      _main(workload_class, pinned)
+  else:
+    _main(workload_class, pinned)
+
+
+def _distributed_flags() -> tuple[str | None, int | None, int | None]:
+  """(coordinator address, process count, process index): the flags, else their environment variables."""
+  def env_int(name):
+    text = os.environ.get(name)
+    try:
+      return int(text) if text else None
+    except ValueError:
+      raise app.UsageError(f"${name}={text!r} is not an integer.") from None
+  coordinator = _COORDINATOR.value or os.environ.get(distributed.COORDINATOR_ENV) or None
+  num = _NUM_PROCESSES.value if _NUM_PROCESSES.value is not None else env_int(distributed.NUM_PROCESSES_ENV)
+  index = _PROCESS_ID.value if _PROCESS_ID.value is not None else env_int(distributed.PROCESS_ID_ENV)
+  if num is not None and num < 1 or index is not None and not 0 <= index < (num or 1):
+    raise app.UsageError(f"need --num_processes >= 1 and 0 <= --process_id < it, got {num} and {index}.")
+  return coordinator, num, index
+
+
+def _main(workload_class, pinned: int | None) -> None:
+  """main() after the device set-up (on processes other than 0, with stdout silenced)."""
+  if distributed.is_multiprocess() and (_PROBE.value != "none" or _LAUNCHER.value != "local"):
+    raise app.UsageError("several processes run one trial at a time (--launcher=local, no --probe).")
   try:
     workload = workloads.get_workload(
         _WORKLOAD.value, **({"data_dir": _DATA_DIR.value} if _DATA_DIR.value else {})
@@ -505,17 +556,23 @@ def main(argv: Sequence[str]) -> None:
                            f" {workload.name} evaluates every {workload.targets.eval_period_steps} steps.")
   # One pre-flight pass: refuse before any trial runs (not after the first submission's) and
   # before --overwrite deletes anything.
+  batch_sizes = {sub.name: _batch_size(sub, workload) for sub in subs}  # Before the search spaces, as AlgoPerf.
   plans = _plans(subs, workload.name)
-  batch_sizes = {sub.name: _preflight(sub, workload, measure, plans[sub.name]) for sub in subs}
+  for sub in subs:
+    _preflight(sub, workload, measure, plans[sub.name])
+  distributed.barrier("steplab_preflight")  # Every process checked the directories before any changes.
   if _LAUNCHER.value == "ray":
     _run_on_ray(subs, workload, plans, measure)
   else:
     locks = []
     try:
-      for sub in subs:  # Before --overwrite deletes anything.
-        locks += [_lock(t) for t in plans[sub.name]]
+      if distributed.is_primary():  # Process 0 holds the locks for all.
+        for sub in subs:  # Before --overwrite deletes anything.
+          locks += [_lock(t) for t in plans[sub.name]]
       for sub in (s for s in subs if plans[s.name]):  # A shard may hold none of a submission's trials.
-        _clear(sub, workload, plans[sub.name])
+        if distributed.is_primary():
+          _clear(sub, workload, plans[sub.name])
+        distributed.barrier(f"steplab_clear_{sub.name}")
         try:
           _run_submission(sub, workload, plans[sub.name], batch_sizes[sub.name], measure, factor, budget_steps,
                           pinned)
@@ -534,7 +591,7 @@ def main(argv: Sequence[str]) -> None:
   if shard is not None:
     print(f"shard {shard[0]}/{shard[1]}: {sum(map(len, plans.values()))} trial(s). When every shard is done:"
           f" python -m experiments.score --experiment_dir={_EXPERIMENT_DIR.value}{baseline}", flush=True)
-  elif len(subs) > 1:
+  elif len(subs) > 1 and distributed.is_primary():
     _score(subs[0].name)
   else:
     print(f"score with: python -m experiments.score --experiment_dir={_EXPERIMENT_DIR.value}")
@@ -626,12 +683,15 @@ def _print_table(sub: submission_lib.Submission, workload: workloads.Workload, r
     print(f"| {study} | {trial} | {shown} | {steps if steps is not None else '-'} | {total} | {json.dumps(point)} |")
 
 
-def _pin_cpu_core() -> int | None:
+def _pin_cpu_core(process_id: int | None = None, num_processes: int = 1,
+                  shard: tuple[int, int] | None = None) -> int | None:
   """Pins this process to one allowed CPU core before JAX starts its CPU client.
 
-  With --trial_shard=i/n the core is the i-th allowed one (mod their number),
+  With `shard` (--trial_shard=i/n) the core is the i-th allowed one (mod their number),
   so shards started side by side, and the trials of a Ray sweep (whose tasks
-  start in index order), land on different cores. Returns the core, or None
+  start in index order), land on different cores; the processes of one trial
+  over several processes (`process_id` of `num_processes`) likewise, by
+  index (shard i's process p: index i * num_processes + p). Returns the core, or None
   where pinning does not apply: no
   sched_setaffinity, a non-CPU platform requested, or JAX's backends already
   started (e.g. the runner called in-process; their thread pool is sized).
@@ -643,8 +703,11 @@ def _pin_cpu_core() -> int | None:
     return None
   cores = sorted(os.sched_getaffinity(0))
   if len(cores) > 1:  # Spread concurrent runs over the cores: shards (and Ray's trials) by index.
-    shard = _shard()
-    os.sched_setaffinity(0, {cores[(shard[0] if shard else os.getpid()) % len(cores)]})
+    if process_id is not None:
+      index = (shard[0] if shard else 0) * num_processes + process_id
+    else:
+      index = shard[0] if shard else os.getpid()
+    os.sched_setaffinity(0, {cores[index % len(cores)]})
   return sorted(os.sched_getaffinity(0))[0]
 
 
@@ -677,17 +740,23 @@ def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload
   for t in plan:
     study, trial, point, trial_dir, record = t.study, t.trial, t.point, t.trial_dir, t.record
     # A complete trial's identity was checked before any trial ran.
-    if _RESUME.value and os.path.exists(t.meta_path) and logs.read_json(t.meta_path).get("status") == "complete":
+    complete = bool(_RESUME.value and os.path.exists(t.meta_path)
+                    and logs.read_json(t.meta_path).get("status") == "complete")
+    resume = _RESUME.value and checkpoints.has_checkpoint(trial_dir)
+    restart = _RESUME.value and not resume and os.path.exists(trial_dir)
+    preemption = _preemption_count(trial_dir, resume)
+    # Read before process 0 writes this trial's files: its view for every process (no-op in one).
+    complete, resume, restart, preemption = distributed.broadcast([complete, resume, restart, preemption])
+    if complete:
       print(f"study {study} trial {trial}: complete, skipped", flush=True)
       results.append(_logged_row(t, measure))
       continue
-    resume = _RESUME.value and checkpoints.has_checkpoint(trial_dir)
     print(f"study {study} trial {trial}: {json.dumps(point)}", flush=True)
-    if _RESUME.value and not resume and os.path.exists(trial_dir):
+    if restart:
       print("  no completed checkpoint (killed before its first one completed): restarting this trial from step 0",
             flush=True)
     os.makedirs(trial_dir, exist_ok=True)
-    preemption_count = _write_run_files(trial_dir, workload, record, layout, resume)
+    preemption_count = _write_run_files(trial_dir, workload, record, layout, preemption)
     result = trainer.run_trial(
         workload, sub, point, trial_dir=trial_dir, rng_seed=record["rng_seed"], record=record,
         max_global_steps=_MAX_STEPS.value, resume=resume, save_checkpoints=_SAVE_CHECKPOINTS.value,
@@ -761,19 +830,23 @@ def _check_identity(meta_path: str, meta: dict[str, Any], expected: dict[str, An
         " --experiment_dir, or --overwrite to replace it.")
 
 
-def _preflight(sub: submission_lib.Submission, workload: workloads.Workload, measure: str,
-               plan: list[_Trial]) -> tuple[int, str]:
-  """UsageError for anything that would stop `sub`'s trials; returns its batch size.
-
-  A batch size the workload refuses, an existing directory without
-  --resume_last_run/--overwrite, a point the submission refuses (its optimizer
-  state built abstractly with jax.eval_shape: no arrays), or an existing trial
-  of another experiment. Runs before any directory is created.
-  """
+def _batch_size(sub: submission_lib.Submission, workload: workloads.Workload) -> tuple[int, str]:
+  """The submission's batch size for the workload, or a UsageError quoting its answers."""
   try:
-    batch = trainer.batch_size_for(sub, workload)
+    return trainer.batch_size_for(sub, workload)
   except ValueError as e:
     raise app.UsageError(str(e)) from None
+
+
+def _preflight(sub: submission_lib.Submission, workload: workloads.Workload, measure: str,
+               plan: list[_Trial]) -> None:
+  """UsageError for anything that would stop `sub`'s trials.
+
+  An existing directory without --resume_last_run/--overwrite, a point the
+  submission refuses (its optimizer state built abstractly with
+  jax.eval_shape: no arrays), or an existing trial of another experiment.
+  Runs before any directory is created.
+  """
   mine = ([t.trial_dir for t in plan] if _shard() is not None
           else _workload_roots(sub.name, workload.name, _LOG_LAYOUT.value))
   existing = [r for r in mine if os.path.exists(r)]
@@ -802,7 +875,6 @@ def _preflight(sub: submission_lib.Submission, workload: workloads.Workload, mea
       except ValueError as e:
         raise app.UsageError(str(e)) from None
       _check_identity(t.meta_path, meta, dict(t.record, measure=measure))
-  return batch
 
 
 LOCKS_DIR = ".locks"  # {experiment_dir}/{submission}/.locks/{workload}.study_{s}.trial_{t}.lock
@@ -885,18 +957,22 @@ _ALGOPERF_WORKLOAD_FIELDS = (
 )
 
 
+def _preemption_count(trial_dir: str, resume: bool) -> int:
+  """How often the trial was resumed, this time included (0 for a fresh start)."""
+  meta_path = os.path.join(trial_dir, "meta_data.json")
+  if resume and os.path.exists(meta_path):
+    return int(logs.read_json(meta_path).get("preemption_count", 0)) + 1
+  return 0
+
+
 def _write_run_files(trial_dir: str, workload: workloads.Workload, record: dict[str, Any], layout: str,
-                     resume: bool) -> int:
+                     preemption: int) -> int:
   """The run's flags (and AlgoPerf's meta data); returns the preemption count.
 
   AlgoPerf numbers meta_data_{p}.json / flags_{p}.json by how often the trial
-  was resumed; so does the AlgoPerf layout here.
+  was resumed (`preemption`, from `_preemption_count`); so does the AlgoPerf layout here.
   """
   run_flags = {holder.name: holder.value for holder in _RUNNER_FLAGS}
-  preemption = 0
-  meta_path = os.path.join(trial_dir, "meta_data.json")
-  if resume and os.path.exists(meta_path):
-    preemption = int(logs.read_json(meta_path).get("preemption_count", 0)) + 1
   if layout == "steplab":
     logs.write_json(os.path.join(trial_dir, "flags.json"), run_flags)
     return preemption

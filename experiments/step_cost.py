@@ -26,6 +26,10 @@ How it is measured (before training, outside the submission clock):
 
 `update_params` is called with `global_step=0`, no evaluation results and the
 metrics logger detached, on a fixed training batch.
+
+Over several processes (`experiments.distributed`) each times its own steps,
+but all take process 0's number of rounds (the steps are collectives: every
+process must run as many) and process 0's result.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from experiments import distributed
 
 WARMUP_STEPS = 2
 PROBE_SECONDS = 0.5
@@ -129,6 +135,7 @@ def measure(
     # Rounds from one more step each, so the probe lasts about probe_seconds.
     round_seconds = sum(stepper.run(1) for stepper in steppers)
     rounds = int(np.clip(np.ceil(probe_seconds / max(round_seconds, 1e-9)), MIN_ROUNDS, MAX_ROUNDS))
+    rounds = distributed.broadcast(rounds)  # Process 0's: every process runs the same steps.
     times = np.empty((2, rounds))
     for r in range(rounds):
       for k in ((0, 1) if r % 2 == 0 else (1, 0)):  # Alternate who goes first, too.
@@ -142,6 +149,8 @@ def measure(
       relative=float(low[0] / low[1]), seconds=float(low[0]), baseline_seconds=float(low[1]),
       compile_seconds=float(compile_seconds[0]), baseline_compile_seconds=float(compile_seconds[1]),
       rounds=rounds)
+  if distributed.is_multiprocess():  # Process 0's measurement, so that all take the same budget decisions.
+    cost = StepCost(**distributed.broadcast(cost.as_dict()))
   progress(f"step cost: {cost.seconds * 1e3:.3g} ms vs the baseline's {cost.baseline_seconds * 1e3:.3g} ms"
            f" (relative {cost.relative:.3f}; {QUANTILE:g} quantiles of {rounds} alternating steps each)")
   return cost

@@ -25,9 +25,14 @@ training after one last evaluation, and training CONTINUES from the
 optimizer state, parameters and model state `prepare_for_eval` returns (so a
 schedule-free submission may hand out x and swap y back on its next update).
 
-Data-parallel over all local devices: the batch is sharded along a "data"
+Data-parallel over all devices: the batch is sharded along a "data"
 mesh axis and parameters and optimizer state are replicated, so the same code
-runs on one CPU, simulated CPU devices, a GPU or a TPU slice.
+runs on one CPU, simulated CPU devices, a GPU or a TPU slice -- or over the
+global device set of several processes (`experiments.distributed`): every
+process builds the same global batch and puts its own shards; the wall-clock
+measure's decisions (evaluate now, over budget) are process 0's, broadcast
+each step, so that all processes evaluate and stop at the same steps; only
+process 0 writes the logs.
 
 Two optional diagnostics, both outside the submission clock:
 
@@ -68,6 +73,7 @@ import numpy as np
 
 from experiments import algoperf_compat
 from experiments import checkpoints
+from experiments import distributed
 from experiments import logs
 from experiments import probes
 from experiments import step_cost
@@ -454,6 +460,8 @@ def run_trial(
     else:
       over_budget = clock.submission >= budget
       due = clock.submission - last_eval_time >= targets.eval_period_time_sec
+      if distributed.is_multiprocess():  # Each process has its own clock: process 0 decides for all.
+        over_budget, due = distributed.broadcast_flags(over_budget, due)
     if not (due or over_budget or at_cap or training_complete):
       continue
 
@@ -473,7 +481,10 @@ def run_trial(
       sync((optimizer_state[0], params, model_state))
     clock.submission += time_fn() - start
     last_eval_time = clock.submission
-    if measure == "wallclock" and clock.submission > budget and reached_at is None:
+    past_budget = measure == "wallclock" and clock.submission > budget
+    if measure == "wallclock" and distributed.is_multiprocess():
+      past_budget, = distributed.broadcast_flags(past_budget)
+    if past_budget and reached_at is None:
       # Never evaluate past the budget: the run ends without this eval.
       progress(f"budget of {budget:.0f}s exhausted at step {step}")
       break

@@ -36,6 +36,16 @@ class ToolsTest(absltest.TestCase):
     with self.assertRaisesRegex(AssertionError, "unknown --optimizers"):
       _run("tools/bench_kernels.py", "--optimizers=sgdp")  # Registered, no Pallas path.
 
+  def test_bench_sharding_accounting_matches_the_measured_shards(self):
+    out = _run("tools/bench_sharding.py", "--sizes=19m")
+    rows = {r[2].strip(): r for r in (line.split("|")[1:-1] for line in out.splitlines()) if r and r[0].strip() == "19m"}
+    self.assertEqual(set(rows), {"adamw", "adam_mini"})
+    for row in rows.values():
+      replicated, fsdp, measured = (float(row[i]) for i in (3, 4, 5))
+      self.assertEqual(fsdp, measured)  # The rule's arithmetic is what the arrays hold.
+      self.assertLess(fsdp, replicated / 3.9)  # Nearly all of the state splits 4 ways.
+    self.assertLess(float(rows["adam_mini"][6]), 0.51)  # Adam-mini about half of AdamW's state.
+
   def test_plot_schedules_writes_the_figure(self):
     path = os.path.join(test_util.tempdir(self), "schedules.png")
     _run("tools/plot_schedules.py", f"--output={path}")
