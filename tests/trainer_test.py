@@ -21,6 +21,9 @@ from experiments.workloads import base
 import optimizers
 
 
+U32 = 2.0**-24  # float32 unit roundoff.
+
+
 class FakeTime:
   """A clock that moves only when told: 1 s per training step, 90 s per eval."""
 
@@ -162,13 +165,64 @@ class MultiDeviceTest(absltest.TestCase):
 
   def test_data_parallel_over_simulated_devices_matches_one_device(self):
     self.assertGreaterEqual(jax.device_count(), 8, "needs simulated CPU devices")
-    results = {}
-    for n in (1, 8):
+
+    class Recording(TinyWorkload):  # Keeps the start, the batches, the evaluated parameters.
+
+      def train_batch(self, seed, step, batch_size):
+        batch = super().train_batch(seed, step, batch_size)
+        self.batches = getattr(self, "batches", []) + [batch]
+        return batch
+
+      def init_model_fn(self, rng):
+        params, state = super().init_model_fn(rng)
+        if not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(params)):
+          self.start = jax.tree.map(lambda a: np.asarray(a, np.float64), params)["params"]
+        return params, state
+
+      def eval_model(self, params, model_state, rng, split):
+        self.params = jax.tree.map(lambda a: np.asarray(a, np.float64), jax.device_get(params))
+        return super().eval_model(params, model_state, rng, split)
+
+    runs = {}
+    sub = submission_lib.registry_submission("adamw", batch_sizes={"tiny": 16})
+    point = {"learning_rate": 0.05, "schedule": "constant", "warmup_factor": 0.0}  # Step 1 moves.
+    for n in (1, 8):  # One AdamW step from the same start, on 1 and on 8 devices.
       clock = FakeTime()
-      results[n] = _run(test_util.tempdir(self), TinyWorkload(clock, target=2.0), clock,
-                        max_global_steps=20, save_checkpoints=False, devices=jax.devices()[:n])
-    for key, value in results[1].final_metrics.items():
-      self.assertAlmostEqual(value, results[8].final_metrics[key], places=5, msg=key)
+      runs[n] = Recording(clock, target=2.0)
+      record = dict(workload="tiny", submission="adamw", hyperparameters=point, rng_seed=0)
+      trainer.run_trial(runs[n], sub, point, trial_dir=test_util.tempdir(self), rng_seed=0,
+                        record=record, time_fn=clock, progress=lambda m: None,
+                        max_global_steps=1, save_checkpoints=False, devices=jax.devices()[:n])
+    batch = runs[1].batches[0]
+    np.testing.assert_array_equal(runs[8].batches[0]["inputs"], batch["inputs"])
+    start = runs[1].start
+    jax.tree.map(np.testing.assert_array_equal, runs[8].start, start)
+    # The batch-mean gradient (loss: sum / B, B = 16) in float64: per example, x_i (p_i - y_i) / B.
+    x, y = np.asarray(batch["inputs"], np.float64), batch["targets"]
+    B = len(y)
+    logits = x @ start["kernel"] + start["bias"]
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    d = (p / p.sum(-1, keepdims=True) - np.eye(2)[y]) / B
+    per_example = {"kernel": x[:, :, None] * d[:, None, :], "bias": d}
+    # Devices only change the order of the B-term sum: 2 (B - 1) u sum_i |g_i| between two
+    # orders (dividing by B, per-device counts or the device count: powers of 2, exact).
+    # Each side's per-example terms: softmax - one-hot within 8 u absolute (p <= 1; exp's
+    # few ulps), times x (u), over B, on each side.
+    lr, eps, wd = 0.05, 1e-8, 1e-4  # The constant rate; adamw's defaults.
+    for k, g_i in per_example.items():
+      g = g_i.sum(0)
+      scale = np.abs(g_i).sum(0)
+      scale_x = np.abs(x).sum(0)[:, None] if k == "kernel" else B
+      dg = 2 * (B - 1) * U32 * scale + 2 * (8 * U32 * scale_x / B + U32 * scale)
+      # AdamW's first step: bias-corrected m / sqrt(v) = g / (|g| + eps), derivative
+      # eps / (|g| + eps)^2 (at |g| - dg at worst); its ~8 roundings (moments, corrections,
+      # sqrt, + eps, divide, decay, lr) per side are 8 u lr (1 + wd |p0|); the new parameter's
+      # rounding u |p1| per side.
+      p0, p1 = start[k], runs[1].params["params"][k]
+      bound = (lr * eps * dg / (np.maximum(np.abs(g) - dg, 0) + eps)**2
+               + 2 * 8 * U32 * lr * (1 + wd * np.abs(p0)) + 2 * U32 * np.abs(p1))
+      self.assertTrue(np.all(p1 != p0))  # The step moved every parameter.
+      np.testing.assert_array_less(np.abs(runs[8].params["params"][k] - p1), bound)
 
   def test_batch_must_divide_over_devices(self):
     clock = FakeTime()

@@ -254,10 +254,21 @@ class VariantTest(parameterized.TestCase):
     params_v, logits_v = self._logits("mnist1d_mlp_tanh")
     jax.tree.map(np.testing.assert_array_equal, params, params_v)  # Same parameters ...
     self.assertFalse(np.allclose(logits, logits_v))  # ... different function:
-    x = tiny("mnist1d_mlp").train_batch(0, 0, 4)["inputs"]
-    h = np.tanh(x @ params["Dense_0"]["kernel"] + params["Dense_0"]["bias"])
-    expected = h @ params["Dense_1"]["kernel"] + params["Dense_1"]["bias"]
-    np.testing.assert_allclose(logits_v, expected, rtol=1e-5, atol=1e-5)
+    x = np.asarray(tiny("mnist1d_mlp").train_batch(0, 0, 4)["inputs"], np.float64)
+    W0, b0, W1, b1 = (np.asarray(params[layer][k], np.float64)
+                      for layer in ("Dense_0", "Dense_1") for k in ("kernel", "bias"))
+    # Expected in float64 from the float32 data; the float32 model's error, propagated:
+    # a dense layer of n inputs is an n-term dot plus a bias, (n + 1) u sum|terms|;
+    h = np.tanh(x @ W0 + b0)
+    err_pre = (x.shape[1] + 1) * U32 * (np.abs(x) @ np.abs(W0) + np.abs(b0))
+    # tanh (derivative <= 1) passes its argument's error on, and adds its own, assumed
+    # within 4 u relative (a few ulps);
+    err_h = err_pre + 4 * U32 * np.abs(h)
+    # the next layer carries |W1|^T err_h and adds its own rounding (on |h| + err_h).
+    expected = h @ W1 + b1
+    bound = err_h @ np.abs(W1) + (W1.shape[0] + 1) * U32 * ((np.abs(h) + err_h) @ np.abs(W1)
+                                                             + np.abs(b1))
+    np.testing.assert_array_less(np.abs(logits_v - expected), bound)
 
   def test_cnn_ln_adds_a_layer_norm_after_each_convolution(self):
     params, logits = self._logits("mnist1d_cnn")
@@ -269,12 +280,32 @@ class VariantTest(parameterized.TestCase):
     self.assertEqual(tiny("mnist1d_cnn_ln").model_params_types["LayerNorm_1"],
                      {"scale": P.LAYER_NORM_SCALE, "bias": P.LAYER_NORM_BIAS})
     # Scale invariance: scaling a convolution's kernel and bias leaves the output
-    # as it is with the LayerNorm, not without it.
-    triple = lambda p: dict(p, Conv_1=jax.tree.map(lambda x: 3.0 * x, p["Conv_1"]))
+    # as it is with the LayerNorm, not without it. Scaling by 2 scales every float32
+    # rounding in the convolution and in the LayerNorm's mean and (fast) variance
+    # exactly: Conv_1's output doubles, its mean doubles, its variance v quadruples,
+    # and x - mean doubles, all exactly.
+    double = lambda p: dict(p, Conv_1=jax.tree.map(lambda x: 2.0 * x, p["Conv_1"]))
     full = dict(params_v, **norms)
-    np.testing.assert_allclose(self._logits("mnist1d_cnn_ln", triple(full))[1],
-                               self._logits("mnist1d_cnn_ln", full)[1], rtol=1e-4, atol=1e-5)
-    self.assertFalse(np.allclose(self._logits("mnist1d_cnn", triple(params))[1], logits))
+    w = tiny("mnist1d_cnn_ln")
+    inputs = w.train_batch(0, 0, 4)["inputs"]
+    capture = lambda p: w._model.apply({"params": p}, inputs, capture_intermediates=True)[1][
+        "intermediates"]
+    got, ref = capture(double(full)), capture(full)
+    conv = np.asarray(ref["Conv_1"]["__call__"][0], np.float64)
+    np.testing.assert_array_equal(got["Conv_1"]["__call__"][0], 2 * conv)
+    y2 = np.asarray(got["LayerNorm_1"]["__call__"][0], np.float64)
+    y1 = np.asarray(ref["LayerNorm_1"]["__call__"][0], np.float64)
+    # So only eps differs: y2 / y1 = 2 rsqrt(4v + eps) / rsqrt(v + eps)
+    # = sqrt((v + eps) / (v + eps / 4)) =: rho, about 1 + (3/8) eps / v. rho falls with v;
+    # the float32 fast variance E[x^2] - E[x]^2 of n channels is within (2n + 4) u E[x^2].
+    n, eps = conv.shape[-1], nn.LayerNorm().epsilon
+    mean_sq = (conv**2).mean(-1, keepdims=True)
+    v = np.maximum(conv.var(-1, keepdims=True) - (2 * n + 4) * U32 * mean_sq, 1e-30)
+    rho = np.sqrt((v + eps) / (v + eps / 4))
+    # Rounding: v + eps and 4v + eps (u each, halved by the square root), rsqrt (assumed
+    # within 2 u each), the final (x - mean) * mul (u each; scale 1 and bias 0 exact): 7 u.
+    np.testing.assert_array_less(np.abs(y2 - y1), (rho - 1 + 7 * U32) * np.abs(y1) + 1e-38)
+    self.assertFalse(np.allclose(self._logits("mnist1d_cnn", double(params))[1], logits))
 
   def test_logreg_raw_keeps_raw_pixels(self):
     w, w_raw = tiny("logreg"), tiny("logreg_raw")
@@ -284,11 +315,16 @@ class VariantTest(parameterized.TestCase):
       np.testing.assert_array_equal(x, np.round(x))  # Intensities 0..16, untouched.
       self.assertEqual((x.min(), x.max()), (0, 16))
     self.assertEqual(w_raw.param_shapes, w.param_shapes)
-    # Standardising is affine per feature: the base features are the raw ones, standardised.
-    x_raw, x_std = w_raw._splits["train"][0], w._splits["train"][0]
-    varies = x_raw.std(0) > 0
-    standardised = (x_raw[:, varies] - x_raw[:, varies].mean(0)) / x_raw[:, varies].std(0)
-    np.testing.assert_allclose(x_std[:, varies], standardised, rtol=1e-4, atol=1e-4)
+    # Standardising is affine per feature: the base features are the raw ones, standardised
+    # as the workload does it (float64 training mean and std, constant features' std 1,
+    # then float32). The raw intensities are small integers, exact in float32, so this
+    # repeats the same float64 operations on the same values: exactly equal.
+    for split in ("train", "validation", "test"):
+      train = w_raw._splits["train"][0].astype(np.float64)
+      mean, std = train.mean(0), train.std(0)
+      std[std == 0] = 1.0
+      x_raw = w_raw._splits[split][0].astype(np.float64)
+      np.testing.assert_array_equal(w._splits[split][0], ((x_raw - mean) / std).astype(np.float32))
 
   def test_stdlib_lm_post_ln_normalises_after_each_block(self):
     self.assertFalse(tiny("stdlib_lm")._model.post_ln)
@@ -299,13 +335,38 @@ class VariantTest(parameterized.TestCase):
     self.assertEqual(shapes["Block_0"], shapes_v["Block_0"])
     x = jax.random.normal(jax.random.key(1), (2, 5, 8)) * 3 + 1
     mask = nn.make_causal_mask(jnp.zeros((2, 5)))
-    outputs = {}
+    outputs, ln_inputs = {}, []
+
+    def record(f, args, kwargs, context):  # The LayerNorms' inputs.
+      if isinstance(context.module, nn.LayerNorm):
+        ln_inputs.append(args[0])
+      return f(*args, **kwargs)
+
     for post_ln in (False, True):
       block = transformer.Block(num_heads=2, mlp_dim=8, post_ln=post_ln)
       variables = block.init(jax.random.key(2), x, mask, True, 0.0)
-      outputs[post_ln] = block.apply(variables, x, mask, True, 0.0)
-    np.testing.assert_allclose(outputs[True].mean(-1), 0, atol=1e-5)  # LN's initial scale 1,
-    np.testing.assert_allclose(outputs[True].var(-1), 1, atol=1e-3)  # bias 0.
+      ln_inputs.clear()
+      with nn.intercept_methods(record):
+        outputs[post_ln] = block.apply(variables, x, mask, True, 0.0)
+    # LN's initial scale 1 and bias 0: y_i = (x_i - m) rsqrt(v + eps), x the last LN's input.
+    y = np.asarray(outputs[True], np.float64)
+    x_ln = np.asarray(ln_inputs[-1], np.float64)
+    n, eps = x_ln.shape[-1], nn.LayerNorm().epsilon
+    v = x_ln.var(-1)
+    r = 1 / np.sqrt(v + eps)
+    # Mean: exactly 0 but for rounding: the float32 mean m (n-term sum, divide: n u mean|x|)
+    # shifts every y by (m_exact - m) r; each y rounds twice (x - m, times r: 2 u |y|);
+    # y's float32 mean adds (n - 1) u mean|y| + u.
+    bound = n * U32 * np.abs(x_ln).mean(-1) * r + (n + 2) * U32 * np.abs(y).mean(-1)
+    np.testing.assert_array_less(np.abs(outputs[True].mean(-1)), bound)
+    # Variance: v / (v + eps) (eps's effect, not rounding; shifts leave it alone). Rounding:
+    # r's relative error, from the fast variance's (2n + 4) u E[x^2] / v (halved by the
+    # square root), v + eps (u / 2) and rsqrt (assumed 2 u), enters twice; y's own 2 u, twice;
+    # y's float32 two-pass variance, (n + 3) u.
+    err_r = (n + 2) * U32 * (x_ln**2).mean(-1) / v + 2.5 * U32
+    expected = v / (v + eps)
+    np.testing.assert_array_less(np.abs(outputs[True].var(-1) - expected),
+                                 expected * (2 * err_r + (n + 7) * U32))
     self.assertGreater(float(jnp.abs(outputs[False].mean(-1)).max()), 0.1)  # Pre-LN: residual.
 
 
@@ -381,9 +442,14 @@ class LogregTest(absltest.TestCase):
   def test_is_one_dense_layer_on_standardised_features(self):
     w = tiny("logreg")
     self.assertEqual(w.param_shapes, {"kernel": spec.ShapeTuple((64, 10)), "bias": spec.ShapeTuple((10,))})
-    x = w._splits["train"][0]
-    np.testing.assert_allclose(x.mean(0), 0, atol=1e-5)
-    self.assertTrue(np.all((np.abs(x.std(0) - 1) < 1e-4) | (x.std(0) == 0)))
+    x = w._splits["train"][0].astype(np.float64)
+    # The features are float32 roundings (u relative) of exactly standardised float64 ones
+    # (float64 work: n 2^-53 relative, with n = 1197 rows); their float64 mean and std:
+    rms = np.sqrt((x**2).mean(0))
+    err = U32 + 4 * len(x) * 2.0**-53
+    np.testing.assert_array_less(np.abs(x.mean(0)), err * np.abs(x).mean(0) + 1e-300)
+    std = x.std(0)  # std is a norm of the centred values: it moves by at most rms(error).
+    self.assertTrue(np.all((np.abs(std - 1) <= err * rms) | (std == 0)))
     self.assertEqual([len(w._splits[s][1]) for s in ("train", "validation", "test")],
                      [1197, 300, 300])
 
