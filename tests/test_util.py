@@ -19,10 +19,9 @@ import shutil
 import tempfile
 from typing import Any
 
-_FLAG = "--xla_force_host_platform_device_count=8"
-if _FLAG not in os.environ.get("XLA_FLAGS", ""):
-  # Effective only if JAX has not initialised yet (Bazel runs each file alone).
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+from tests import test_env
+
+test_env.setup()  # Effective only if JAX has not initialised yet (Bazel runs each file alone).
 
 import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
