@@ -347,6 +347,10 @@ class _Trial:
   def meta_path(self) -> str:
     return os.path.join(self.trial_dir, "meta_data.json")
 
+  def complete(self) -> bool:
+    """Whether its meta_data.json says it finished."""
+    return os.path.exists(self.meta_path) and logs.read_json(self.meta_path).get("status") == "complete"
+
 
 def _shard() -> tuple[int, int] | None:
   """--trial_shard as (i, n), or None."""
@@ -358,8 +362,11 @@ def _shard() -> tuple[int, int] | None:
   return int(match[1]), int(match[2])
 
 
-def _plans(subs: Sequence[submission_lib.Submission], workload_name: str) -> dict[str, list[_Trial]]:
-  """{submission: its trials}, numbered across the experiment and filtered by --trial_shard."""
+def _plans(subs: Sequence[submission_lib.Submission], workload_name: str) -> tuple[dict[str, list[_Trial]], int]:
+  """({submission: its trials}, the experiment's number of trials).
+
+  The trials are numbered across the experiment and filtered by --trial_shard.
+  """
   plans, index = {}, 0
   for sub in subs:
     plans[sub.name] = []
@@ -369,7 +376,7 @@ def _plans(subs: Sequence[submission_lib.Submission], workload_name: str) -> dic
   shard = _shard()
   if shard is not None:
     plans = {name: [t for t in trials if t.index % shard[1] == shard[0]] for name, trials in plans.items()}
-  return plans
+  return plans, index
 
 
 def _plan(sub: submission_lib.Submission, workload_name: str) -> list[_Trial]:
@@ -557,12 +564,12 @@ def _main(workload_class, pinned: int | None) -> None:
   # One pre-flight pass: refuse before any trial runs (not after the first submission's) and
   # before --overwrite deletes anything.
   batch_sizes = {sub.name: _batch_size(sub, workload) for sub in subs}  # Before the search spaces, as AlgoPerf.
-  plans = _plans(subs, workload.name)
+  plans, total = _plans(subs, workload.name)
   for sub in subs:
     _preflight(sub, workload, measure, plans[sub.name])
   distributed.barrier("steplab_preflight")  # Every process checked the directories before any changes.
   if _LAUNCHER.value == "ray":
-    _run_on_ray(subs, workload, plans, measure)
+    _run_on_ray(subs, workload, plans, total, measure)
   else:
     locks = []
     try:
@@ -615,7 +622,7 @@ _LAUNCH_ONLY_FLAGS = ("launcher", "ray_address", "ray_cpus_per_trial", "ray_gpus
 
 
 def _run_on_ray(subs: Sequence[submission_lib.Submission], workload: workloads.Workload,
-                plans: dict[str, list[_Trial]], measure: str) -> None:
+                plans: dict[str, list[_Trial]], total: int, measure: str) -> None:
   """--launcher=ray: each trial of `plans` as a Ray task running this runner on that trial alone."""
   from experiments import launcher  # pylint: disable=g-import-not-at-top  (Ray: an optional extra)
   resources = _parse_json_flag("ray_resources_per_trial", _RAY_RESOURCES.value) if _RAY_RESOURCES.value else None
@@ -625,7 +632,6 @@ def _run_on_ray(subs: Sequence[submission_lib.Submission], workload: workloads.W
     launcher.import_ray()
   except ImportError as e:
     raise app.UsageError(str(e)) from None
-  total = sum(len(_plan(sub, workload.name)) for sub in subs)
   seen, passed = set(), []
   for name in FLAGS:
     holder = FLAGS[name]
@@ -638,7 +644,7 @@ def _run_on_ray(subs: Sequence[submission_lib.Submission], workload: workloads.W
   for sub in subs:
     _clear(sub, workload, plans[sub.name])
     for t in plans[sub.name]:
-      if _RESUME.value and os.path.exists(t.meta_path) and logs.read_json(t.meta_path).get("status") == "complete":
+      if _RESUME.value and t.complete():
         print(f"{sub.name} study {t.study} trial {t.trial}: complete, skipped", flush=True)
         continue
       jobs.append(launcher.Job(
@@ -740,8 +746,7 @@ def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload
   for t in plan:
     study, trial, point, trial_dir, record = t.study, t.trial, t.point, t.trial_dir, t.record
     # A complete trial's identity was checked before any trial ran.
-    complete = bool(_RESUME.value and os.path.exists(t.meta_path)
-                    and logs.read_json(t.meta_path).get("status") == "complete")
+    complete = bool(_RESUME.value and t.complete())
     resume = _RESUME.value and checkpoints.has_checkpoint(trial_dir)
     restart = _RESUME.value and not resume and os.path.exists(trial_dir)
     preemption = _preemption_count(trial_dir, resume)

@@ -90,12 +90,12 @@ OVERFLOW_SAFE = {
     "adam_mini": 20, "schedule_free_adamw": 20, "schedule_free_radam": 20,
     "induced_metric_sgd": 500, "induced_metric_log": 500, "induced_metric_rms": 20,
 }
-# Entries whose second moment is optax's (adamw, nadamw; muon's non-matrix leaves
-# are optax.adamw): a square that overflows float32 leaves inf in it, as in optax.
-OPTAX_SECOND_MOMENT_OVERFLOWS = ("adamw", "nadamw", "muon")
 # Registry entries that are optax's own optimizers, which keep their moments
 # in the parameter dtype (exact names: schedule_free_adamw is steplab's).
 OPTAX_MOMENTS_IN_PARAM_DTYPE = ("adamw", "nadamw")
+# Entries whose second moment is optax's (those, and muon, whose non-matrix leaves
+# are optax.adamw): a square that overflows float32 leaves inf in it, as in optax.
+OPTAX_SECOND_MOMENT_OVERFLOWS = OPTAX_MOMENTS_IN_PARAM_DTYPE + ("muon",)
 PARAMETERS = [dict(testcase_name=name, name=name) for name in NAMES]
 # The entries with fused Pallas kernels (`backend="pallas"`; interpret mode on
 # CPU): the invariants marked with WITH_PALLAS run for them too.
