@@ -51,6 +51,7 @@ import numpy as np
 import optax
 
 from experiments import logs
+from experiments import sharding
 from experiments import submission as submission_lib
 from experiments.workloads.base import Workload
 import optimizers
@@ -304,7 +305,7 @@ class ProbeTraining:
     spec = optimizers.registry[optimizer]
     self.workload, self.rng_seed = workload, rng_seed
     self.batch_size = int(batch_size or workload.default_batch_size)
-    self._data, self._replicated = trainer.data_parallel_shardings(self.batch_size, devices, workload.name)
+    self._data, self._replicated = sharding.data_parallel_shardings(self.batch_size, devices, workload.name)
     self._queue_cls = trainer.BatchQueue
     self.optimizer = optax.inject_hyperparams(spec.factory, static_args=spec.static_args)(**kwargs)
     self._init = jax.jit(self.optimizer.init)
@@ -626,7 +627,7 @@ def initial_sharpness(
 
   label_smoothing = float(dict(hyperparameters or {}).get("label_smoothing", 0.0))
   batch_size = int(batch_size or workload.default_batch_size)
-  data, replicated = trainer.data_parallel_shardings(batch_size, devices, workload.name)
+  data, replicated = sharding.data_parallel_shardings(batch_size, devices, workload.name)
   model_rng, _, step_rng = jax.random.split(jax.random.key(rng_seed), 3)
   params, model_state = jax.device_put(workload.init_model_fn(model_rng), replicated)
   batch = jax.device_put(dict(workload.train_batch(rng_seed, 0, batch_size)), data)

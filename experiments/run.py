@@ -81,7 +81,7 @@ import re
 import shutil
 import socket
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from absl import app
 from absl import flags
@@ -93,6 +93,7 @@ from experiments import common_flags
 from experiments import distributed
 from experiments import logs
 from experiments import probes
+from experiments import sharding
 from experiments import submission as submission_lib
 from experiments import trainer
 from experiments import tuning
@@ -220,6 +221,16 @@ _PIN_CPU_CORE = flags.DEFINE_bool(
     " cores other processes leave free (unpinned, Prodigy/AdamW measured 1.47 or 1.85 depending on"
     " load on 2 cores; pinned, 1.46 idle and 1.37 with a busy loop on the same core).")
 
+_MESH = flags.DEFINE_string(
+    "mesh", None,
+    "How one trial's devices are laid out, e.g. data:2,fsdp:4 (8 devices; the product must be the"
+    " device count): the batch is split over every device, large parameters and their optimizer"
+    " state over the fsdp axis (experiments/sharding.py). Default data:<device count>, i.e."
+    " data parallel with parameters and state replicated.")
+_FSDP_MIN_SIZE = flags.DEFINE_integer(
+    "fsdp_min_size", sharding.MIN_SHARDED_SIZE,
+    "With an fsdp axis in --mesh: parameters (and their optimizer state) of fewer elements stay"
+    " replicated.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None,
     "host:port of process 0's coordinator: one trial over several processes (jax.distributed)."
@@ -238,7 +249,7 @@ _RUNNER_FLAGS = (
     _NUM_STUDIES, _RNG_SEED, _EXPERIMENT_DIR, _MAX_STEPS, _RESUME, _OVERWRITE,
     _SAVE_CHECKPOINTS, _HPARAMS, _DATA_DIR, _EVAL_PERIOD, _LOG_SHARPNESS, _LOG_GRAD_NORMS,
     _STOP_AT_TARGET, _SUBMISSION_NAME, _LOG_LAYOUT, _METRICS_LOGGER, _MEASURE, _COST_BASELINE,
-    _PIN_CPU_CORE, _BUDGET_SCALE,
+    _PIN_CPU_CORE, _BUDGET_SCALE, _MESH, _FSDP_MIN_SIZE,
 )
 
 # Probe flags, with the probes that use them.
@@ -250,7 +261,7 @@ _PROBE_FLAGS = (
 _TRIAL_ONLY_FLAGS = (
     _SUBMISSION_PATH, _TUNING_RULESET, _SEARCH_SPACE, _NUM_TRIALS, _NUM_STUDIES, _MAX_STEPS, _RESUME,
     _SAVE_CHECKPOINTS, _EVAL_PERIOD, _LOG_SHARPNESS, _LOG_GRAD_NORMS, _SUBMISSION_NAME, _LOG_LAYOUT,
-    _METRICS_LOGGER, _MEASURE, _COST_BASELINE, _PIN_CPU_CORE, _BUDGET_SCALE,
+    _METRICS_LOGGER, _MEASURE, _COST_BASELINE, _PIN_CPU_CORE, _BUDGET_SCALE, _MESH, _FSDP_MIN_SIZE,
 )
 PROBES_DIR = "probes"  # {experiment_dir}/probes/{optimizer}/{workload}/
 # Per-workload search spaces, {workload}/{submission}.json, used by default.
@@ -564,6 +575,7 @@ def _main(workload_class, pinned: int | None) -> None:
   # One pre-flight pass: refuse before any trial runs (not after the first submission's) and
   # before --overwrite deletes anything.
   batch_sizes = {sub.name: _batch_size(sub, workload) for sub in subs}  # Before the search spaces, as AlgoPerf.
+  mesh = _mesh(batch_sizes, workload)
   plans, total = _plans(subs, workload.name)
   for sub in subs:
     _preflight(sub, workload, measure, plans[sub.name])
@@ -582,7 +594,7 @@ def _main(workload_class, pinned: int | None) -> None:
         distributed.barrier(f"steplab_clear_{sub.name}")
         try:
           _run_submission(sub, workload, plans[sub.name], batch_sizes[sub.name], measure, factor, budget_steps,
-                          pinned)
+                          pinned, mesh)
         except Exception as e:  # pylint: disable=broad-except
           if _disk_full(e):
             raise SystemExit(
@@ -719,7 +731,7 @@ def _pin_cpu_core(process_id: int | None = None, num_processes: int = 1,
 
 def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload, plan: list[_Trial],
                     batch: tuple[int, str], measure: str, factor: float, budget_steps: float | None,
-                    pinned: int | None) -> list[tuple]:
+                    pinned: int | None, mesh: dict[str, int] | None) -> list[tuple]:
   """Runs every study and trial of one submission; prints and returns their table rows."""
   batch_size, batch_name = batch
   layout = _LOG_LAYOUT.value
@@ -732,7 +744,8 @@ def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload
     space_text = f", search space {_search_space_source(sub, workload.name)[1]}"
   print(
       f"\n{sub.name} on {workload.name} ({workload.num_params():,} params, {jax.device_count()} x"
-      f" {jax.devices()[0].platform}{'' if pinned is None else f', pinned to core {pinned}'}): target"
+      f" {jax.devices()[0].platform}{'' if pinned is None else f', pinned to core {pinned}'}"
+      f"{'' if mesh is None else ', mesh ' + ','.join(f'{a}:{n}' for a, n in mesh.items())}): target"
       f" {workload.targets.metric} {'>=' if workload.targets.mode == 'max' else '<='}"
       f" {workload.targets.validation}, budget {budget_text}, {_TUNING_RULESET.value} ruleset{space_text},"
       f" batch size {batch_size}"
@@ -769,7 +782,8 @@ def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload
         log_sharpness=_LOG_SHARPNESS.value, log_grad_norms=_LOG_GRAD_NORMS.value,
         stop_at_target=_STOP_AT_TARGET.value, tuning_ruleset=_TUNING_RULESET.value,
         preemption_count=preemption_count, metrics_logger=_METRICS_LOGGER.value,
-        measure=measure, budget_steps=budget_steps, cost_baseline=cost_baseline,
+        measure=measure, budget_steps=budget_steps, cost_baseline=cost_baseline, mesh=mesh,
+        fsdp_min_size=_FSDP_MIN_SIZE.value,
     )
     results.append((study, trial, point, result.score_time if result.reached_target else None,
                     result.steps_to_target, result.global_step))
@@ -833,6 +847,21 @@ def _check_identity(meta_path: str, meta: dict[str, Any], expected: dict[str, An
         f"{meta_path} belongs to another experiment ({details}): --resume_last_run continues the same"
         " flags (--rng_seed, search space, --hparams, --tuning_ruleset, --measure). Use another"
         " --experiment_dir, or --overwrite to replace it.")
+
+
+def _mesh(batch_sizes: Mapping[str, tuple[int, str]], workload: workloads.Workload) -> dict[str, int] | None:
+  """--mesh as axis sizes (None: the default), or a UsageError if it does not fit the devices or batches."""
+  if _FSDP_MIN_SIZE.value < 1:
+    raise app.UsageError(f"--fsdp_min_size must be at least 1, got {_FSDP_MIN_SIZE.value}.")
+  if not _MESH.value:
+    return None
+  try:
+    sizes = sharding.parse_mesh(_MESH.value)
+    for name, (batch_size, _) in batch_sizes.items():
+      sharding.trial_mesh(batch_size, sizes, what=f"{name} on {workload.name}")
+  except ValueError as e:
+    raise app.UsageError(f"--mesh: {e}") from None
+  return sizes
 
 
 def _batch_size(sub: submission_lib.Submission, workload: workloads.Workload) -> tuple[int, str]:

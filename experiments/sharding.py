@@ -104,9 +104,44 @@ def init_state(optimizer: Any, params: Any, mesh: jax.sharding.Mesh, min_size: i
   return jax.jit(optimizer.init, out_shardings=param_shardings(abstract, mesh, min_size))(params)
 
 
+def place(tree: Any, mesh: jax.sharding.Mesh, min_size: int = MIN_SHARDED_SIZE) -> Any:
+  """`tree` put on the mesh by the rule (parameters, optimizer or model state alike)."""
+  return jax.device_put(tree, param_shardings(tree, mesh, min_size))
+
+
 def batch_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
   """The batch's leading dimension split over every mesh axis."""
   return jax.sharding.NamedSharding(mesh, P(MESH_AXES))
+
+
+def trial_mesh(batch_size: int, sizes: Mapping[str, int] | None = None,
+               devices: Sequence[jax.Device] | None = None, what: str = "the workload") -> jax.sharding.Mesh:
+  """The mesh one trial runs on: `sizes` (default data parallel, `data:<all devices>`).
+
+  Raises:
+    ValueError: the sizes do not fit the devices, or `batch_size` does not
+      divide over them (every device holds an equal slice of the batch).
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  mesh = make_mesh(sizes or {"data": len(devices)}, devices)
+  if batch_size % mesh.size:
+    raise ValueError(
+        f"batch size {batch_size} for {what} is not divisible by the"
+        f" {mesh.size} devices it is sharded over."
+    )
+  return mesh
+
+
+def data_parallel_shardings(batch_size: int, devices: Sequence[jax.Device] | None = None,
+                            what: str = "the workload"):
+  """(batch sharding, replicated sharding) over `devices` (default all): plain data parallelism."""
+  mesh = trial_mesh(batch_size, None, devices, what)
+  return batch_sharding(mesh), jax.sharding.NamedSharding(mesh, P())
+
+
+def mesh_text(mesh: jax.sharding.Mesh) -> str:
+  """"data:2,fsdp:4" for a mesh (the flag's syntax)."""
+  return ",".join(f"{axis}:{size}" for axis, size in mesh.shape.items())
 
 
 def bytes_per_device(tree: Any) -> dict[jax.Device, int]:

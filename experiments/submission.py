@@ -54,6 +54,7 @@ import numpy as np
 import optax
 
 from experiments import algoperf_compat
+from experiments import sharding
 import optimizers
 from optimizers import schedules
 from optimizers.registry import factory_name
@@ -388,6 +389,13 @@ def training_params(optimizer_state: Any, params: Any) -> Any:
   return params
 
 
+def _fsdp_mesh(params: Any) -> jax.sharding.Mesh | None:
+  """The mesh `params` are FSDP-sharded over (`experiments.sharding`), or None."""
+  leaves = jax.tree.leaves(params)
+  mesh = getattr(getattr(leaves[0], "sharding", None), "mesh", None) if leaves else None
+  return mesh if isinstance(mesh, jax.sharding.Mesh) and mesh.shape.get("fsdp", 1) > 1 else None
+
+
 def _has_eval_rule(opt_state: Any, params: Any) -> bool:
   """Whether the optimizer evaluates somewhere other than its training point
   (`optimizers.eval_params` returns `params` itself when it does not)."""
@@ -447,7 +455,11 @@ def optimizer_submission(
     update_fn = train_step(
         workload, optimizer, float(merged.get("label_smoothing", 0.0)), needs_value,
         merged.get("dropout_rate"), merged.get("aux_dropout_rate"))
-    opt_state = jax.jit(optimizer.init)(model_params)
+    mesh = _fsdp_mesh(model_params)
+    if mesh is None:
+      opt_state = jax.jit(optimizer.init)(model_params)
+    else:  # Moments born sharded like their parameters, never whole on a device.
+      opt_state = sharding.init_state(optimizer, model_params, mesh)
     train_params = model_params if _has_eval_rule(opt_state, model_params) else None
     return AdapterState(opt_state, train_params, np.int32(0)), update_fn
 

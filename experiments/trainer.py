@@ -25,8 +25,10 @@ training after one last evaluation, and training CONTINUES from the
 optimizer state, parameters and model state `prepare_for_eval` returns (so a
 schedule-free submission may hand out x and swap y back on its next update).
 
-Data-parallel over all devices: the batch is sharded along a "data"
-mesh axis and parameters and optimizer state are replicated, so the same code
+On a mesh of devices (`experiments.sharding`): by default data parallel over
+all devices (the batch split along a "data" axis, parameters and optimizer
+state replicated); with an "fsdp" axis the large parameters and their
+optimizer state are split along it as well (FSDP). The same code
 runs on one CPU, simulated CPU devices, a GPU or a TPU slice -- or over the
 global device set of several processes (`experiments.distributed`): every
 process builds the same global batch and puts its own shards; the wall-clock
@@ -76,6 +78,7 @@ from experiments import checkpoints
 from experiments import distributed
 from experiments import logs
 from experiments import probes
+from experiments import sharding
 from experiments import step_cost
 from experiments import submission as submission_lib
 import optimizers
@@ -156,28 +159,6 @@ def _optimizer_scalars(opt_state: Any) -> dict[str, float]:
   except ValueError:
     return {}
   return {} if d is None else {"optimizer/d": float(d)}
-
-
-def data_parallel_shardings(batch_size: int, devices: Sequence[jax.Device] | None = None,
-                            what: str = "the workload"):
-  """(batch sharding, replicated sharding) over `devices` (default all).
-
-  The batch is split along a "data" mesh axis; parameters and optimizer
-  state are replicated.
-
-  Raises:
-    ValueError: if `batch_size` does not divide over the devices.
-  """
-  devices = list(jax.devices() if devices is None else devices)
-  if batch_size % len(devices):
-    raise ValueError(
-        f"batch size {batch_size} for {what} is not divisible by the"
-        f" {len(devices)} devices it is sharded over."
-    )
-  mesh = jax.sharding.Mesh(np.asarray(devices), ("data",))
-  data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return data, replicated
 
 
 class MetricsLogger:
@@ -266,6 +247,8 @@ def run_trial(
     budget_sec: float | None = None,
     progress: Callable[[str], None] = logging.info,
     devices: Sequence[jax.Device] | None = None,
+    mesh: Mapping[str, int] | None = None,
+    fsdp_min_size: int = sharding.MIN_SHARDED_SIZE,
     log_sharpness: bool = False,
     log_grad_norms: bool = False,
     stop_at_target: bool = True,
@@ -294,7 +277,13 @@ def run_trial(
     time_fn: the clock's time source (tests pass a fake one).
     budget_sec: submission-time budget; default the workload's.
     progress: where one-line progress messages go.
-    devices: devices to train on, data-parallel (default: all of them).
+    devices: devices to train on (default: all of them).
+    mesh: how the devices are laid out (`sharding.parse_mesh`, e.g.
+      {"data": 2, "fsdp": 4}); default data parallel over all of them.
+      Parameters, optimizer state and model state are placed by
+      `sharding.fsdp_spec` (replicated when fsdp is 1), the batch split over
+      every device; checkpoints are written and restored sharded.
+    fsdp_min_size: leaves smaller than this stay replicated under FSDP.
     log_sharpness: log lambda_1 at every evaluation (see the module doc).
     log_grad_norms: write every step's gradient norm to grad_norms.csv.
     stop_at_target: end the trial at the first evaluation that reaches the
@@ -337,9 +326,9 @@ def run_trial(
   os.makedirs(trial_dir, exist_ok=True)
   hparams = make_hyperparameters(hyperparameters)
   batch_size, _ = batch_size_for(submission, workload)
-  devices = list(jax.devices() if devices is None else devices)
-  num_devices = len(devices)
-  data_sharding, replicated = data_parallel_shardings(batch_size, devices, workload.name)
+  device_mesh = sharding.trial_mesh(batch_size, mesh, devices, workload.name)
+  num_devices = device_mesh.size
+  data_sharding = sharding.batch_sharding(device_mesh)
   spec = algoperf_compat.install()
   params_types = algoperf_compat.to_spec_enums(workload.model_params_types, spec)
   loss_type = algoperf_compat.to_spec_enums(workload.loss_type, spec)
@@ -347,12 +336,12 @@ def run_trial(
   # --- Initialisation (not timed) --------------------------------------------
   _, opt_rng, model_rng, step_rng_base = algoperf_rngs(rng_seed, tuning_ruleset)
   params, model_state = workload.init_model_fn(model_rng)
-  params, model_state = jax.device_put((params, model_state), replicated)
+  params, model_state = sharding.place((params, model_state), device_mesh, fsdp_min_size)
   optimizer_state = submission.init_optimizer_state(workload, params, model_state, hparams, opt_rng)
   opt_state, update_fn = optimizer_state
-  # Replicated like the params (an optimizer's scalars may come out of init
-  # committed to one device, which jit refuses to mix with replicated params).
-  opt_state = jax.device_put(opt_state, replicated)
+  # Placed by the parameters' rule (an optimizer's scalars may come out of init
+  # committed to one device, which jit refuses to mix with the mesh's arrays).
+  opt_state = sharding.place(opt_state, device_mesh, fsdp_min_size)
 
   step, clock = 0, Clock()
   last_eval_time = 0.0
@@ -364,14 +353,15 @@ def run_trial(
       target_metric=target_key, target_value=targets.validation, target_mode=targets.mode,
       max_allowed_runtime_sec=budget, status="running", reached_target=False,
       time_to_target_sec=None, steps_to_target=None, num_devices=num_devices,
+      mesh=sharding.mesh_text(device_mesh),
       batch_size=batch_size, preemption_count=preemption_count, measure=measure,
       time_column=TIME_COLUMNS[measure], budget=budget_steps if measure == "steps" else budget,
   )
   if resume:
     state = dict(params=params, model_state=model_state, opt_state=opt_state)
     step, restored, saved = checkpointer.restore(state, record)
-    params, model_state, opt_state = jax.device_put(
-        (restored["params"], restored["model_state"], restored["opt_state"]), replicated
+    params, model_state, opt_state = sharding.place(
+        (restored["params"], restored["model_state"], restored["opt_state"]), device_mesh, fsdp_min_size
     )
     clock = Clock(**saved["clock"])
     last_eval_time = saved["last_eval_time"]

@@ -15,7 +15,8 @@ here; the README gives the measured gap.)
 Only process 0 writes and prints; a SIGKILL at a fault point
 (STEPLAB_FAULT, experiments/checkpoints.py) ends the launcher non-zero with
 the other process stopped too, and --resume_last_run, over two processes
-again, ends with the uninterrupted run's logs and state.
+again, ends with the uninterrupted run's logs and state (both on an FSDP
+mesh, data:1,fsdp:4, where each process writes and reads its own shards).
 Deterministic: the steps measure, a step cap, no timing.
 """
 
@@ -38,6 +39,8 @@ STEPS = 30  # logreg evaluates (and checkpoints) every 11 steps: 11, 22, 30.
 ARGS = ("--workload=logreg", "--optimizer=adamw", '--hparams={"learning_rate": 0.003}',
         f"--max_global_steps={STEPS}", "--num_studies=1")
 TRIAL = os.path.join("adamw", "logreg", "study_0", "trial_0")
+# The 64 x 10 kernel and its moments split over 4 devices of 2 processes (each process writes its shards).
+FSDP = ("--mesh=data:1,fsdp:4", "--fsdp_min_size=256")
 
 
 def _launch(directory, num_processes, devices, *extra, fault=None):
@@ -95,6 +98,8 @@ class MultiprocessTest(absltest.TestCase):
     cls.two_run, cls.two_logs = _launch(cls.two, 2, 2)
     cls.one = os.path.join(cls.root, "one")
     cls.one_run, _ = _launch(cls.one, 1, 4)
+    cls.fsdp = os.path.join(cls.root, "fsdp")
+    cls.fsdp_run, _ = _launch(cls.fsdp, 2, 2, *FSDP)
 
   def assertSameTrial(self, directory, reference):
     a, b = _meta(reference), _meta(directory)
@@ -128,18 +133,21 @@ class MultiprocessTest(absltest.TestCase):
     self.assertEqual(leftovers, [])
 
   def test_kill_and_resume_across_processes(self):
+    """Under FSDP: every process saves and restores its own shards of the kernel and its moments."""
+    self.assertEqual(self.fsdp_run.returncode, 0, self.fsdp_run.stderr[-3000:])
+    self.assertEqual(_meta(self.fsdp)["mesh"], "data:1,fsdp:4")
     d = os.path.join(test_util.tempdir(self), "killed")
-    killed, _ = _launch(d, 2, 2, fault="before_checksums@22")  # Orbax committed step 22, no checksums yet.
+    killed, _ = _launch(d, 2, 2, *FSDP, fault="before_checksums@22")  # Orbax committed step 22, no checksums yet.
     self.assertNotEqual(killed.returncode, 0)
     self.assertRegex(killed.stderr, r"error: process \d of 2 failed \(killed by SIGKILL\)")
     self.assertEqual(_meta(d)["status"], "running")
-    resumed, _ = _launch(d, 2, 2, "--resume_last_run")
+    resumed, _ = _launch(d, 2, 2, *FSDP, "--resume_last_run")
     self.assertEqual(resumed.returncode, 0, resumed.stderr[-3000:])
     self.assertRegex(resumed.stdout, r"checkpoints/22 has no checksums.*resuming from step 11")
     self.assertIn("resumed", resumed.stdout)
     self.assertLen(os.listdir(os.path.join(d, TRIAL, checkpoints.BAD_CHECKPOINTS)), 1)  # Moved once.
     self.assertEqual(_meta(d)["preemption_count"], 1)
-    self.assertSameTrial(d, self.two)
+    self.assertSameTrial(d, self.fsdp)
 
 
 if __name__ == "__main__":

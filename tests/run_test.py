@@ -56,6 +56,10 @@ class BadInputTest(parameterized.TestCase):
        r"--hparams \{\"learning_rate\": -0.1\} for adamw: .*learning_rate"),
       ("unknown_hyperparameter", ['--hparams={"bogus": 1}', "--optimizer=adamw"],
        "--hparams .*'bogus'.* not arguments of adamw"),
+      ("mesh_axis", ["--mesh=model:8"], "--mesh: mesh 'model:8': unknown axis 'model'"),
+      ("mesh_devices", ["--mesh=data:2,fsdp:2"], "--mesh: mesh data:2,fsdp:2 needs 4 devices, there are 8"),
+      ("fsdp_min_size", ["--fsdp_min_size=0"], "--fsdp_min_size must be at least 1"),
+      ("mesh_with_probe", ["--probe=sharpness", "--optimizer=adamw", "--mesh=data:8"], "--mesh"),
   )
   def test_clear_errors(self, argv, message):
     FLAGS(["run", f"--experiment_dir={test_util.tempdir(self)}", "--workload=logreg"] + argv)
@@ -75,6 +79,13 @@ class BadInputTest(parameterized.TestCase):
            "--save_checkpoints=false"])
     run.main(["run"])
     self.assertEqual(_meta(directory)["global_step"], 2)
+
+  def test_mesh_flag_reaches_the_trial(self):
+    directory = os.path.join(test_util.tempdir(self), "exp")
+    FLAGS(["run", f"--experiment_dir={directory}", "--workload=logreg", "--optimizer=adamw", "--hparams={}",
+           "--num_studies=1", "--max_global_steps=2", "--save_checkpoints=false", "--mesh=data:2,fsdp:4"])
+    run.main(["run"])
+    self.assertEqual((_meta(directory)["mesh"], _meta(directory)["num_devices"]), ("data:2,fsdp:4", 8))
 
   def test_experiment_dir_that_is_a_file(self):
     path = os.path.join(test_util.tempdir(self), "file")

@@ -46,6 +46,14 @@ class ToolsTest(absltest.TestCase):
       self.assertLess(fsdp, replicated / 3.9)  # Nearly all of the state splits 4 ways.
     self.assertLess(float(rows["adam_mini"][6]), 0.51)  # Adam-mini about half of AdamW's state.
 
+  def test_bench_scaling_reads_step_times_off_the_runners_clock(self):
+    out = _run("tools/bench_scaling.py", "--configs=1x2,2x1", "--workload=logreg", "--steps=34")
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "x" in line.split("|")[1]]
+    self.assertEqual([(r[0].strip(), r[2].strip(), r[4].strip()) for r in rows],
+                     [("1x2", "2", "run"), ("2x1", "2", "spmd (gloo)")])
+    for row in rows:
+      self.assertGreater(float(row[5]), 0.0)  # ms per step, from two intervals (22-33, 33-34).
+
   def test_plot_schedules_writes_the_figure(self):
     path = os.path.join(test_util.tempdir(self), "schedules.png")
     _run("tools/plot_schedules.py", f"--output={path}")

@@ -7,6 +7,7 @@ import os
 from typing import NamedTuple
 
 from absl.testing import absltest
+from absl.testing import parameterized
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -42,7 +43,7 @@ class TinyWorkload(base.Workload):
   default_batch_size = 16
 
   def __init__(self, clock: FakeTime, target=0.9, fail_at_step=None, eval_seconds=90.0,
-               step_seconds=1.0, eval_period=5.0, budget=1000.0):
+               step_seconds=1.0, eval_period=5.0, budget=1000.0, features=2):
     self.clock, self.fail_at_step = clock, fail_at_step
     self.eval_seconds, self.step_seconds = eval_seconds, step_seconds
     self.targets = base.Targets(
@@ -52,6 +53,8 @@ class TinyWorkload(base.Workload):
     )
     rng = np.random.default_rng(0)
     self.x = np.concatenate([rng.normal(-1, 1, (64, 2)), rng.normal(1, 1, (64, 2))]).astype(np.float32)
+    if features > 2:  # Noise features: a kernel large enough to be FSDP-sharded (sharding.MIN_SHARDED_SIZE).
+      self.x = np.concatenate([self.x, rng.normal(0, 0.1, (128, features - 2)).astype(np.float32)], 1)
     self.y = np.concatenate([np.zeros(64), np.ones(64)]).astype(np.int32)
     self.model = nn.Dense(2)
 
@@ -161,42 +164,62 @@ class ClockTest(absltest.TestCase):
     self.assertEqual(result.global_step, 13)
 
 
-class MultiDeviceTest(absltest.TestCase):
+class _Recording(TinyWorkload):
+  """Keeps the start, the batches and the evaluated parameters (float64 copies)."""
 
-  def test_data_parallel_over_simulated_devices_matches_one_device(self):
-    self.assertGreaterEqual(jax.device_count(), 8, "needs simulated CPU devices")
+  def train_batch(self, seed, step, batch_size):
+    batch = super().train_batch(seed, step, batch_size)
+    self.batches = getattr(self, "batches", []) + [batch]
+    return batch
 
-    class Recording(TinyWorkload):  # Keeps the start, the batches, the evaluated parameters.
+  def init_model_fn(self, rng):
+    params, state = super().init_model_fn(rng)
+    if not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(params)):
+      self.start = jax.tree.map(lambda a: np.asarray(a, np.float64), params)["params"]
+    return params, state
 
-      def train_batch(self, seed, step, batch_size):
-        batch = super().train_batch(seed, step, batch_size)
-        self.batches = getattr(self, "batches", []) + [batch]
-        return batch
+  def eval_model(self, params, model_state, rng, split):
+    self.params = jax.tree.map(lambda a: np.asarray(a, np.float64), jax.device_get(params))
+    return super().eval_model(params, model_state, rng, split)
 
-      def init_model_fn(self, rng):
-        params, state = super().init_model_fn(rng)
-        if not any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(params)):
-          self.start = jax.tree.map(lambda a: np.asarray(a, np.float64), params)["params"]
-        return params, state
 
-      def eval_model(self, params, model_state, rng, split):
-        self.params = jax.tree.map(lambda a: np.asarray(a, np.float64), jax.device_get(params))
-        return super().eval_model(params, model_state, rng, split)
+class _ShardingSpy:
+  """Wraps a submission's update_params: records each device's shard shape of every large array it is given."""
 
+  def __init__(self, sub):
+    self.seen = []
+    def update_params(workload, params, *args, **kwargs):
+      opt_state = args[5][0]
+      big = lambda tree: [leaf.sharding.shard_shape(leaf.shape) for leaf in jax.tree.leaves(tree) if leaf.size >= 2**14]
+      self.seen.append((big(params), big(opt_state)))
+      return sub.update_params(workload, params, *args, **kwargs)
+    self.submission = dataclasses.replace(sub, update_params=update_params)
+
+
+FSDP = {"data": 2, "fsdp": 4}
+
+
+class MultiDeviceTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(("data_parallel", 8, None), ("fsdp", 8, FSDP))
+  def test_one_step_on_a_mesh_matches_one_device(self, devices, mesh):
+    """One AdamW step on 8 devices (data parallel or data x fsdp) vs on 1, bounded from the roundings."""
+    self.assertGreaterEqual(jax.device_count(), devices, "needs simulated CPU devices")
+    F = 8192  # Features: the 8192 x 2 kernel is sharded 4 ways under FSDP (sharding.MIN_SHARDED_SIZE).
     runs = {}
     sub = submission_lib.registry_submission("adamw", batch_sizes={"tiny": 16})
     point = {"learning_rate": 0.05, "schedule": "constant", "warmup_factor": 0.0}  # Step 1 moves.
-    for n in (1, 8):  # One AdamW step from the same start, on 1 and on 8 devices.
+    for n, m in ((1, None), (devices, mesh)):  # One AdamW step from the same start.
       clock = FakeTime()
-      runs[n] = Recording(clock, target=2.0)
+      runs[n] = _Recording(clock, target=2.0, features=F)
       record = dict(workload="tiny", submission="adamw", hyperparameters=point, rng_seed=0)
       trainer.run_trial(runs[n], sub, point, trial_dir=test_util.tempdir(self), rng_seed=0,
                         record=record, time_fn=clock, progress=lambda m: None,
-                        max_global_steps=1, save_checkpoints=False, devices=jax.devices()[:n])
+                        max_global_steps=1, save_checkpoints=False, devices=jax.devices()[:n], mesh=m)
     batch = runs[1].batches[0]
-    np.testing.assert_array_equal(runs[8].batches[0]["inputs"], batch["inputs"])
+    np.testing.assert_array_equal(runs[devices].batches[0]["inputs"], batch["inputs"])
     start = runs[1].start
-    jax.tree.map(np.testing.assert_array_equal, runs[8].start, start)
+    jax.tree.map(np.testing.assert_array_equal, runs[devices].start, start)
     # The batch-mean gradient (loss: sum / B, B = 16) in float64: per example, x_i (p_i - y_i) / B.
     x, y = np.asarray(batch["inputs"], np.float64), batch["targets"]
     B = len(y)
@@ -204,16 +227,21 @@ class MultiDeviceTest(absltest.TestCase):
     p = np.exp(logits - logits.max(-1, keepdims=True))
     d = (p / p.sum(-1, keepdims=True) - np.eye(2)[y]) / B
     per_example = {"kernel": x[:, :, None] * d[:, None, :], "bias": d}
+    # Each side's per-example d_i = (softmax - one-hot) / B: its logits are an (F + 1)-term sum in
+    # some order (FSDP splits it over the kernel's shards), within (F + 1) u sum |x_ij k_jc| + |b_c|
+    # of exact; 2-class softmax moves by at most half the largest logit error; exp and the
+    # normalisation add 8 u (p <= 1). Dividing by B, per-device counts or the device count: powers
+    # of 2, exact.
+    logit_err = (F + 1) * U32 * (np.abs(x) @ np.abs(start["kernel"]) + np.abs(start["bias"])).max(-1)
+    d_err = (8 * U32 + 0.5 * logit_err) / B
     # Devices only change the order of the B-term sum: 2 (B - 1) u sum_i |g_i| between two
-    # orders (dividing by B, per-device counts or the device count: powers of 2, exact).
-    # Each side's per-example terms: softmax - one-hot within 8 u absolute (p <= 1; exp's
-    # few ulps), times x (u), over B, on each side.
+    # orders; each side's terms are off by |x_i| d_err_i, and by a rounding u |g_i| of the product.
     lr, eps, wd = 0.05, 1e-8, 1e-4  # The constant rate; adamw's defaults.
     for k, g_i in per_example.items():
       g = g_i.sum(0)
       scale = np.abs(g_i).sum(0)
-      scale_x = np.abs(x).sum(0)[:, None] if k == "kernel" else B
-      dg = 2 * (B - 1) * U32 * scale + 2 * (8 * U32 * scale_x / B + U32 * scale)
+      term_err = (np.abs(x).T @ d_err)[:, None] if k == "kernel" else d_err.sum()
+      dg = 2 * (B - 1) * U32 * scale + 2 * (term_err + U32 * scale)
       # AdamW's first step: bias-corrected m / sqrt(v) = g / (|g| + eps), derivative
       # eps / (|g| + eps)^2 (at |g| - dg at worst); its ~8 roundings (moments, corrections,
       # sqrt, + eps, divide, decay, lr) per side are 8 u lr (1 + wd |p0|); the new parameter's
@@ -222,7 +250,35 @@ class MultiDeviceTest(absltest.TestCase):
       bound = (lr * eps * dg / (np.maximum(np.abs(g) - dg, 0) + eps)**2
                + 2 * 8 * U32 * lr * (1 + wd * np.abs(p0)) + 2 * U32 * np.abs(p1))
       self.assertTrue(np.all(p1 != p0))  # The step moved every parameter.
-      np.testing.assert_array_less(np.abs(runs[8].params["params"][k] - p1), bound)
+      self.assertGreater(np.mean(bound < 1e-3 * lr), 0.95)  # The bound binds: |g| >> dg nearly everywhere.
+      np.testing.assert_array_less(np.abs(runs[devices].params["params"][k] - p1), bound)
+
+  def test_fsdp_keeps_parameters_and_state_sharded_and_resumes(self):
+    """On data:2,fsdp:4 the kernel and its moments stay split 4 ways every step, across a resume."""
+    def run(directory, **kwargs):
+      clock = FakeTime()
+      spy = _ShardingSpy(submission_lib.registry_submission("adamw", batch_sizes={"tiny": 16}))
+      point = {"learning_rate": 0.05}
+      record = dict(workload="tiny", submission="adamw", hyperparameters=point, rng_seed=0)
+      result = trainer.run_trial(
+          _Recording(clock, target=2.0, features=8192, fail_at_step=kwargs.pop("fail_at_step", None)),
+          spy.submission, point, trial_dir=directory, rng_seed=0, record=record, time_fn=clock,
+          progress=lambda m: None, max_global_steps=13, devices=jax.devices()[:8], mesh=FSDP, **kwargs)
+      return result, spy.seen
+
+    fsdp = (2048, 2)  # Each device's part of the 8192 x 2 kernel (and of its moments).
+    straight, seen = run(test_util.tempdir(self))
+    self.assertLen(seen, 13)
+    for params_specs, state_specs in seen:  # Every step: the kernel, AdamW's mu and nu.
+      self.assertEqual((params_specs, state_specs), ([fsdp], [fsdp, fsdp]))
+    killed_dir = test_util.tempdir(self)
+    with self.assertRaises(KeyboardInterrupt):  # After the step-5 and step-10 checkpoints.
+      run(killed_dir, fail_at_step=11)
+    resumed, seen = run(killed_dir, resume=True)
+    self.assertEqual(logs.read_json(os.path.join(killed_dir, "meta_data.json"))["mesh"], "data:2,fsdp:4")
+    for params_specs, state_specs in seen:  # Restored sharded, not replicated.
+      self.assertEqual((params_specs, state_specs), ([fsdp], [fsdp, fsdp]))
+    self.assertEqual(resumed.final_metrics, straight.final_metrics)  # Same mesh: bitwise.
 
   def test_batch_must_divide_over_devices(self):
     clock = FakeTime()

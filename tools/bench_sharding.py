@@ -5,7 +5,7 @@ For each model size it builds the parameter tree of `lm_transformer`'s
 Transformer LM abstractly (`jax.eval_shape`), shards it with
 `experiments.sharding`'s rule on a data x fsdp mesh (default data:2,fsdp:4,
 8 simulated CPU devices), and reports the bytes of AdamW's and Adam-mini's
-state that each device holds: replicated (the runner today) and sharded
+state that each device holds: replicated (the runner's default) and sharded
 (`sharding.init_state`). Sizes that fit this machine are also built for real
 on the simulated devices and their per-device bytes read off the arrays'
 shards ("measured"), which checks the accounting.
