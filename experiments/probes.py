@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import batches
 from experiments import logs
 from experiments import sharding
 from experiments import submission as submission_lib
@@ -74,7 +75,9 @@ Progress = Callable[[str], None]
 training_loss = submission_lib.training_loss  # The objective the registry adapter differentiates.
 
 
-@functools.lru_cache(maxsize=None)
+# Bounded as the adapter's losses (see `submission_lib.LOSS_CACHE_SIZE`): a trial
+# keeps what it looks up; the next trial with the same key reuses it, compiled.
+@functools.lru_cache(maxsize=submission_lib.LOSS_CACHE_SIZE)
 def hessian_loss(workload: Workload, label_smoothing: float = 0.0) -> Callable[..., Any]:
   """`training_loss` as `f(params, (batch, model_state, rng)) -> loss` for the HVP.
 
@@ -86,7 +89,7 @@ def hessian_loss(workload: Workload, label_smoothing: float = 0.0) -> Callable[.
   return lambda params, data: loss(params, data[1], data[0], data[2])[0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=submission_lib.LOSS_CACHE_SIZE)
 def gradient_norm_fn(workload: Workload, label_smoothing: float = 0.0) -> Callable[..., jax.Array]:
   """Jitted `(params, model_state, batch, rng) -> ||grad||_2` of `training_loss`.
 
@@ -274,7 +277,8 @@ def optimizer_arguments(
   return kwargs, label_smoothing
 
 
-@functools.lru_cache(maxsize=None)
+# One key per `ProbeTraining` (its own optimizer), which keeps the step it gets.
+@functools.lru_cache(maxsize=submission_lib.STEP_CACHE_SIZE)
 def _probe_step(workload, optimizer, label_smoothing, needs_value):
   """The registry adapter's jitted step with the learning rate as an argument."""
   train_step = submission_lib.train_step(workload, optimizer, label_smoothing, needs_value)
@@ -299,14 +303,11 @@ class ProbeTraining:
   def __init__(self, workload: Workload, optimizer: str, hyperparameters: Mapping[str, Any] | None = None,
                *, rng_seed: int = 0, batch_size: int | None = None,
                devices: Sequence[jax.Device] | None = None, probe: str = "probe"):
-    from experiments import trainer  # pylint: disable=g-import-not-at-top  # trainer imports this module.
-
     kwargs, label_smoothing = optimizer_arguments(optimizer, hyperparameters, probe=probe)
     spec = optimizers.registry[optimizer]
     self.workload, self.rng_seed = workload, rng_seed
     self.batch_size = int(batch_size or workload.default_batch_size)
     self._data, self._replicated = sharding.data_parallel_shardings(self.batch_size, devices, workload.name)
-    self._queue_cls = trainer.BatchQueue
     self.optimizer = optax.inject_hyperparams(spec.factory, static_args=spec.static_args)(**kwargs)
     self._init = jax.jit(self.optimizer.init)
     self._step = _probe_step(workload, self.optimizer, label_smoothing, spec.needs_value)
@@ -319,7 +320,7 @@ class ProbeTraining:
     self.params, self.model_state = jax.device_put((params, model_state), self._replicated)
     self.opt_state = jax.device_put(self._init(self.params), self._replicated)
     self.global_step = 0
-    self._queue = self._queue_cls(self.workload, self.rng_seed, self.batch_size, 0, self._data)
+    self._queue = batches.BatchQueue(self.workload, self.rng_seed, self.batch_size, 0, self._data)
 
   def step(self, learning_rate: float) -> jax.Array:
     """One update at `learning_rate`; the batch loss before it (on the device)."""
@@ -623,14 +624,12 @@ def initial_sharpness(
   than the per-evaluation one (it still stops at `tol`). Returns
   `SharpnessResult.as_dict()` plus the settings.
   """
-  from experiments import trainer  # pylint: disable=g-import-not-at-top  # trainer imports this module.
-
   label_smoothing = float(dict(hyperparameters or {}).get("label_smoothing", 0.0))
   batch_size = int(batch_size or workload.default_batch_size)
   data, replicated = sharding.data_parallel_shardings(batch_size, devices, workload.name)
   model_rng, _, step_rng = jax.random.split(jax.random.key(rng_seed), 3)
   params, model_state = jax.device_put(workload.init_model_fn(model_rng), replicated)
-  batch = jax.device_put(dict(workload.train_batch(rng_seed, 0, batch_size)), data)
+  batch = batches.placed_batch(workload, rng_seed, 0, batch_size, data)
   rng = jax.random.fold_in(step_rng, 0)
   result = top_hessian_eigenvalue(hessian_loss(workload, label_smoothing), params,
                                   (batch, model_state, rng), num_iterations, tol, rng)

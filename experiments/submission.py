@@ -54,6 +54,7 @@ import numpy as np
 import optax
 
 from experiments import algoperf_compat
+from experiments import schedule_config
 from experiments import sharding
 import optimizers
 from optimizers import schedules
@@ -214,7 +215,7 @@ def build_optimizer(
   The learning rate becomes a schedule when the point names one or sets
   `warmup_factor` (AlgoPerf's baseline hyperparameter):
 
-  * `schedule`: a name of `optimizers.schedules.SCHEDULE_NAMES` (default
+  * `schedule`: a name of `experiments.schedule_config.SCHEDULE_NAMES` (default
     "cosine": linear warmup, then cosine decay to zero), with the point's
     `learning_rate` as its peak;
   * `step_hint_factor` (default 1): the schedule ends at
@@ -226,6 +227,8 @@ def build_optimizer(
     `schedule_cycle_momentum: true` also cycles the optimizer's `b1`
     (torch's OneCycleLR momentum) through `optax.inject_hyperparams`.
 
+  Arguments the optimizer reads as its constant rate (AdaBound's
+  `base_learning_rate`) default to the peak (`_schedule_peak_args`).
   Without either key the rate is constant. `one_minus_<name>` sets
   `<name> = 1 - value`; AlgoPerf's `beta1`/`beta2` set `b1`/`b2`;
   `grad_clip` puts `optax.clip_by_global_norm` first; the other
@@ -252,8 +255,8 @@ def build_optimizer(
       raise ValueError(f"a learning-rate schedule needs a learning_rate (the peak) for {factory_name(factory)}.")
     peak = kwargs["learning_rate"]
     kwargs["learning_rate"], momentum = _schedule(merged, step_hint, dict(schedule_context))
-    if "base_learning_rate" in _arguments(factory):
-      kwargs.setdefault("base_learning_rate", peak)  # AdaBound's bounds follow it.
+    for arg in _schedule_peak_args(factory):
+      kwargs.setdefault(arg, peak)
     if momentum is not None:
       if "b1" not in _arguments(factory):
         raise ValueError(f"schedule_cycle_momentum: {factory_name(factory)} has no b1 to cycle.")
@@ -290,7 +293,7 @@ def _schedule(point: Mapping[str, Any], step_hint: int, context: dict[str, Any])
     for key in ("batch_size", "tokens_per_step"):
       if key in context:
         options.setdefault(key, context[key])
-  lr = schedules.schedule_from_config(
+  lr = schedule_config.schedule_from_config(
       name, learning_rate=point["learning_rate"], total_steps=total, warmup_steps=warmup, **options)
   if not cycle_momentum:
     return lr, None
@@ -302,7 +305,43 @@ def _arguments(factory) -> tuple[str, ...]:
   return tuple(inspect.signature(factory).parameters)
 
 
-@functools.lru_cache(maxsize=None)
+# Whether registry entries declare `schedule_peak_args`; until they do, the
+# one argument known to take the peak (AdaBound's) is found by name.
+_REGISTRY_DECLARES_PEAK_ARGS = "schedule_peak_args" in {
+    f.name for f in dataclasses.fields(optimizers.OptimizerSpec)}
+_PEAK_ARGS_BY_NAME = ("base_learning_rate",)
+
+
+def _schedule_peak_args(factory) -> tuple[str, ...]:
+  """Arguments set to the schedule's peak when the learning rate becomes one.
+
+  Those an optimizer reads as "the" learning rate while the schedule moves
+  (AdaBound's bounds are `final_lr` relative to it, undefined for a warmup
+  from 0): the registry entry's `schedule_peak_args` for this factory, none
+  for a factory outside the registry. A point or the defaults may still set
+  them.
+  """
+  if not _REGISTRY_DECLARES_PEAK_ARGS:
+    return tuple(arg for arg in _PEAK_ARGS_BY_NAME if arg in _arguments(factory))
+  for spec in optimizers.registry.values():
+    if spec.factory is factory:
+      return tuple(spec.schedule_peak_args)
+  return ()
+
+
+# Bounds of the caches keyed by workload (and optimizer) objects here and in
+# `experiments.probes`. An entry holds the workload (its data) and jitted
+# functions with their compiled programs, so an unbounded cache kept every
+# trial of a sweep alive. A trial looks each key up once and keeps what it
+# gets until it ends (the step inside its optimizer state, the diagnostics in
+# their objects), so eviction never recompiles within a trial. Keys per
+# trial: the step and its loss; the diagnostics' loss (no dropout arguments);
+# the step-cost baseline's step and loss.
+LOSS_CACHE_SIZE = 8  # A trial's <= 3 losses, and room for earlier trials' diagnostics to be reused.
+STEP_CACHE_SIZE = 4  # A trial's <= 2 steps; a fresh optimizer per trial, so no reuse across trials.
+
+
+@functools.lru_cache(maxsize=LOSS_CACHE_SIZE)
 def training_loss(workload, label_smoothing: float = 0.0, dropout_rate: float | None = None,
                   aux_dropout_rate: float | None = None) -> Callable[..., Any]:
   """The training objective the registry adapter differentiates.
@@ -312,8 +351,9 @@ def training_loss(workload, label_smoothing: float = 0.0, dropout_rate: float | 
   updated, dropout drawn from `rng`; dropout rates the workload's unless
   given), its summed `loss_fn` over the valid examples divided by their
   number. Only AlgoPerf's workload API is used, so it also trains AlgoPerf's
-  own workloads. Cached per arguments, so functions jitted on it compile once
-  (the probes and the trainer's diagnostics use it too).
+  own workloads. Cached per arguments (`LOSS_CACHE_SIZE`), so functions
+  jitted on it compile once (the probes and the trainer's diagnostics use it
+  too).
   """
   train_mode = algoperf_compat.install().ForwardPassMode.TRAIN
   dropout = {k: v for k, v in (("dropout_rate", dropout_rate), ("aux_dropout_rate", aux_dropout_rate))
@@ -329,7 +369,7 @@ def training_loss(workload, label_smoothing: float = 0.0, dropout_rate: float | 
   return loss
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=STEP_CACHE_SIZE)
 def train_step(workload, optimizer: optax.GradientTransformation, label_smoothing: float = 0.0,
                needs_value: bool = False, dropout_rate: float | None = None,
                aux_dropout_rate: float | None = None):

@@ -62,18 +62,20 @@ Two optional diagnostics, both outside the submission clock:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import time
 import types
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from absl import logging
 import jax
 import numpy as np
 
 from experiments import algoperf_compat
+from experiments import batches
 from experiments import checkpoints
 from experiments import distributed
 from experiments import logs
@@ -97,6 +99,13 @@ COST_BASELINE = "adamw"
 
 
 @dataclasses.dataclass
+class _Span:
+  """When a charged span started (moved forward by time charged elsewhere)."""
+
+  start: float
+
+
+@dataclasses.dataclass
 class Clock:
   """Accumulated seconds, by what they were spent on."""
 
@@ -107,6 +116,23 @@ class Clock:
 
   def as_dict(self) -> dict[str, float]:
     return dataclasses.asdict(self)
+
+  @contextlib.contextmanager
+  def charge(self, account: str, time_fn: Callable[[], float], *,
+             outside: _Span | None = None) -> Iterator[_Span]:
+    """Adds the seconds the `with` body takes to `account` (a field name).
+
+    The body ends by synchronising the device work it timed: `time_fn`
+    reads host time. `outside`: an enclosing span this time is taken out of
+    (its start moves forward by it), so it is charged here only. A body that
+    raises charges nothing: the trial fails.
+    """
+    span = _Span(time_fn())
+    yield span
+    elapsed = time_fn() - span.start
+    setattr(self, account, getattr(self, account) + elapsed)
+    if outside is not None:
+      outside.start += elapsed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,26 +154,6 @@ class TrialResult:
     return self.cost_adjusted_steps_to_target if self.measure == "steps" else self.time_to_target_sec
 
 
-class BatchQueue:
-  """The input queue: batches for steps start_step, start_step + 1, ...
-
-  Its position is the next global step, so it is checkpointed as that step.
-  """
-
-  def __init__(self, workload: Workload, seed: int, batch_size: int, start_step: int, sharding):
-    self.workload, self.seed, self.batch_size = workload, seed, batch_size
-    self.step = start_step
-    self._sharding = sharding
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    batch = self.workload.train_batch(self.seed, self.step, self.batch_size)
-    self.step += 1
-    return jax.device_put(dict(batch), self._sharding)
-
-
 def _optimizer_scalars(opt_state: Any) -> dict[str, float]:
   """Quantities an optimizer estimates that are worth a column in the logs.
 
@@ -166,7 +172,8 @@ class MetricsLogger:
 
   AlgoPerf's submissions call `append_scalar_metrics(metrics, global_step)`
   (every 100 steps, say, with their loss and gradient norm); values may be
-  device scalars. The time spent here is logging time, outside the clock.
+  device scalars. The time spent here is charged as logging time, and also
+  stays in the submission's time: it is spent inside the submission's timed calls.
   """
 
   def __init__(self, log: logs.CsvLog, clock: "Clock", time_fn: Callable[[], float]):
@@ -175,13 +182,12 @@ class MetricsLogger:
   def append_scalar_metrics(self, metrics: Mapping[str, Any], global_step: int,
                             preemption_count: int | None = None, is_eval: bool = False) -> None:
     del is_eval  # Evaluations are the runner's own rows.
-    start = self._time_fn()
-    values = jax.device_get(dict(metrics))
-    row = {"global_step": int(global_step), **{k: float(np.asarray(v)) for k, v in values.items()}}
-    if preemption_count is not None:
-      row["preemption_count"] = preemption_count
-    self._log.append(row)
-    self._clock.logging += self._time_fn() - start
+    with self._clock.charge("logging", self._time_fn):
+      values = jax.device_get(dict(metrics))
+      row = {"global_step": int(global_step), **{k: float(np.asarray(v)) for k, v in values.items()}}
+      if preemption_count is not None:
+        row["preemption_count"] = preemption_count
+      self._log.append(row)
 
   def finish(self) -> None:
     pass
@@ -376,7 +382,7 @@ def run_trial(
   if measure == "steps":
     if step_cost_record is None:
       baseline = cost_baseline or submission_lib.registry_submission(COST_BASELINE)
-      cost_batch = jax.device_put(dict(workload.train_batch(rng_seed, 0, batch_size)), data_sharding)
+      cost_batch = batches.placed_batch(workload, rng_seed, 0, batch_size, data_sharding)
       step_cost_record = step_cost.measure(
           submission, baseline, workload, params, model_state, hparams, None, cost_batch,
           opt_rng, params_types, loss_type, progress=progress, time_fn=cost_time_fn).as_dict()
@@ -387,7 +393,7 @@ def run_trial(
   meta.update(step_cost=step_cost_record)
   logs.write_json(os.path.join(trial_dir, "meta_data.json"), meta)
   workload.attach_metrics_logger(MetricsLogger(train_log, clock, time_fn) if metrics_logger else None)
-  queue = BatchQueue(workload, rng_seed, batch_size, step, data_sharding)
+  queue = batches.BatchQueue(workload, rng_seed, batch_size, step, data_sharding)
   label_smoothing = float(hparams.label_smoothing) if hasattr(hparams, "label_smoothing") else 0.0
   grad_norms = _GradNorms(workload, label_smoothing, trial_dir, step if resume else 0) if log_grad_norms else None
   sharpness = (_Sharpness(workload, label_smoothing, rng_seed, batch_size, data_sharding,
@@ -418,28 +424,24 @@ def run_trial(
   # --- Training loop ------------------------------------------------------------
   while not finished:
     data_rng, update_rng, prepare_rng, eval_rng = step_rngs(step_rng_base, step)
-    start = time_fn()
-    batch = submission.data_selection(
-        workload, queue, optimizer_state, params, model_state, hparams, step, data_rng
-    )
-    if grad_norms is not None:
-      sync(batch)  # Its transfer is the submission's time; the recomputed gradient is not.
-      paused = time_fn()
-      grad_norms.record(step, submission_lib.training_params(optimizer_state, params), model_state,
-                        batch, update_rng)
-      excluded = time_fn() - paused
-      clock.logging += excluded
-      start += excluded
-    training_complete = False
-    try:
-      optimizer_state, params, model_state = submission.update_params(
-          workload, params, params_types, model_state, hparams, batch, loss_type,
-          optimizer_state, eval_results, step, update_rng, **extra,
+    with clock.charge("submission", time_fn) as step_span:
+      batch = submission.data_selection(
+          workload, queue, optimizer_state, params, model_state, hparams, step, data_rng
       )
-    except spec.TrainingCompleteError:
-      training_complete = True  # AlgoPerf: the step counts, one last evaluation follows.
-    sync((optimizer_state[0], params, model_state))
-    clock.submission += time_fn() - start
+      if grad_norms is not None:
+        sync(batch)  # Its transfer is the submission's time; the recomputed gradient is not.
+        with clock.charge("logging", time_fn, outside=step_span):
+          grad_norms.record(step, submission_lib.training_params(optimizer_state, params), model_state,
+                            batch, update_rng)
+      training_complete = False
+      try:
+        optimizer_state, params, model_state = submission.update_params(
+            workload, params, params_types, model_state, hparams, batch, loss_type,
+            optimizer_state, eval_results, step, update_rng, **extra,
+        )
+      except spec.TrainingCompleteError:
+        training_complete = True  # AlgoPerf: the step counts, one last evaluation follows.
+      sync((optimizer_state[0], params, model_state))
     step += 1
     train_state.update(accumulated_submission_time=clock.submission, last_step_end_time=time_fn())
 
@@ -456,20 +458,18 @@ def run_trial(
       continue
 
     if sharpness is not None:  # At the training point, before prepare_for_eval may swap it.
-      start = time_fn()
-      lambda_1 = sharpness(submission_lib.training_params(optimizer_state, params), model_state)
-      clock.eval += time_fn() - start
+      with clock.charge("eval", time_fn):
+        lambda_1 = sharpness(submission_lib.training_params(optimizer_state, params), model_state)
     # prepare_for_eval counts as submission time (AlgoPerf v0.6); training
     # continues from what it returns, as in AlgoPerf.
     del batch  # As AlgoPerf: a submission may donate buffers here.
-    start = time_fn()
-    if submission.prepare_for_eval is not None:
-      optimizer_state, params, model_state = submission.prepare_for_eval(
-          workload, params, params_types, model_state, hparams, loss_type,
-          optimizer_state, eval_results, step, prepare_rng,
-      )
-      sync((optimizer_state[0], params, model_state))
-    clock.submission += time_fn() - start
+    with clock.charge("submission", time_fn):
+      if submission.prepare_for_eval is not None:
+        optimizer_state, params, model_state = submission.prepare_for_eval(
+            workload, params, params_types, model_state, hparams, loss_type,
+            optimizer_state, eval_results, step, prepare_rng,
+        )
+        sync((optimizer_state[0], params, model_state))
     last_eval_time = clock.submission
     past_budget = measure == "wallclock" and clock.submission > budget
     if measure == "wallclock" and distributed.is_multiprocess():
@@ -479,14 +479,13 @@ def run_trial(
       progress(f"budget of {budget:.0f}s exhausted at step {step}")
       break
 
-    start = time_fn()
-    metrics = {}
-    for split in ("train", "validation", "test"):
-      for name, value in workload.eval_model(params, model_state, eval_rng, split).items():
-        metrics[f"{split}/{name}"] = float(value)
-    if sharpness is not None:
-      metrics[probes.SHARPNESS_METRIC] = lambda_1
-    clock.eval += time_fn() - start
+    with clock.charge("eval", time_fn):
+      metrics = {}
+      for split in ("train", "validation", "test"):  # float() waits for the device.
+        for name, value in workload.eval_model(params, model_state, eval_rng, split).items():
+          metrics[f"{split}/{name}"] = float(value)
+      if sharpness is not None:
+        metrics[probes.SHARPNESS_METRIC] = lambda_1
     eval_results.append((step, metrics))
     reached = targets.reached(metrics[target_key])
     if reached and reached_at is None:
@@ -498,35 +497,33 @@ def run_trial(
         accumulated_eval_time=clock.eval, training_complete=training_complete,
     )
 
-    start = time_fn()
-    row = dict(global_step=step, accumulated_submission_time=clock.submission,
-               accumulated_eval_time=clock.eval, accumulated_logging_time=clock.logging,
-               accumulated_checkpoint_time=clock.checkpoint, **metrics,
-               score=clock.submission, preemption_count=preemption_count,
-               total_duration=time_fn() - trial_start, cost_adjusted_steps=step * relative_cost)
-    optimizer_scalars = _optimizer_scalars(optimizer_state[0])
-    if sharpness is not None:
-      optimizer_scalars[probes.SHARPNESS_METRIC] = metrics[probes.SHARPNESS_METRIC]
-    eval_log.append(dict(row, **optimizer_scalars))
-    train_log.append(dict(global_step=step, train_loss=metrics.get("train/loss"),
-                          accumulated_submission_time=clock.submission, **optimizer_scalars))
-    if grad_norms is not None:
-      grad_norms.flush()
-    spent = (f"{step * relative_cost:.0f}/{budget_steps:.0f} cost-adjusted steps" if measure == "steps"
-             else f"{clock.submission:.1f}s/{budget:.0f}s")
-    progress(f"{workload.name} step {step}: {target_key}={metrics[target_key]:.4f}"
-             f" (target {targets.validation}), {spent}")
-    clock.logging += time_fn() - start
+    with clock.charge("logging", time_fn):
+      row = dict(global_step=step, accumulated_submission_time=clock.submission,
+                 accumulated_eval_time=clock.eval, accumulated_logging_time=clock.logging,
+                 accumulated_checkpoint_time=clock.checkpoint, **metrics,
+                 score=clock.submission, preemption_count=preemption_count,
+                 total_duration=time_fn() - trial_start, cost_adjusted_steps=step * relative_cost)
+      optimizer_scalars = _optimizer_scalars(optimizer_state[0])
+      if sharpness is not None:
+        optimizer_scalars[probes.SHARPNESS_METRIC] = metrics[probes.SHARPNESS_METRIC]
+      eval_log.append(dict(row, **optimizer_scalars))
+      train_log.append(dict(global_step=step, train_loss=metrics.get("train/loss"),
+                            accumulated_submission_time=clock.submission, **optimizer_scalars))
+      if grad_norms is not None:
+        grad_norms.flush()
+      spent = (f"{step * relative_cost:.0f}/{budget_steps:.0f} cost-adjusted steps" if measure == "steps"
+               else f"{clock.submission:.1f}s/{budget:.0f}s")
+      progress(f"{workload.name} step {step}: {target_key}={metrics[target_key]:.4f}"
+               f" (target {targets.validation}), {spent}")
     train_state.update(accumulated_logging_time=clock.logging)
 
     finished = bool((reached and stop_at_target) or over_budget or at_cap or training_complete)
     if checkpointer is not None and save_checkpoints:
-      start = time_fn()
-      state = dict(params=params, model_state=model_state, opt_state=optimizer_state[0])
-      checkpointer.save(step, state, dict(record, clock=clock.as_dict(), last_eval_time=last_eval_time,
-                                          step_cost=step_cost_record, reached_at=reached_at,
-                                          finished=finished, metrics=metrics))
-      clock.checkpoint += time_fn() - start
+      with clock.charge("checkpoint", time_fn):
+        state = dict(params=params, model_state=model_state, opt_state=optimizer_state[0])
+        checkpointer.save(step, state, dict(record, clock=clock.as_dict(), last_eval_time=last_eval_time,
+                                            step_cost=step_cost_record, reached_at=reached_at,
+                                            finished=finished, metrics=metrics))
 
     if finished:
       if training_complete:
@@ -535,9 +532,8 @@ def run_trial(
       break
 
   if grad_norms is not None:
-    start = time_fn()
-    grad_norms.flush()  # Steps after the last evaluation (a budget-ended run has some).
-    clock.logging += time_fn() - start
+    with clock.charge("logging", time_fn):
+      grad_norms.flush()  # Steps after the last evaluation (a budget-ended run has some).
   meta.update(
       status="complete", global_step=step, reached_target=reached_at is not None,
       time_to_target_sec=reached_at[0] if reached_at else None,
@@ -574,7 +570,7 @@ def _warm_up(workload, submission, queue, params, params_types, model_state, hpa
   """
   _, update_rng, prepare_rng, _ = rngs
   workload.attach_metrics_logger(None)
-  batch = jax.device_put(dict(workload.train_batch(queue.seed, step, queue.batch_size)), queue._sharding)  # pylint: disable=protected-access
+  batch = queue.peek()
   state = _copy((optimizer_state, params, model_state))
   try:
     state = submission.update_params(
@@ -626,7 +622,7 @@ class _Sharpness:
   def __init__(self, workload: Workload, label_smoothing: float, rng_seed: int, batch_size: int,
                data_sharding: Any, rng: jax.Array):
     self._loss = probes.hessian_loss(workload, label_smoothing)
-    self._batch = jax.device_put(dict(workload.train_batch(rng_seed, 0, batch_size)), data_sharding)
+    self._batch = batches.placed_batch(workload, rng_seed, 0, batch_size, data_sharding)
     self._rng = rng
 
   def __call__(self, params: Any, model_state: Any) -> float:

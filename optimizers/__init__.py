@@ -5,7 +5,7 @@ optimizer `<name>(learning_rate, ...)` built as one `optax.chain`, with the
 reference implementation's defaults. `registry` lists them all with tuning
 search spaces; `eval_params` gives the parameters to evaluate at. `schedules`
 holds learning-rate (and momentum) schedules from the literature as Optax
-schedules, with `schedule_from_config` for the runner.
+schedules (the runner builds them by name: `experiments.schedule_config`).
 """
 
 from optimizers._eval import estimated_d
@@ -68,10 +68,7 @@ from optimizers.schedules import one_cycle_momentum_schedule
 from optimizers.schedules import one_cycle_schedule
 from optimizers.schedules import power_schedule
 from optimizers.schedules import refined_schedule
-from optimizers.schedules import refined_schedule_from_file
 from optimizers.schedules import rex_schedule
-from optimizers.schedules import SCHEDULE_NAMES
-from optimizers.schedules import schedule_from_config
 from optimizers.schedules import warmup_stable_decay_schedule
 from optimizers.radam import scale_by_radam
 from optimizers.radam import ScaleByRAdamState
@@ -102,7 +99,6 @@ __all__ = (
     "ScaleByRAdamState",
     "ScaleBySGDPState",
     "ScheduleFreeState",
-    "SCHEDULE_NAMES",
     "adabound",
     "adam_preconditioner",
     "adamod",
@@ -129,7 +125,6 @@ __all__ = (
     "prodigy",
     "radam",
     "refined_schedule",
-    "refined_schedule_from_file",
     "registry",
     "rex_schedule",
     "scale_by_adabound",
@@ -145,7 +140,6 @@ __all__ = (
     "schedule_free_eval_params",
     "schedule_free_radam",
     "schedule_free_sgd",
-    "schedule_from_config",
     "sgd_momentum",
     "sgd_nesterov",
     "sgdp",

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import schedule_config
 import optimizers
 from optimizers import schedules
 
@@ -598,40 +599,40 @@ class RefinedScheduleTest(parameterized.TestCase):
         f.write(f"{s},{float(g)!r}\n")
     expected = _values(optimizers.refined_schedule(norms, 0.3, steps=steps), 200)
     # Exact: repr round-trips the float64 norms and steps, so the same table.
-    np.testing.assert_array_equal(_values(optimizers.refined_schedule_from_file(path, 0.3), 200), expected)
+    np.testing.assert_array_equal(_values(schedule_config.refined_schedule_from_file(path, 0.3), 200), expected)
     # Column order and extra columns do not matter.
     other = os.path.join(tmp, "other.csv")
     with open(other, "w") as f:
       f.write("grad_norm,wallclock,step\n")
       for s, g in zip(steps, norms):
         f.write(f"{float(g)!r},1.0,{s}\n")
-    np.testing.assert_array_equal(_values(optimizers.refined_schedule_from_file(other, 0.3), 200), expected)
+    np.testing.assert_array_equal(_values(schedule_config.refined_schedule_from_file(other, 0.3), 200), expected)
     npy = os.path.join(tmp, "rows.npy")
     np.save(npy, np.stack([steps, norms], axis=1))
-    np.testing.assert_array_equal(_values(optimizers.refined_schedule_from_file(npy, 0.3), 200), expected)
+    np.testing.assert_array_equal(_values(schedule_config.refined_schedule_from_file(npy, 0.3), 200), expected)
     flat = os.path.join(tmp, "flat.npy")
     np.save(flat, np.full(30, 2.0))
-    _assert_matches(optimizers.refined_schedule_from_file(flat, 1.0), lambda t: max(0, 29 - t) / 29, 31)
+    _assert_matches(schedule_config.refined_schedule_from_file(flat, 1.0), lambda t: max(0, 29 - t) / 29, 31)
 
   def test_bad_files_fail_clearly(self):
     tmp = test_util.tempdir(self)
     with self.assertRaisesRegex(ValueError, "no such file"):
-      optimizers.refined_schedule_from_file(os.path.join(tmp, "missing.csv"), 1.0)
+      schedule_config.refined_schedule_from_file(os.path.join(tmp, "missing.csv"), 1.0)
     bad_header = os.path.join(tmp, "a.csv")
     with open(bad_header, "w") as f:
       f.write("step,loss\n0,1.0\n1,2.0\n")
     with self.assertRaisesRegex(ValueError, "grad_norm. column"):
-      optimizers.refined_schedule_from_file(bad_header, 1.0)
+      schedule_config.refined_schedule_from_file(bad_header, 1.0)
     bad_value = os.path.join(tmp, "b.csv")
     with open(bad_value, "w") as f:
       f.write("step,grad_norm\n0,1.0\n1,oops\n")
     with self.assertRaisesRegex(ValueError, "line 3"):
-      optimizers.refined_schedule_from_file(bad_value, 1.0)
+      schedule_config.refined_schedule_from_file(bad_value, 1.0)
     nan_value = os.path.join(tmp, "c.csv")
     with open(nan_value, "w") as f:
       f.write("step,grad_norm\n0,1.0\n1,nan\n2,1.0\n")
     with self.assertRaisesRegex(ValueError, "c.csv.*must be finite; entry 1"):
-      optimizers.refined_schedule_from_file(nan_value, 1.0)
+      schedule_config.refined_schedule_from_file(nan_value, 1.0)
 
 
 # --- Name table, and what every schedule must do ------------------------------------------------
@@ -685,9 +686,9 @@ class ScheduleFromConfigTest(parameterized.TestCase):
     path = os.path.join(tmp, "grad_norms.csv")
     with open(path, "w") as f:
       f.write("step,grad_norm\n" + "".join(f"{s},{1.0 + s / 10}\n" for s in range(0, 100, 10)))
-    cfg = lambda name, **o: schedules.schedule_from_config(name, learning_rate=0.1, total_steps=50,
+    cfg = lambda name, **o: schedule_config.schedule_from_config(name, learning_rate=0.1, total_steps=50,
                                                           warmup_steps=5, **o)
-    self.assertEqual(set(optimizers.SCHEDULE_NAMES), {
+    self.assertEqual(set(schedule_config.SCHEDULE_NAMES), {
         "constant", "cosine", "wsd", "d2z", "rex", "power", "cyclic", "one_cycle", "refined"})
     self._same(cfg("constant"), optax.warmup_constant_schedule(0.0, 0.1, 5))
     self._same(cfg("cosine"), optax.warmup_cosine_decay_schedule(0.0, 0.1, 5, 50))
@@ -707,7 +708,7 @@ class ScheduleFromConfigTest(parameterized.TestCase):
                                            norm_power=1, warmup_steps=5, total_steps=50))
 
   def test_errors_list_what_is_valid(self):
-    cfg = schedules.schedule_from_config
+    cfg = schedule_config.schedule_from_config
     with self.assertRaisesRegex(ValueError,
                                 "unknown schedule 'linear_cosine'; valid names:.*'wsd'.*'refined'"):
       cfg("linear_cosine", learning_rate=0.1, total_steps=10)

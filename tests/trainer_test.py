@@ -16,6 +16,7 @@ import optax
 
 from experiments import checkpoints
 from experiments import logs
+from experiments import schedule_config
 from experiments import submission as submission_lib
 from experiments import trainer
 from experiments.workloads import base
@@ -576,12 +577,11 @@ class SubmissionTest(absltest.TestCase):
     np.testing.assert_array_equal(rates, [expected(t) for t in range(3)])  # Exact, as above.
 
   def test_refined_schedule_from_a_logged_grad_norms_file(self):
-    import optimizers  # pylint: disable=g-import-not-at-top
     path = os.path.join(test_util.tempdir(self), "grad_norms.csv")
     with open(path, "w") as f:
       f.write("step,grad_norm\n" + "".join(f"{t},{1.0 + 0.1 * t}\n" for t in range(20)))
     point = {"learning_rate": 0.1, "schedule": "refined", "schedule_grad_norms_path": path}
-    expected = optimizers.refined_schedule_from_file(path, 0.1, total_steps=20)
+    expected = schedule_config.refined_schedule_from_file(path, 0.1, total_steps=20)
     # Exact: the same file, so the same table, looked up eagerly on both sides.
     np.testing.assert_array_equal(self._sgd_learning_rates(point, 20, 20), [expected(t) for t in range(20)])
 
