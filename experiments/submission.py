@@ -305,13 +305,6 @@ def _arguments(factory) -> tuple[str, ...]:
   return tuple(inspect.signature(factory).parameters)
 
 
-# Whether registry entries declare `schedule_peak_args`; until they do, the
-# one argument known to take the peak (AdaBound's) is found by name.
-_REGISTRY_DECLARES_PEAK_ARGS = "schedule_peak_args" in {
-    f.name for f in dataclasses.fields(optimizers.OptimizerSpec)}
-_PEAK_ARGS_BY_NAME = ("base_learning_rate",)
-
-
 def _schedule_peak_args(factory) -> tuple[str, ...]:
   """Arguments set to the schedule's peak when the learning rate becomes one.
 
@@ -321,8 +314,6 @@ def _schedule_peak_args(factory) -> tuple[str, ...]:
   for a factory outside the registry. A point or the defaults may still set
   them.
   """
-  if not _REGISTRY_DECLARES_PEAK_ARGS:
-    return tuple(arg for arg in _PEAK_ARGS_BY_NAME if arg in _arguments(factory))
   for spec in optimizers.registry.values():
     if spec.factory is factory:
       return tuple(spec.schedule_peak_args)

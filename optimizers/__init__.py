@@ -44,6 +44,9 @@ from optimizers.induced_metric import induced_metric_sgd
 from optimizers.induced_metric import scale_by_induced_metric
 from optimizers.induced_metric import ScaleByDebiasedMomentsState
 from optimizers.induced_metric import ScaleByInducedMetricState
+from optimizers.lion import lion
+from optimizers.lion import scale_by_lion
+from optimizers.lion import ScaleByLionState
 from optimizers.muon import muon
 from optimizers.muon import muon_dimension_numbers
 from optimizers.muon import muon_partition
@@ -95,6 +98,7 @@ __all__ = (
     "ScaleByMuonState",
     "MuonDimensionNumbers",
     "ScaleByInducedMetricState",
+    "ScaleByLionState",
     "ScaleByProdigyState",
     "ScaleByRAdamState",
     "ScaleBySGDPState",
@@ -114,6 +118,7 @@ __all__ = (
     "induced_metric_sgd",
     "eval_params",
     "ldog",
+    "lion",
     "muon",
     "muon_dimension_numbers",
     "muon_partition",
@@ -132,6 +137,7 @@ __all__ = (
     "scale_by_adamp",
     "scale_by_dog",
     "scale_by_induced_metric",
+    "scale_by_lion",
     "scale_by_prodigy",
     "scale_by_radam",
     "scale_by_sgdp",

@@ -36,6 +36,7 @@ from optimizers.dog import ldog
 from optimizers.induced_metric import induced_metric_log
 from optimizers.induced_metric import induced_metric_rms
 from optimizers.induced_metric import induced_metric_sgd
+from optimizers.lion import lion
 from optimizers.muon import muon
 from optimizers.prodigy import prodigy
 from optimizers.schedule_free import schedule_free_adamw
@@ -98,6 +99,16 @@ class OptimizerSpec:
       schedule (DoG, schedule-free), which run at a constant rate.
     needs_value: whether `update` needs the current loss as the extra
       argument `value=` (induced_metric_log); the runner passes it.
+    global_step_size: whether one scalar step size serves the whole tree
+      (DoG's, Prodigy's d, the induced metric's factor), so that masking or
+      decaying one leaf changes every leaf's step.
+    schedule_peak_args: arguments that must hold the learning rate's peak
+      when the learning rate is a schedule (AdaBound's `base_learning_rate`:
+      its bounds are `final_lr` relative to it, undefined for a warmup from
+      0); a runner that schedules the learning rate sets them.
+    test_problems: overrides of `defaults` at which the optimizer solves the
+      invariant suite's two problems, {"quadratic": {...}, "rosenbrock":
+      {...}} (tests/invariants_test.py); empty: the defaults do.
   """
 
   name: str
@@ -110,6 +121,10 @@ class OptimizerSpec:
   static_args: tuple[str, ...] = ()
   warmup_cosine: bool = True
   needs_value: bool = False
+  global_step_size: bool = False
+  schedule_peak_args: tuple[str, ...] = ()
+  test_problems: Mapping[str, Mapping[str, Any]] = dataclasses.field(
+      default_factory=lambda: {"quadratic": {}, "rosenbrock": {}})
 
   def __post_init__(self):
     # Freeze the mappings so a caller cannot change the registry by accident.
@@ -117,9 +132,15 @@ class OptimizerSpec:
     object.__setattr__(
         self, "search_space", types.MappingProxyType(dict(self.search_space))
     )
+    if set(self.test_problems) != {"quadratic", "rosenbrock"}:
+      raise ValueError(f"OptimizerSpec {self.name!r}: test_problems needs the keys quadratic and rosenbrock,"
+                       f" got {sorted(self.test_problems)}")
+    object.__setattr__(self, "test_problems", types.MappingProxyType(
+        {k: types.MappingProxyType(dict(v)) for k, v in self.test_problems.items()}))
     unknown = [
         key
-        for key in list(self.defaults) + list(self.search_space)
+        for key in [*self.defaults, *self.search_space, *self.schedule_peak_args,
+                    *(k for v in self.test_problems.values() for k in v)]
         if argument_name(key, self.arguments) not in self.arguments
     ]
     if unknown:
@@ -255,6 +276,7 @@ for _spec in (
         paper="Loshchilov & Hutter, Decoupled Weight Decay Regularization, ICLR 2019",
         reference="optax.adamw (baseline)",
         state_bytes_per_param=8,
+        test_problems=dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2, weight_decay=0.0)),
     ),
     OptimizerSpec(
         name="nadamw",
@@ -264,6 +286,7 @@ for _spec in (
         paper="Dozat, Incorporating Nesterov Momentum into Adam, ICLR 2016 workshop",
         reference="optax.nadamw (AlgoPerf baseline)",
         state_bytes_per_param=8,
+        test_problems=dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2, weight_decay=0.0)),
     ),
     OptimizerSpec(
         name="radam",
@@ -274,6 +297,9 @@ for _spec in (
         reference=("torch.optim.RAdam (torch 2.13.0); degenerated_to_sgd=False: pytorch_optimizer.RAdam"
                    " (4.1.0, a port of the original code)"),
         state_bytes_per_param=8,
+        # Before rectification torch's RAdam takes raw momentum-SGD steps, which
+        # diverge on Rosenbrock's large gradients; the original's no-step fallback does not.
+        test_problems=dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2, degenerated_to_sgd=False)),
     ),
     OptimizerSpec(
         name="adabound",
@@ -283,6 +309,9 @@ for _spec in (
         paper="Luo et al., Adaptive Gradient Methods with Dynamic Bound of Learning Rate, ICLR 2019",
         reference="adabound 0.0.5 (Luolc/AdaBound)",
         state_bytes_per_param=8,
+        schedule_peak_args=("base_learning_rate",),
+        # AdaBound ends as SGD with final_lr: it must be stable for Rosenbrock.
+        test_problems=dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2, final_lr=1e-3)),
     ),
     OptimizerSpec(
         name="amsbound",
@@ -292,6 +321,8 @@ for _spec in (
         paper="Luo et al., Adaptive Gradient Methods with Dynamic Bound of Learning Rate, ICLR 2019",
         reference="adabound 0.0.5 (AdaBound(amsbound=True))",
         state_bytes_per_param=12,
+        schedule_peak_args=("base_learning_rate",),
+        test_problems=dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2, final_lr=1e-3)),
     ),
     OptimizerSpec(
         name="adamod",
@@ -301,6 +332,7 @@ for _spec in (
         paper="Ding et al., An Adaptive and Momental Bound Method for Stochastic Learning, 2019",
         reference="adamod 0.0.3 (lancopku/AdaMod)",
         state_bytes_per_param=12,
+        test_problems=dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=3e-2)),
     ),
     OptimizerSpec(
         name="adamp",
@@ -313,6 +345,7 @@ for _spec in (
         paper="Heo et al., AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights, ICLR 2021",
         reference="adamp 0.3.0 (clovaai/AdamP)",
         state_bytes_per_param=8,
+        test_problems=dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2)),
         static_args=("channel_axis",),
     ),
     OptimizerSpec(
@@ -332,6 +365,7 @@ for _spec in (
         paper="Heo et al., AdamP: Slowing Down the Slowdown for Momentum Optimizers on Scale-invariant Weights, ICLR 2021",
         reference="adamp 0.3.0 (adamp.SGDP)",
         state_bytes_per_param=4,
+        test_problems=dict(quadratic=dict(learning_rate=0.1, momentum=0.9), rosenbrock=dict(learning_rate=1e-3, momentum=0.9)),
         static_args=("channel_axis",),
     ),
 ):
@@ -360,6 +394,7 @@ for _factory, _cls in ((dog, "DoG"), (ldog, "LDoG")):
           reference=f"dog-optimizer 1.0.3 (dog.{_cls})",
           state_bytes_per_param=4,  # x_0.
           warmup_cosine=False,
+          global_step_size=_factory is dog,  # LDoG's step size is per layer.
       )
   )
 del _factory, _cls
@@ -383,6 +418,10 @@ registry.register(
         paper="Mishchenko & Defazio, Prodigy: An Expeditiously Adaptive Parameter-Free Learner, ICML 2024",
         reference="prodigyopt 1.1.2 (prodigyopt.Prodigy)",
         state_bytes_per_param=16,  # m, v, x0 and s (slice_p = 1).
+        global_step_size=True,
+        # Without a decaying schedule d (set by the first distances) is too large for
+        # Rosenbrock's narrow valley at lr 1.
+        test_problems=dict(quadratic=dict(), rosenbrock=dict(learning_rate=0.1)),
         static_args=("slice_p",),
     )
 )
@@ -407,6 +446,7 @@ for _spec in (
         paper=_SF_PAPER,
         reference="schedulefree 1.4.1 (SGDScheduleFree)",
         state_bytes_per_param=4,  # z.
+        test_problems=dict(quadratic=dict(learning_rate=0.5), rosenbrock=dict(learning_rate=3e-3)),
         static_args=("warmup_steps",),
         warmup_cosine=False,
     ),
@@ -426,6 +466,7 @@ for _factory, _cls in ((schedule_free_adamw, "AdamWScheduleFree"), (schedule_fre
           state_bytes_per_param=8,  # z, v.
           static_args=("warmup_steps",) if _factory is schedule_free_adamw else (),
           warmup_cosine=False,
+          test_problems=dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2)),
       )
   )
 del _factory, _cls
@@ -440,10 +481,11 @@ _IM_SPACE = {
     "xi": _log(1e-8, 1.0),
     "weight_decay": _log(1e-6, 1e-2),
 }
-for _factory, _cls, _bytes, _extra in (
-    (induced_metric_sgd, "CustomSGD", 4, {}),  # m.
-    (induced_metric_rms, "CustomSGDRMS", 8, dict(b_rms=0.99, eps=1e-8)),  # m, v.
-    (induced_metric_log, "CustomSGDLog", 4, {}),  # m.
+for _factory, _cls, _bytes, _extra, _tests in (
+    (induced_metric_sgd, "CustomSGD", 4, {}, dict(quadratic={}, rosenbrock=dict(learning_rate=1e-3))),  # m.
+    (induced_metric_rms, "CustomSGDRMS", 8, dict(b_rms=0.99, eps=1e-8),  # m, v.
+     dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2))),
+    (induced_metric_log, "CustomSGDLog", 4, {}, dict(quadratic={}, rosenbrock=dict(learning_rate=1e-3))),  # m.
 ):
   registry.register(
       OptimizerSpec(
@@ -455,9 +497,11 @@ for _factory, _cls, _bytes, _extra in (
           reference=f"NumPy transcription tools/induced_metric_reference.py (author's {_cls})",
           state_bytes_per_param=_bytes,
           needs_value=_factory is induced_metric_log,
+          global_step_size=True,  # The metric factor is one scalar.
+          test_problems=_tests,
       )
   )
-del _factory, _cls, _bytes, _extra
+del _factory, _cls, _bytes, _extra, _tests
 
 
 # Adam-mini: the reference's defaults; AdamW's space. The head counts shape
@@ -473,6 +517,7 @@ registry.register(
         # m, plus one v per block: a small fraction of a parameter (measured by
         # tools/bench_memory.py; per-element on biases).
         state_bytes_per_param=4,
+        test_problems=dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2)),
         static_args=("num_heads", "num_kv_heads", "partition"),
     )
 )
@@ -508,6 +553,7 @@ for _factory, _baseline, _paper in (
               f" archived_paper_baselines/{_baseline}"
           ),
           state_bytes_per_param=4,  # The momentum trace.
+          test_problems=dict(quadratic={}, rosenbrock=dict(learning_rate=1e-3)),
       )
   )
 del _factory, _baseline, _paper
@@ -542,6 +588,31 @@ registry.register(
         ),
         reference="optax.contrib.scale_by_muon (optax 0.2.8); defaults: KellerJordan/Muon (MuonWithAuxAdam)",
         state_bytes_per_param=4,
+        # The bias, the scalar and Rosenbrock's vector take the Adam fallback, here at Muon's rate.
+        test_problems=dict(quadratic=dict(adam_lr_ratio=1.0), rosenbrock=dict(learning_rate=1e-2, adam_lr_ratio=1.0)),
         static_args=("ns_steps", "dimension_numbers"),
+    )
+)
+
+
+# Lion: the reference's defaults. The paper's advice (its Section 5): a
+# learning rate 3-10x smaller than AdamW's and a weight decay 3-10x larger,
+# and b2 0.99 (0.98 for stability at large scale); the space spans that
+# around AdamW's.
+registry.register(
+    OptimizerSpec(
+        name="lion",
+        factory=lion,
+        defaults=dict(learning_rate=1e-4, b1=0.9, b2=0.99, weight_decay=0.0),
+        search_space={
+            "learning_rate": _log(1e-5, 1e-3),
+            "one_minus_b2": _log(3e-3, 3e-2),
+            "weight_decay": _log(1e-4, 1.0),
+        },
+        paper="Chen et al., Symbolic Discovery of Optimization Algorithms, NeurIPS 2023",
+        reference="lion-pytorch 0.2.5 (lion_pytorch.Lion)",
+        state_bytes_per_param=4,  # m.
+        # Sign steps of size lr: the quadratic settles within lr of its minimum.
+        test_problems=dict(quadratic=dict(learning_rate=3e-3), rosenbrock=dict(learning_rate=1e-3)),
     )
 )

@@ -11,14 +11,6 @@ import optax
 import optimizers
 
 
-class AdaBoundGoldenTest(parameterized.TestCase):
-
-  @parameterized.named_parameters(test_util.golden_parameters("adabound", "amsbound"))
-  def test_matches_reference(self, path):
-    case, error = test_util.golden_error(path)
-    self.assertLess(error, test_util.TOLERANCE[case.dtype], case.meta["description"])
-
-
 class AdaBoundBehaviourTest(parameterized.TestCase):
 
   def setUp(self):

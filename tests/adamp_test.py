@@ -12,14 +12,6 @@ import optax
 import optimizers
 
 
-class AdamPGoldenTest(parameterized.TestCase):
-
-  @parameterized.named_parameters(test_util.golden_parameters("adamp", "sgdp"))
-  def test_matches_reference(self, path):
-    case, error = test_util.golden_error(path)
-    self.assertLess(error, test_util.TOLERANCE[case.dtype], case.meta["description"])
-
-
 def _scale_invariant_grad(w, rng, axes):
   """A random gradient with its radial part (per slice over `axes`) removed."""
   g = rng.normal(size=w.shape)

@@ -14,15 +14,6 @@ import optimizers
 U32 = 2.0**-24  # float32 unit roundoff.
 
 
-class DoGGoldenTest(parameterized.TestCase):
-
-  @parameterized.named_parameters(test_util.golden_parameters("dog", "ldog"))
-  def test_matches_reference(self, path):
-    # Averaged cases compare the averaged iterate (x/ in the file) as well.
-    case, error = test_util.golden_error(path)
-    self.assertLess(error, test_util.TOLERANCE[case.dtype], case.meta["description"])
-
-
 def _params(seed=0):
   rng = np.random.default_rng(seed)
   return {"a": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32),
@@ -42,8 +33,6 @@ def _trajectory(optimizer, params, steps, loss=_loss, grad=None):
     params = optax.apply_updates(params, updates)
     out.append(params)
   return out, state
-
-
 
 
 class DoGBehaviourTest(parameterized.TestCase):

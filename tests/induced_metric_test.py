@@ -37,16 +37,6 @@ def _trajectory(optimizer, params, grads_list, values=None):
   return out
 
 
-class InducedMetricGoldenTest(parameterized.TestCase):
-
-  @parameterized.named_parameters(
-      test_util.golden_parameters("induced_metric_sgd", "induced_metric_rms", "induced_metric_log")
-  )
-  def test_matches_reference(self, path):
-    case, error = test_util.golden_error(path)
-    self.assertLess(error, test_util.TOLERANCE[case.dtype], case.meta["description"])
-
-
 class InducedMetricMathTest(parameterized.TestCase):
 
   @parameterized.parameters(False, True)

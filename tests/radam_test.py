@@ -14,14 +14,6 @@ import optax
 import optimizers
 
 
-class RAdamGoldenTest(parameterized.TestCase):
-
-  @parameterized.named_parameters(test_util.golden_parameters("radam"))
-  def test_matches_torch(self, path):
-    case, error = test_util.golden_error(path)
-    self.assertLess(error, test_util.TOLERANCE[case.dtype], case.meta["description"])
-
-
 def _steps(optimizer, grads_per_step, params):
   state = optimizer.init(params)
   out = []

@@ -1,4 +1,4 @@
-"""The README's Python example runs as written."""
+"""The README's Python examples run as written; its optimizer table lists the registry."""
 
 from tests import test_util  # pylint: disable=unused-import  # Device set-up.
 
@@ -6,6 +6,8 @@ import os
 import re
 
 from absl.testing import absltest
+
+import optimizers
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 
@@ -22,6 +24,20 @@ class ReadmeTest(absltest.TestCase):
       exec(compile(block, README, "exec"), namespace)  # pylint: disable=exec-used
       names |= set(namespace)
     self.assertIn("eval_params", names)
+
+
+  def test_optimizer_table_lists_the_registry(self):
+    with open(README, encoding="utf-8") as f:
+      section = f.read().split("## Optimizers", 1)[1]
+    rows = [line for line in section[:section.index("\n\n", section.index("| name |"))].splitlines()
+            if line.startswith("| `")]
+    names = {row: set(re.findall(r"`(\w+)`", row.split("|")[1])) for row in rows}
+    listed = set().union(*names.values())
+    self.assertEqual(listed - set(optimizers.registry), {"polynomial_decay_averaging"})  # Not a registry entry.
+    self.assertEmpty(set(optimizers.registry) - listed, "add the optimizer to README's table")
+    for name, spec in optimizers.registry.items():  # The row names its reference package.
+      row = next(r for r, n in names.items() if name in n)
+      self.assertIn(spec.reference.split()[0].split(".")[0], row, name)
 
 
 if __name__ == "__main__":

@@ -14,17 +14,6 @@ import optimizers
 _BUILT_IN = ("schedule_free_sgd", "schedule_free_adamw", "schedule_free_radam")
 
 
-class ScheduleFreeGoldenTest(parameterized.TestCase):
-
-  @parameterized.named_parameters(test_util.golden_parameters(*_BUILT_IN, "schedule_free"))
-  def test_matches_reference(self, path):
-    # Both y (the training params) and x (the evaluation point) are compared;
-    # "schedule_free" cases wrap optax.sgd / optax.adagrad / prodigy.
-    case, error = test_util.golden_error(path)
-    self.assertIsNotNone(case.eval_params)
-    self.assertLess(error, test_util.TOLERANCE[case.dtype], case.meta["description"])
-
-
 def _setup():
   rng = np.random.default_rng(0)
   params = {"w": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),

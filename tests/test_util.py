@@ -61,9 +61,9 @@ class GoldenCase:
 
 
 def golden_paths(*optimizer_names: str) -> list[str]:
-  """Golden files whose `meta.optimizer` is one of `optimizer_names`."""
+  """Golden files whose `meta.optimizer` is one of `optimizer_names` (all files without names)."""
   paths = sorted(glob.glob(os.path.join(GOLDEN_DIR, "*.npz")))
-  chosen = [p for p in paths if load_golden(p).meta["optimizer"] in optimizer_names]
+  chosen = [p for p in paths if not optimizer_names or load_golden(p).meta["optimizer"] in optimizer_names]
   if not chosen:
     raise FileNotFoundError(
         f"no golden data for {optimizer_names} in {GOLDEN_DIR}; run"

@@ -546,6 +546,20 @@ class SubmissionTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "not arguments of adamw"):  # optax.nadamw is a partial.
       submission_lib.build_optimizer(optax.nadamw, {"beta_one": 0.9}, 100)
 
+  def test_schedule_peak_args_take_the_peak(self):
+    # AdaBound under warmup + cosine: its bounds refer to the peak, the registry's schedule_peak_args.
+    import optimizers  # pylint: disable=g-import-not-at-top
+    self.assertEqual(optimizers.registry["adabound"].schedule_peak_args, ("base_learning_rate",))
+    point = {"learning_rate": 0.01, "warmup_factor": 0.1, "final_lr": 0.1}
+    built = submission_lib.build_optimizer(optimizers.adabound, point, 100)
+    by_hand = optimizers.adabound(optax.warmup_cosine_decay_schedule(0.0, 0.01, 10, 100), final_lr=0.1,
+                                  base_learning_rate=0.01)
+    params = {"w": jnp.linspace(-1.0, 1.0, 5)}
+    a, b = built.init(params), by_hand.init(params)
+    for k in range(12):  # Through the warmup.
+      g = {"w": jnp.sin(params["w"] + k)}
+      (ua, a), (ub, b) = built.update(g, a, params), by_hand.update(g, b, params)
+      np.testing.assert_array_equal(ua["w"], ub["w"])
 
   def _sgd_learning_rates(self, point, step_hint, steps, context=()):
     """The learning rates an SGD built from `point` applies over `steps` steps."""

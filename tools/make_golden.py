@@ -20,6 +20,7 @@ also AMSBound via ``amsbound=True``), ``adamod.AdaMod`` (adamod),
 ``dog.DoG``/``dog.LDoG``/``dog.PolynomialDecayAverager`` (dog-optimizer),
 ``schedulefree``'s SGD/AdamW/RAdam schedule-free optimizers and its
 ``ScheduleFreeWrapper`` (around torch SGD, Adagrad and Prodigy), and
+``lion_pytorch.Lion`` (lion-pytorch), and
 ``adam_mini.Adam_mini`` (adam-mini) on a small named Transformer, stored under
 Flax names and layouts (``kernel`` (in, out), ``embedding`` (vocab, dim),
 ``scale``) with the reference's own blocks in ``meta["reference_blocks"]``.
@@ -29,9 +30,7 @@ How to run
 In a virtualenv holding the pinned reference versions::
 
     python3 -m venv .venv-golden
-    .venv-golden/bin/pip install numpy torch==2.13.0 adabound==0.0.5 adamod==0.0.3 adamp==0.3.0 \
-        prodigyopt==1.1.2 dog-optimizer==1.0.3 schedulefree==1.4.1 \
-        adam-mini==1.1.1 pytorch_optimizer==4.1.0
+    .venv-golden/bin/pip install numpy $(python3 tools/make_golden.py --requirements)  # PINS
     .venv-golden/bin/python tools/make_golden.py              # all cases -> tests/golden
     .venv-golden/bin/python tools/make_golden.py --only adamp # cases whose name contains "adamp"
     .venv-golden/bin/python tools/make_golden.py --out /tmp/g # another output folder
@@ -81,6 +80,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import importlib
 import importlib.metadata
 import json
 import math
@@ -91,17 +91,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+# The reference packages, pinned (distribution -> version): a new reference is one entry here
+# and its Case in CASES (a torch.optim.Optimizer needs nothing else: `reference` is its dotted path).
+PINS = {
+    "torch": "2.13.0",
+    "adabound": "0.0.5",
+    "adam-mini": "1.1.1",
+    "adamod": "0.0.3",
+    "adamp": "0.3.0",
+    "dog-optimizer": "1.0.3",
+    "lion-pytorch": "0.2.5",
+    "prodigyopt": "1.1.2",
+    "pytorch_optimizer": "4.1.0",
+    "schedulefree": "1.4.1",
+}
+if __name__ == "__main__" and sys.argv[1:] == ["--requirements"]:  # Before importing them.
+    print(" ".join(f"{dist}=={version}" for dist, version in PINS.items()))
+    sys.exit(0)
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-import adabound
 import adam_mini as adam_mini_ref  # PyPI adam-mini
-import adamod
-import adamp
 import dog as dog_optimizer  # PyPI dog-optimizer
 import prodigyopt
-import pytorch_optimizer
 import schedulefree
 import logging
 
@@ -115,6 +129,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 MIN_PROJECTION_MARGIN = 0.02
 # Same idea for RAdam's rho_t > 5 test (absolute distance).
 MIN_RHO_MARGIN = 1e-3
+# And for Lion's sign: |b1 m + (1 - b1) g| over |b1 m| + |(1 - b1) g| (float32 rounds at 6e-8).
+MIN_SIGN_MARGIN = 1e-4
 
 logging.getLogger("dog").setLevel(logging.ERROR)  # Its "do not change lr" advice, per step.
 warnings.filterwarnings("ignore", message=r"This overload of add", category=UserWarning)
@@ -126,12 +142,14 @@ warnings.filterwarnings("ignore", message=r"This overload of addcmul", category=
 # ---------------------------------------------------------------------------
 
 def versions() -> dict:
-    """torch.__version__ plus importlib.metadata versions of the other packages."""
+    """The installed versions of PINS' packages (each must be its pin), numpy and python."""
     out = {"torch": torch.__version__}
-    for dist in ("adabound", "adam-mini", "adamod", "adamp", "dog-optimizer", "prodigyopt", "pytorch_optimizer",
-                 "schedulefree", "numpy"):
-        out[dist] = importlib.metadata.version(dist)
-    assert importlib.metadata.version("torch") == torch.__version__
+    for dist, pin in PINS.items():
+        installed = importlib.metadata.version(dist)
+        if installed.split("+")[0] != pin:  # torch's "2.13.0+cpu" is 2.13.0.
+            raise SystemExit(f"{dist} {installed} is installed, the golden data pins {pin}: pip install {dist}=={pin}")
+        out.setdefault(dist, installed)
+    out["numpy"] = importlib.metadata.version("numpy")
     out["python"] = sys.version.split()[0]
     return out
 
@@ -437,6 +455,18 @@ class Recorder:
             self.inc("growth_rate_bound")
         self.cov["_k"], self.cov["_d"] = k, d
 
+    def _before_lion(self, opt, names):
+        # sign(b1 m + (1 - b1) g) must not sit at a rounding's distance from 0, or a
+        # replay could flip it: the smallest |c| relative to its terms' magnitude.
+        group = opt.param_groups[0]
+        beta1 = group["betas"][0]
+        for p in group["params"]:
+            m = opt.state[p].get("exp_avg", torch.zeros_like(p))
+            c = m * beta1 + p.grad * (1 - beta1)
+            scale = m.abs() * beta1 + p.grad.abs() * (1 - beta1)
+            self.set_min("sign_min_rel_margin", float((c.abs() / scale.clamp_min(1e-300)).min()))
+            self.inc("sign_zero_elems", int((c == 0).sum()))
+
     def _after_schedule_free(self, opt, names):
         if opt.param_groups[0]["weight_sum"] > 0:
             self.inc("steps_with_weight")
@@ -501,7 +531,7 @@ class Case:
     seed: int = 0
     dtypes: tuple = tuple(DTYPES)
     # Optional hooks for references that are not one torch.optim.Optimizer:
-    # build(params, lr0) -> opt (default REFERENCES[reference](params, lr=lr0, **reference_kwargs)),
+    # build(params, lr0) -> opt (default reference_class(reference)(params, lr=lr0, **reference_kwargs)),
     # step(opt) (default opt.step()), eval_params(opt, params) -> {name: tensor}
     # (the evaluation point after the step, stored as x/<name>) and
     # scalars(opt) -> {key: float} (per-step values such as Prodigy's d, stored as s/<key>).
@@ -515,20 +545,10 @@ class Case:
     scalars: Callable | None = None
 
 
-REFERENCES = {
-    "torch.optim.RAdam": torch.optim.RAdam,
-    "pytorch_optimizer.RAdam": pytorch_optimizer.RAdam,
-    "adabound.AdaBound": adabound.AdaBound,
-    "adamod.AdaMod": adamod.AdaMod,
-    "adamp.AdamP": adamp.AdamP,
-    "adamp.SGDP": adamp.SGDP,
-    "dog.DoG": dog_optimizer.DoG,
-    "dog.LDoG": dog_optimizer.LDoG,
-    "prodigyopt.Prodigy": prodigyopt.Prodigy,
-    "schedulefree.SGDScheduleFree": schedulefree.SGDScheduleFree,
-    "schedulefree.AdamWScheduleFree": schedulefree.AdamWScheduleFree,
-    "schedulefree.RAdamScheduleFree": schedulefree.RAdamScheduleFree,
-}
+def reference_class(dotted: str):
+    """The reference optimizer class named by its dotted path, e.g. "lion_pytorch.Lion"."""
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)
 
 
 def radam_case(name, lr, desc, b1=0.9, b2=0.999, eps=1e-8, wd=0.0, decoupled=True, original=False, seed=1):
@@ -647,7 +667,7 @@ def dog_case(name, lr, desc, layerwise=False, reps_rel=1e-6, eps=1e-8, init_eta=
     ref_kwargs = dict(reps_rel=reps_rel, eps=eps, init_eta=init_eta, weight_decay=wd)
 
     def build(params, lr0):
-        opt = REFERENCES[ref](params, lr=lr0, **ref_kwargs)
+        opt = reference_class(ref)(params, lr=lr0, **ref_kwargs)
         return opt if gamma is None else _Averaged(opt, params, gamma)
 
     def req(c):
@@ -705,7 +725,7 @@ def sf_case(name, lr, desc, kind, seed=8, zero_grad_steps=(), **kw):
     ref["foreach"] = False
 
     def build(params, lr0):
-        opt = REFERENCES[ref_name](params, lr=lr0, **_ref_kwargs(ref))
+        opt = reference_class(ref_name)(params, lr=lr0, **_ref_kwargs(ref))
         opt.train()
         return opt
 
@@ -759,7 +779,17 @@ def adam_mini_case(name, lr, desc, kv_heads=TF_HEADS, b1=0.9, b2=0.999, eps=1e-8
         build=build, named=True)
 
 
+def lion_case(name, lr, desc, b1=0.9, b2=0.99, wd=0.0, seed=10):
+    """lion_pytorch.Lion: decoupled weight decay scaled by lr (its default)."""
+    return Case(name, "lion", "lion", dict(b1=b1, b2=b2, weight_decay=wd), "lion_pytorch.Lion",
+                dict(betas=[b1, b2], weight_decay=wd), lr, desc, seed=seed,
+                require=lambda c: [("sign margin", c["sign_min_rel_margin"] > MIN_SIGN_MARGIN)])
+
+
 CASES = [
+    lion_case("lion_const", constant(1e-2), "Lion, constant lr, no weight decay."),
+    lion_case("lion_sched_wd", warmup_cosine(2e-2), "Lion, warmup+cosine lr, betas (0.95, 0.98), decoupled"
+              " weight decay 0.5 (scaled by lr).", b1=0.95, b2=0.98, wd=0.5, seed=11),
     adam_mini_case("adam_mini_default", constant(1e-2), "Adam-mini on a named one-layer Transformer, MHA."),
     adam_mini_case("adam_mini_gqa_wd_sched", warmup_cosine(2e-2),
                    "Adam-mini, grouped-query attention (1 kv head), weight decay 0.1 (not on norms/biases),"
@@ -875,7 +905,7 @@ def run_case(case: Case, dtype_name: str, T: int, vers: dict):
         if case.build is not None:
             opt = case.build(list(params.items()) if case.named else list(params.values()), lrs[0])
         else:
-            opt = REFERENCES[case.reference](list(params.values()), lr=lrs[0],
+            opt = reference_class(case.reference)(list(params.values()), lr=lrs[0],
                                              **_ref_kwargs(case.reference_kwargs))
         rec = Recorder()
         if case.family in ("adamp", "sgdp"):
@@ -1038,8 +1068,7 @@ def main(argv=None) -> int:
             total += size
             print(f"{path.name}: {case.optimizer} T={NUM_STEPS} {size / 1024:.0f} KiB | {summarize(cov)}", flush=True)
     print(f"{sum(len(c.dtypes) for c in cases)} files, {total / 1024:.0f} KiB, {time.time() - t0:.1f} s "
-          f"(torch {torch.__version__}, adabound {vers['adabound']}, adamod {vers['adamod']}, "
-          f"adamp {vers['adamp']})")
+          f"({', '.join(f'{dist} {vers[dist]}' for dist in PINS)})")
     return 0
 
 
