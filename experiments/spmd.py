@@ -19,7 +19,7 @@ process dies or fails, the others are killed (they would wait for it in
 their next collective) and the launcher exits non-zero naming it.
 
 On a TPU pod slice no launcher is needed: every worker runs the runner with
-`--distributed` (see the README).
+`--distributed` (see docs/scaling.md).
 """
 
 from __future__ import annotations

@@ -429,7 +429,7 @@ class InvariantsTest(parameterized.TestCase):
     # Every steplab rule keeps a finite state after a finite gradient whose square overflows
     # float32 (the OVERFLOW_SAFE ones are also checked against float64 above). Optax's own
     # adamw/nadamw, and muon's AdamW leaves (optax's), keep an inf second moment as optax does:
-    # those leaves stop moving (README, "Edge cases"). Parameters stay finite for every entry.
+    # those leaves stop moving (docs/optimizers.md, "Edge cases"). Parameters stay finite for every entry.
     params = _params()
     grads = _grads(params)  # Fixed: after SGD-like steps of 1e20 the loss's own gradients would overflow.
     spike = jax.tree.map(jnp.copy, grads)

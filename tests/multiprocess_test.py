@@ -10,7 +10,7 @@ all-reduce sums the four devices' partial gradients in an order that depends
 on the ranks only, not on which process holds them. (A plain single-process
 run on four devices uses XLA's in-process all-reduce, which sums the same four
 terms in another order: its numbers differ in float32 rounding, not compared
-here; the README gives the measured gap.)
+here; docs/scaling.md gives the measured gap.)
 
 Only process 0 writes and prints; a SIGKILL at a fault point
 (STEPLAB_FAULT, experiments/checkpoints.py) ends the launcher non-zero with

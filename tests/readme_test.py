@@ -1,7 +1,8 @@
-"""The README's Python examples run as written; its optimizer table lists the registry."""
+"""README and docs/: Python examples run as written, links resolve, the optimizer table lists the registry."""
 
 from tests import test_util  # pylint: disable=unused-import  # Device set-up.
 
+import glob
 import os
 import re
 
@@ -9,22 +10,30 @@ from absl.testing import absltest
 
 import optimizers
 
-README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+DOCS = os.path.join(ROOT, "docs")
 
 
 class ReadmeTest(absltest.TestCase):
 
   def test_python_blocks_run(self):
-    with open(README, encoding="utf-8") as f:
-      blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
-    self.assertNotEmpty(blocks)
     names = set()
-    for block in blocks:  # Each block is self-contained.
-      namespace = {}
-      exec(compile(block, README, "exec"), namespace)  # pylint: disable=exec-used
-      names |= set(namespace)
+    for path in [README] + sorted(glob.glob(os.path.join(DOCS, "*.md"))):
+      with open(path, encoding="utf-8") as f:
+        blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
+      for block in blocks:  # Each block is self-contained.
+        namespace = {}
+        exec(compile(block, path, "exec"), namespace)  # pylint: disable=exec-used
+        names |= set(namespace)
     self.assertIn("eval_params", names)
 
+  def test_links_to_files_resolve(self):
+    for path in [README] + sorted(glob.glob(os.path.join(DOCS, "*.md"))):
+      with open(path, encoding="utf-8") as f:
+        text = f.read()
+      for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):  # Relative links, not URLs.
+        self.assertTrue(os.path.exists(os.path.join(os.path.dirname(path), target)), f"{path}: {target}")
 
   def test_optimizer_table_lists_the_registry(self):
     with open(README, encoding="utf-8") as f:
