@@ -151,3 +151,12 @@ def check_tree_matches(owner: str, updates: Any, state_tree: Any) -> None:
           f"{owner}: gradient at {jax.tree_util.keystr(path)} has shape "
           f"{np.shape(g)} but the optimizer state holds {np.shape(s)}."
       )
+
+
+BACKENDS = ("xla", "pallas")
+
+
+def check_backend(owner: str, backend: str) -> None:
+  """Raises ValueError unless `backend` is one the executor runs (`_executor`)."""
+  if backend not in BACKENDS:
+    raise ValueError(f"{owner}: unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")

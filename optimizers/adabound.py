@@ -33,15 +33,13 @@ import functools
 from typing import Any, NamedTuple
 
 import chex
-import jax
 import jax.numpy as jnp
 import optax
 
+from optimizers import _executor
 from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
-from pallas_kernels import elementwise
-from pallas_kernels import transforms as pallas_transforms
 
 
 class ScaleByAdaBoundState(NamedTuple):
@@ -104,13 +102,13 @@ def scale_by_adabound(
     amsbound: use the running maximum of `v` (AMSBound).
     mu_dtype: dtype of the first moment (default: the state dtype).
     backend: "xla" (default) or "pallas": `adabound_rule` in one fused
-      kernel per large leaf (`pallas_kernels.elementwise`).
+      kernel per large leaf (`_executor`).
 
   Returns:
     An `optax.GradientTransformation`.
   """
   owner = "scale_by_adabound"
-  pallas_transforms.check_backend(owner, backend)
+  _validation.check_backend(owner, backend)
   _validation.check_decay(owner, "b1", b1)
   _validation.check_mu_dtype(owner, mu_dtype)
   _validation.check_decay(owner, "b2", b2)
@@ -144,12 +142,8 @@ def scale_by_adabound(
 
     scalars = (step_coef, lower, upper, b1, _numerics.one_minus(b1), b2, _numerics.one_minus(b2), eps)
     trees = [updates, state.mu, state.nu] + ([state.nu_max] if amsbound else [])
-    rule = functools.partial(adabound_rule, mu_dtype=mu_dtype)
-    if backend == "pallas":
-      outs = elementwise.tree_map(rule, scalars, trees, len(trees),
-                                  aliases={i: i for i in range(1, len(trees))})
-    else:
-      outs = _numerics.tree_map_unzip(functools.partial(rule, scalars), len(trees), *trees)
+    outs = _executor.tree_map(functools.partial(adabound_rule, mu_dtype=mu_dtype), scalars, trees, len(trees),
+                              backend=backend, aliases={i: i for i in range(1, len(trees))})
     u, mu, nu = outs[:3]
     nu_max = outs[3] if amsbound else None
     return u, ScaleByAdaBoundState(count=count, mu=mu, nu=nu, nu_max=nu_max)

@@ -50,6 +50,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any, Callable, NamedTuple, Sequence
@@ -59,12 +60,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optimizers import _executor
 from optimizers import _numerics
 from optimizers import _validation
 from pallas_kernels import adam_family
 from pallas_kernels import elementwise
 from pallas_kernels import reductions
-from pallas_kernels import transforms as pallas_transforms
 
 QUERY_NAMES = ("q_proj", "wq", "query")
 KEY_NAMES = ("k_proj", "wk", "key")
@@ -273,11 +274,11 @@ def _broadcast(v: jax.Array, block: Block, shape: Sequence[int]) -> jax.Array:
   return v
 
 
-def _momentum_step_rule(scalars, g, m, coef):
-  """m' = b1 m + (1 - b1) g and u = m' coef (coef = 1 / (bc1 h_B), broadcast)."""
-  b1, one_minus_b1 = scalars
-  m = b1 * m + one_minus_b1 * g.astype(m.dtype)
-  return (m * coef).astype(g.dtype), m
+def _momentum_step_rule(scalars, g, m, h, *, mu_dtype=None):
+  """m' = b1 m + (1 - b1) g and u = m' / bc1 / h_B (h_B broadcast), both backends."""
+  b1, one_minus_b1, bc1 = scalars
+  m = b1 * m.astype(h.dtype) + one_minus_b1 * g.astype(h.dtype)
+  return (m / _numerics.cast_like(bc1, m) / h).astype(g.dtype), m.astype(mu_dtype or h.dtype)
 
 
 def _two_d_view(shape: Sequence[int], block: Block):
@@ -285,8 +286,8 @@ def _two_d_view(shape: Sequence[int], block: Block):
   split = _split_shape(shape, block)
   kept = [i for i in range(len(split)) if i not in block.axes]
   if not kept:  # One v for the tensor: any view; a per-column factor of equal values.
-    size = math.prod(split)
-    return ((size // elementwise.LANES, elementwise.LANES), False) if size % elementwise.LANES == 0 else None
+    shape = elementwise.lane_view(math.prod(split))
+    return None if shape is None else (shape, False)
   k = min(kept)
   if all(i in block.axes for i in range(k)) and k > 0:  # Reduced axes leading: per column.
     return (math.prod(split[:k]), math.prod(split[k:])), False
@@ -322,16 +323,47 @@ def _fused_block_mean_sq(g, block, view):
   return (sums / block_size).reshape(v_shape)
 
 
-def _factor(coef, block, shape, rows, cols, per_row):
-  """The block coefficient as the (rows, 1) or (1, cols) factor of the 2-D view."""
+def _factor(h, block, shape, rows, cols, per_row):
+  """The block value (h_B) as the (rows, 1) or (1, cols) factor of the 2-D view."""
   split = _split_shape(shape, block)
   if per_row:
-    return jnp.reshape(coef, (rows, 1))
+    return jnp.reshape(h, (rows, 1))
   if len(block.axes) == len(split):  # Whole tensor: one value per column.
-    return jnp.broadcast_to(jnp.reshape(coef, (1, 1)), (1, cols))
+    return jnp.broadcast_to(jnp.reshape(h, (1, 1)), (1, cols))
   k = min(i for i in range(len(split)) if i not in block.axes)
   # Expand the trailing reduced axes (e.g. head_dim) into the columns.
-  return jnp.broadcast_to(coef, tuple(1 if i < k else n for i, n in enumerate(split))).reshape(1, cols)
+  return jnp.broadcast_to(h, tuple(1 if i < k else n for i, n in enumerate(split))).reshape(1, cols)
+
+
+def _leaf_update(g, m, v, block, scalars, fused, mu_dtype):
+  """(u, m', v') of one leaf: v per block (`fused`: its block means and the
+  momentum step as Pallas kernels where the leaf has a 2-D view), then the rule."""
+  b1, b2, eps, bc1, sqrt_bc2 = scalars
+  view = _two_d_view(g.shape, block) if fused else None
+  mean_sq = _block_mean_sq(g.astype(v.dtype), block) if view is None else _fused_block_mean_sq(g, block, view)
+  v = _saturate(b2 * v + _ema_term(_numerics.one_minus(b2), mean_sq, g.astype(v.dtype), block))
+  h = jnp.sqrt(v) / _numerics.cast_like(sqrt_bc2, v) + eps
+  rule = functools.partial(_momentum_step_rule, mu_dtype=mu_dtype)
+  step_scalars = (b1, _numerics.one_minus(b1), bc1)
+  if view is None or m.dtype != jnp.float32:  # No 2-D view: XLA for this leaf.
+    return rule(step_scalars, g, m, _broadcast(h, block, g.shape)) + (v,)
+  (rows, cols), per_row = view
+  u, m = elementwise.fused_map_broadcast(rule, step_scalars, [g.reshape(rows, cols), m.reshape(rows, cols)],
+                                         _factor(h, block, g.shape, rows, cols, per_row), aliases={1: 1})
+  return u.reshape(g.shape), m.reshape(g.shape), v
+
+
+def _check_args(owner, b1, b2, eps, num_heads, num_kv_heads, mu_dtype, backend):
+  _validation.check_backend(owner, backend)
+  _validation.check_decay(owner, "b1", b1)
+  _validation.check_mu_dtype(owner, mu_dtype)
+  _validation.check_decay(owner, "b2", b2)
+  _validation.check_non_negative(owner, "eps", eps)
+  for arg, value in (("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+      raise ValueError(f"{owner}: `{arg}` must be a positive int, got {value!r}.")
+  if num_heads is not None and num_kv_heads is not None and num_heads % num_kv_heads:
+    raise ValueError(f"{owner}: num_heads={num_heads} is not a multiple of num_kv_heads={num_kv_heads}.")
 
 
 def scale_by_adam_mini(
@@ -357,20 +389,11 @@ def scale_by_adam_mini(
     mu_dtype: dtype of m (default: the state dtype).
     backend: "xla" (default) or "pallas": per-element (bias) leaves in the
       fused Adam kernel; block leaves update m and the step in one fused
-      pass with the block's 1 / (bc1 h_B) read per row or column block
-      (`elementwise.fused_map_broadcast`), after XLA's block means of g^2.
+      pass with the block's h_B read per row or column block
+      (`elementwise.fused_map_broadcast`), after fused block means of g^2.
   """
   owner = "scale_by_adam_mini"
-  pallas_transforms.check_backend(owner, backend)
-  _validation.check_decay(owner, "b1", b1)
-  _validation.check_mu_dtype(owner, mu_dtype)
-  _validation.check_decay(owner, "b2", b2)
-  _validation.check_non_negative(owner, "eps", eps)
-  for arg, value in (("num_heads", num_heads), ("num_kv_heads", num_kv_heads)):
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-      raise ValueError(f"{owner}: `{arg}` must be a positive int, got {value!r}.")
-  if num_heads is not None and num_kv_heads is not None and num_heads % num_kv_heads:
-    raise ValueError(f"{owner}: num_heads={num_heads} is not a multiple of num_kv_heads={num_kv_heads}.")
+  _check_args(owner, b1, b2, eps, num_heads, num_kv_heads, mu_dtype, backend)
 
   def blocks_of(params):
     blocks = _resolve(partition, params, num_heads, num_kv_heads)
@@ -380,67 +403,29 @@ def scale_by_adam_mini(
     if backend == "pallas":
       _numerics.reject_complex(owner, params, "backend='pallas' keeps real float32 moments; use backend='xla'")
     leaves, treedef = jax.tree.flatten(params)
-    blocks = blocks_of(params)
-    nu = [jnp.zeros(_v_shape(p.shape, b), _numerics.state_dtype(p.dtype)) for p, b in zip(leaves, blocks)]
-    return ScaleByAdamMiniState(
-        count=jnp.zeros([], jnp.int32),
-        mu=_numerics.zeros_like_state(params, mu_dtype),
-        nu=treedef.unflatten(nu),
-    )
-
-  def _fused_update(leaves, treedef, state, blocks, count, correction1, sqrt_correction2):
-    mu_leaves, nu_leaves = treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu)
-    out, mus, nus = [None] * len(leaves), [None] * len(leaves), [None] * len(leaves)
-    adam = [i for i, b in enumerate(blocks) if b.rule == "adam"]
-    if adam:  # Per-element v: the fused Adam kernel, packed.
-      scalars = adam_family.adam_scalars(b1, b2, eps, correction1, jnp.square(sqrt_correction2))
-      u, m, v = adam_family.tree_update(scalars, [leaves[i] for i in adam], [mu_leaves[i] for i in adam],
-                                        [nu_leaves[i] for i in adam])
-      for k, i in enumerate(adam):
-        out[i], mus[i], nus[i] = u[k], m[k], v[k]
-    for i, (g, m, v, block) in enumerate(zip(leaves, mu_leaves, nu_leaves, blocks)):
-      if block.rule == "adam":
-        continue
-      view = _two_d_view(g.shape, block)
-      mean_sq = _block_mean_sq(g.astype(v.dtype), block) if view is None else _fused_block_mean_sq(g, block, view)
-      v = _saturate(b2 * v + _ema_term(_numerics.one_minus(b2), mean_sq, g.astype(v.dtype), block))
-      h = jnp.sqrt(v) / _numerics.cast_like(sqrt_correction2, v) + eps
-      coef = 1.0 / (_numerics.cast_like(correction1, v) * h)
-      if view is None or m.dtype != jnp.float32:  # No 2-D view: XLA for this leaf.
-        m = b1 * m.astype(v.dtype) + _numerics.one_minus(b1) * g.astype(v.dtype)
-        out[i], mus[i] = (m * _broadcast(coef, block, g.shape)).astype(g.dtype), m.astype(mu_dtype or v.dtype)
-      else:
-        (rows, cols), per_row = view
-        factor = _factor(coef, block, g.shape, rows, cols, per_row)
-        u, m = elementwise.fused_map_broadcast(
-            _momentum_step_rule, (b1, _numerics.one_minus(b1)), [g.reshape(rows, cols), m.reshape(rows, cols)],
-            factor, aliases={1: 1})
-        out[i], mus[i] = u.reshape(g.shape), m.reshape(g.shape)
-      nus[i] = v
-    return treedef.unflatten(out), ScaleByAdamMiniState(count, treedef.unflatten(mus), treedef.unflatten(nus))
+    nu = [jnp.zeros(_v_shape(p.shape, b), _numerics.state_dtype(p.dtype)) for p, b in zip(leaves, blocks_of(params))]
+    return ScaleByAdamMiniState(count=jnp.zeros([], jnp.int32), mu=_numerics.zeros_like_state(params, mu_dtype),
+                                nu=treedef.unflatten(nu))
 
   def update_fn(updates, state, params=None):
     _validation.check_tree_matches(owner, updates, state.mu)
     count = optax.safe_increment(state.count)
     t = _numerics.step_count(count)
-    correction1 = _numerics.bias_correction(b1, t)
-    sqrt_correction2 = jnp.sqrt(_numerics.bias_correction(b2, t))
+    bc1, sqrt_bc2 = _numerics.bias_correction(b1, t), jnp.sqrt(_numerics.bias_correction(b2, t))
     # The partition depends on names and shapes only: the updates tree has both.
     blocks = blocks_of(updates if params is None else params)
     leaves, treedef = jax.tree.flatten(updates)
-    if backend == "pallas":
-      return _fused_update(leaves, treedef, state, blocks, count, correction1, sqrt_correction2)
-    out, mus, nus = [], [], []
-    for g, m, v, block in zip(leaves, treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu), blocks):
-      g32 = g.astype(v.dtype)
-      m = b1 * m.astype(v.dtype) + _numerics.one_minus(b1) * g32
-      v = _saturate(b2 * v + _ema_term(_numerics.one_minus(b2), _block_mean_sq(g32, block), g32, block))
-      h = jnp.sqrt(v) / _numerics.cast_like(sqrt_correction2, v) + eps
-      step = m / _numerics.cast_like(correction1, m) / _broadcast(h, block, g.shape)
-      out.append(step.astype(g.dtype))
-      mus.append(m.astype(mu_dtype or v.dtype))
-      nus.append(v)
-    return treedef.unflatten(out), ScaleByAdamMiniState(count, treedef.unflatten(mus), treedef.unflatten(nus))
+    fused = backend == "pallas"
+
+    def run(per_element_kernel, g, m, v, block):
+      if per_element_kernel:  # Per-element v on Pallas: the fused Adam kernel, packed.
+        return adam_family.tree_update(adam_family.adam_scalars(b1, b2, eps, bc1, jnp.square(sqrt_bc2)), g, m, v)
+      return tuple(zip(*(_leaf_update(*leaf, (b1, b2, eps, bc1, sqrt_bc2), fused, mu_dtype)
+                         for leaf in zip(g, m, v, block))))
+
+    columns = [leaves, treedef.flatten_up_to(state.mu), treedef.flatten_up_to(state.nu), blocks]
+    u, mu, nu = _executor.grouped(run, [fused and b.rule == "adam" for b in blocks], columns, 3)
+    return treedef.unflatten(u), ScaleByAdamMiniState(count, treedef.unflatten(mu), treedef.unflatten(nu))
 
   return optax.GradientTransformation(init_fn, update_fn)
 

@@ -81,6 +81,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from typing import Any, NamedTuple
@@ -90,12 +91,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optimizers import _executor
 from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
-from pallas_kernels import elementwise
-from pallas_kernels import reductions
-from pallas_kernels import transforms as pallas_transforms
 
 
 class ScaleByProdigyState(NamedTuple):
@@ -135,10 +134,17 @@ def _sliced(x: jax.Array, slice_p: int) -> jax.Array:
   return x if slice_p == 1 else jnp.reshape(x, (-1,))[::slice_p]
 
 
-def _gradient(g, p, coupled_wd):
+# The per-element rules, shared by both backends (`_executor`). Each computes
+# in the state dtype of its last operand; `coupled_wd` is wd (decay flag) for
+# coupled decay, else 0.
+
+
+def _gradient(g, p, coupled_wd, like):
   """The gradient the statistics see: g, plus wd p for coupled decay."""
-  g = g.astype(_numerics.state_dtype(g.dtype))
-  return g + coupled_wd * p.astype(g.dtype)
+  g = g.astype(like.dtype)
+  if isinstance(coupled_wd, float) and coupled_wd == 0.0:  # Decoupled: XLA keeps g + 0 p as a pass.
+    return g
+  return g + _numerics.cast_like(coupled_wd, g) * p.astype(g.dtype)
 
 
 def _s_update(g, s, beta3, s_coef):
@@ -147,44 +153,118 @@ def _s_update(g, s, beta3, s_coef):
   return cast(beta3, s) * s + cast(s_coef, s) * g.astype(s.dtype)
 
 
-def _moments(g, m, v, b1, d_one_minus_b1, b2, d2_one_minus_b2):
-  """m (None without b1) and v after one step, in the state dtypes."""
+def _keep(active, new, old):
+  """`new` where the step is taken (lr > 0), else `old` (the reference skips it)."""
+  return jnp.where(active > 0.5, new, old)
+
+
+def _sums_rule(scalars, g, p, p0, s):
+  """Per element: g (x0 - x) and |s'|, the numerator's dot product and D (one read)."""
+  coupled_wd, beta3, s_coef = scalars[:3]
+  g = _gradient(g, p, coupled_wd, s)
+  return g * (p0 - p.astype(p0.dtype)), jnp.abs(_s_update(g, s, beta3, s_coef))
+
+
+def _s_rule(scalars, g, p, s):
+  """s' (kept when the step is skipped)."""
+  coupled_wd, beta3, s_coef, *_, active = scalars
+  return (_keep(active, _s_update(_gradient(g, p, coupled_wd, s), s, beta3, s_coef), s),)
+
+
+def _moments_rule(scalars, g, p, v, *m):
+  """v' and m' (no m when b1 = 0), kept when the step is skipped."""
+  coupled_wd, _, _, b1, d_one_minus_b1, b2, d2_one_minus_b2, active = scalars
   cast = _numerics.cast_like
-  v = cast(b2, v) * v + cast(d2_one_minus_b2, v) * g * g
-  if m is not None:
-    m = cast(b1, m) * m + cast(d_one_minus_b1, m) * g
-  return m, v
+  g = _gradient(g, p, coupled_wd, v)
+  out = (_keep(active, cast(b2, v) * v + cast(d2_one_minus_b2, v) * g * g, v),)
+  return out + tuple(_keep(active, cast(b1, x) * x + cast(d_one_minus_b1, x) * g, x) for x in m)
 
 
-def _new_x_delta(direction, v, p, decayed_dlr_wd, moves):
-  """old x - new x, formed as the reference: decay, then the step, each rounded."""
+def _statistics_rule(scalars, g, p, s, v, *m):
+  """(s', v'[, m']) in one pass (s unsliced)."""
+  return _s_rule(scalars, g, p, s) + _moments_rule(scalars, g, p, v, *m)
+
+
+def _step_rule(scalars, g, p, v, *m, traced_b1=False):
+  """old x - new x, formed as the reference: decay, then the step, each rounded.
+
+  With Prodigy's d amplifying rounding differences, float32 parity needs the
+  reference's roundings (addcdiv's order: (value t1) / t2).
+  """
+  coupled_wd, dlr, dlr_d_new, d_eps, decayed_dlr_wd, moves, b1_is_zero = scalars
+  cast = _numerics.cast_like
+  g = _gradient(g, p, coupled_wd, v)
+  denom = jnp.sqrt(v) + cast(d_eps, v)
+  from_g = cast(dlr_d_new, v) * g / denom  # b1 = 0: g and the NEW d.
+  direction = cast(dlr, v) * m[0] / denom if m else from_g
+  if m and traced_b1:
+    direction = jnp.where(b1_is_zero > 0.5, from_g, direction)
   x = p.astype(v.dtype)
-  x_decayed = x - decayed_dlr_wd * x
-  return jnp.where(moves, x - (x_decayed - direction), 0.0).astype(p.dtype)
+  x_decayed = x - cast(decayed_dlr_wd, v) * x
+  return (jnp.where(moves > 0.5, x - (x_decayed - direction), 0.0).astype(p.dtype),)
 
 
-def _fused_sums_rule(scalars, g, p, p0, s):
-  """Per element: g (x0 - x) and |s'|, for the numerator and D (one read)."""
-  coupled_wd, beta3, s_coef = scalars
-  g = g + coupled_wd * p
-  return g * (p0 - p), jnp.abs(_s_update(g, s, beta3, s_coef))
+def _new_d(numerator, denominator, active, d, d_max, d0, d_coef, growth_rate):
+  """(moves, d_max', d'): whether the step happens (lr > 0, D != 0) and the new estimates.
+
+  As the reference's Python `max(a, b)` / `min(a, b)` (b replaces a only if
+  b > a, resp. b < a), so a NaN d_hat (a NaN or inf in a gradient) leaves d
+  and d_max as they were while the step itself goes ahead (`D == 0` is
+  False for a NaN D): the NaN reaches the parameters, as in the reference.
+  """
+  moves = active & jnp.logical_not(denominator == 0)
+  d_hat = d_coef * numerator / jnp.where(moves, denominator, 1.0)
+  d_grown = jnp.where((d == d0) & (d_hat > d), d_hat, d)
+  d_max = jnp.where(d_hat > d_max, d_hat, d_max)
+  d_grown = d_grown * growth_rate
+  return moves, d_max, jnp.where(d_grown < d_max, d_grown, d_max)
 
 
-def _fused_statistics_rule(scalars, g, p, s, v, *m):
-  coupled_wd, beta3, s_coef, b1, d_one_minus_b1, b2, d2_one_minus_b2, active = scalars
-  g = g + coupled_wd * p
-  s_new = _s_update(g, s, beta3, s_coef)
-  m_new, v_new = _moments(g, m[0] if m else None, v, b1, d_one_minus_b1, b2, d2_one_minus_b2)
-  keep = lambda new, old: jnp.where(active > 0.5, new, old)
-  return (keep(s_new, s), keep(v_new, v)) + ((keep(m_new, m[0]),) if m else ())
+def _check_args(owner, learning_rate, b1, b2, b3, eps, weight_decay, d0, d_coef, growth_rate, slice_p, backend):
+  _validation.check_backend(owner, backend)
+  if backend == "pallas" and slice_p != 1:
+    raise ValueError(f"{owner}: backend='pallas' needs slice_p=1, got {slice_p}; use backend='xla'.")
+  if backend == "pallas" and _validation.concrete_value(b1) is None:
+    raise ValueError(f"{owner}: backend='pallas' needs a concrete b1 (not injected); use backend='xla'.")
+  _validation.check_learning_rate(owner, learning_rate)
+  _validation.check_decay(owner, "b1", b1)
+  _validation.check_decay(owner, "b2", b2)
+  if b3 is not None:
+    _validation.check_decay(owner, "b3", b3)
+  _validation.check_non_negative(owner, "eps", eps)
+  _validation.check_non_negative(owner, "weight_decay", weight_decay)
+  _validation.check_positive(owner, "d0", d0)
+  _validation.check_positive(owner, "d_coef", d_coef)
+  # inf (the default) is unbounded growth.
+  _validation.check_range(owner, "growth_rate", growth_rate, 0.0, low_inclusive=False)
+  if not isinstance(slice_p, int) or isinstance(slice_p, bool) or slice_p < 1:
+    raise ValueError(f"{owner}: `slice_p` must be an int >= 1, got {slice_p!r}.")
 
 
-def _fused_step_rule(scalars, g, p, v, *m):
-  coupled_wd, dlr, dlr_d_new, d_eps, decayed_dlr_wd, moves = scalars
-  g = g + coupled_wd * p
-  denom = jnp.sqrt(v) + d_eps
-  direction = dlr * m[0] / denom if m else dlr_d_new * g / denom
-  return (_new_x_delta(direction, v, p, decayed_dlr_wd, moves > 0.5),)
+def _init(params, d0, slice_p, keep_mu):
+  dtype = _numerics.scalar_dtype()
+  init_params = _numerics.copy_to_state(jax.tree.map(lambda p: _sliced(p, slice_p), params))
+  return ScaleByProdigyState(
+      count=jnp.zeros([], jnp.int32), schedule_count=jnp.zeros([], jnp.int32),
+      d=jnp.asarray(d0, dtype), d_max=jnp.asarray(d0, dtype), numerator=jnp.zeros([], dtype),
+      mu=_numerics.zeros_like_state(params) if keep_mu else None, nu=_numerics.zeros_like_state(params),
+      init_params=init_params, s=jax.tree.map(jnp.zeros_like, init_params))
+
+
+def _bias_correction(count, b1, b2, use_bias_correction):
+  """sqrt(1 - b2^(k+1)) / (1 - b1^(k+1)) in dlr, or 1 (the reference's default)."""
+  if not use_bias_correction:
+    return 1.0
+  k_plus_1 = _numerics.step_count(count + 1)
+  return jnp.sqrt(_numerics.bias_correction(b2, k_plus_1)) / _numerics.bias_correction(b1, k_plus_1)
+
+
+def _beta3(b2, b3, dtype):
+  if b3 is not None:
+    return b3
+  if isinstance(b2, (int, float)):
+    return math.sqrt(b2)  # In double precision, as the reference.
+  return jnp.sqrt(jnp.asarray(b2, dtype))
 
 
 def scale_by_prodigy(
@@ -223,200 +303,61 @@ def scale_by_prodigy(
     growth_rate: d grows at most by this factor per step (reference inf).
     slice_p: keep x0 and s for every slice_p-th element (reference 1).
     mask: Optax-style mask selecting the leaves that weight decay applies to.
-    backend: "xla" (default) or "pallas": three fused passes (the dot product
-      and |s| as one reduction, the statistics, the step), float32 sums;
-      slice_p = 1 and a concrete b1 only.
+    backend: "xla" (default) or "pallas": the same three passes (the dot
+      product and |s| as one reduction, the statistics, the step) as fused
+      kernels, float32 sums; slice_p = 1 and a concrete b1 only.
 
   Returns:
     An `optax.GradientTransformation` whose state has `estimated_d()`.
   """
   owner = "scale_by_prodigy"
-  pallas_transforms.check_backend(owner, backend)
-  if backend == "pallas" and slice_p != 1:
-    raise ValueError(f"{owner}: backend='pallas' needs slice_p=1, got {slice_p}; use backend='xla'.")
-  if backend == "pallas" and _validation.concrete_value(b1) is None:
-    raise ValueError(f"{owner}: backend='pallas' needs a concrete b1 (not injected); use backend='xla'.")
-  _validation.check_learning_rate(owner, learning_rate)
-  _validation.check_decay(owner, "b1", b1)
-  _validation.check_decay(owner, "b2", b2)
-  if b3 is not None:
-    _validation.check_decay(owner, "b3", b3)
-  _validation.check_non_negative(owner, "eps", eps)
-  _validation.check_non_negative(owner, "weight_decay", weight_decay)
-  _validation.check_positive(owner, "d0", d0)
-  _validation.check_positive(owner, "d_coef", d_coef)
-  # inf (the default) is unbounded growth.
-  _validation.check_range(owner, "growth_rate", growth_rate, 0.0, low_inclusive=False)
-  if not isinstance(slice_p, int) or isinstance(slice_p, bool) or slice_p < 1:
-    raise ValueError(f"{owner}: `slice_p` must be an int >= 1, got {slice_p!r}.")
+  _check_args(owner, learning_rate, b1, b2, b3, eps, weight_decay, d0, d_coef, growth_rate, slice_p, backend)
   # b1 = 0 drops m from the state; a traced b1 keeps it (and branches with where).
   keep_mu = _validation.concrete_value(b1) != 0.0
+  run = functools.partial(_executor.tree_map, backend=backend)
 
-  def new_d(numerator, denominator, active, d, d_max):
-    """(moves, d_max', d'): whether the step happens (lr > 0, D != 0) and the new estimates.
-
-    As the reference's Python `max(a, b)` / `min(a, b)` (b replaces a only if
-    b > a, resp. b < a), so a NaN d_hat (a NaN or inf in a gradient) leaves d
-    and d_max as they were while the step itself goes ahead (`D == 0` is
-    False for a NaN D): the NaN reaches the parameters, as in the reference.
-    """
-    moves = active & jnp.logical_not(denominator == 0)
-    d_hat = d_coef * numerator / jnp.where(moves, denominator, 1.0)
-    d_grown = jnp.where((d == d0) & (d_hat > d), d_hat, d)
-    d_max = jnp.where(d_hat > d_max, d_hat, d_max)
-    d_grown = d_grown * growth_rate
-    return moves, d_max, jnp.where(d_grown < d_max, d_grown, d_max)
-
-  def next_state(state, moves, d, d_max, d_new, numerator, mu, nu, s):
-    """The state after a step: the scalars advance only when the step moves."""
-    return ScaleByProdigyState(
-        count=jnp.where(moves, optax.safe_increment(state.count), state.count),
-        schedule_count=optax.safe_increment(state.schedule_count),
-        d=jnp.where(moves, d_new, d),
-        d_max=jnp.where(moves, d_max, state.d_max),
-        numerator=jnp.where(moves, numerator, state.numerator),
-        mu=mu,
-        nu=nu,
-        init_params=state.init_params,
-        s=s,
-    )
-
-  def init_fn(params):
-    dtype = _numerics.scalar_dtype()
-    init_params = _numerics.copy_to_state(jax.tree.map(lambda p: _sliced(p, slice_p), params))
-    return ScaleByProdigyState(
-        count=jnp.zeros([], jnp.int32),
-        schedule_count=jnp.zeros([], jnp.int32),
-        d=jnp.asarray(d0, dtype),
-        d_max=jnp.asarray(d0, dtype),
-        numerator=jnp.zeros([], dtype),
-        mu=_numerics.zeros_like_state(params) if keep_mu else None,
-        nu=_numerics.zeros_like_state(params),
-        init_params=init_params,
-        s=jax.tree.map(jnp.zeros_like, init_params),
-    )
-
-  def _fused_update(updates, state, params, decay_mask, coupled_wd, lr, beta3, d, dlr, ratio, s_coef):
-    """backend="pallas": the same step in three fused passes over the leaves."""
-    dtype = _numerics.scalar_dtype()
-    treedef = jax.tree.structure(updates)
-    flat = lambda tree: treedef.flatten_up_to(tree)
-    g, p, p0, s, v = (flat(t) for t in (updates, params, state.init_params, state.s, state.nu))
-    m = flat(state.mu) if keep_mu else None
-    decayed = [bool(x) for x in flat(decay_mask)]
-    groups = [(flag, [i for i, x in enumerate(decayed) if x == flag]) for flag in (True, False)]
-    groups = [(flag, idx) for flag, idx in groups if idx]
-    pick = lambda column, idx: [column[i] for i in idx]
-    cwd = lambda flag: coupled_wd(flag, jnp.float32)
-
-    # Pass 1: the dot product and |s'| (one fused reduction per leaf).
-    dot = jnp.zeros([], dtype)
-    denominator = jnp.zeros([], dtype)
-    for flag, idx in groups:
-      sums = reductions.tree_sums(_fused_sums_rule, (cwd(flag), beta3, s_coef),
-                                  [pick(c, idx) for c in (g, p, p0, s)], 2)
-      dot, denominator = dot + sums[0].astype(dtype), denominator + sums[1].astype(dtype)
-    numerator = beta3 * state.numerator + ratio * dlr * dot
-    active = _active(lr)
-    moves, d_max, d_new = new_d(numerator, denominator, active, d, state.d_max)
-
-    # Pass 2: s, v (and m), kept as they were when lr = 0.
-    # Pass 3: the step from the new moments and d.
-    out_s, out_v, out_m, out_u = ([None] * len(g) for _ in range(4))
-    for flag, idx in groups:
-      stats = (cwd(flag), beta3, s_coef, b1, d * (1.0 - b1), b2, d * d * (1.0 - b2), jnp.where(active, 1.0, 0.0))
-      trees = [pick(c, idx) for c in (g, p, s, v)] + ([pick(m, idx)] if keep_mu else [])
-      new = elementwise.tree_map(_fused_statistics_rule, stats, trees, len(trees) - 2,
-                                 aliases={2: 0, 3: 1, **({4: 2} if keep_mu else {})})
-      decayed_dlr_wd = weight_decay * dlr * float(flag) if decouple else 0.0
-      step_scalars = (cwd(flag), dlr, dlr * d_new, d_new * eps, decayed_dlr_wd, jnp.where(moves, 1.0, 0.0))
-      step_trees = [pick(g, idx), pick(p, idx), new[1]] + ([new[2]] if keep_mu else [])
-      (u,) = elementwise.tree_map(_fused_step_rule, step_scalars, step_trees, 1)
-      for k, i in enumerate(idx):
-        out_s[i], out_v[i], out_u[i] = new[0][k], new[1][k], u[k]
-        if keep_mu:
-          out_m[i] = new[2][k]
-    return treedef.unflatten(out_u), next_state(
-        state, moves, d, d_max, d_new, numerator, treedef.unflatten(out_m) if keep_mu else None,
-        treedef.unflatten(out_v), treedef.unflatten(out_s))
+  init_fn = functools.partial(_init, d0=d0, slice_p=slice_p, keep_mu=keep_mu)
 
   def update_fn(updates, state, params=None):
     if params is None:
       raise ValueError(f"{owner}: `params` are required (Prodigy measures x0 - x).")
     _validation.check_tree_matches(owner, updates, state.nu)
-    dtype = _numerics.scalar_dtype()
-    lr = _numerics.learning_rate_at(learning_rate, state.schedule_count)
-    lr = jnp.asarray(lr, dtype)
-    if b3 is not None:
-      beta3 = b3
-    elif isinstance(b2, (int, float)):
-      beta3 = math.sqrt(b2)  # In double precision, as the reference.
-    else:
-      beta3 = jnp.sqrt(jnp.asarray(b2, dtype))
-    d = state.d
-    k_plus_1 = _numerics.step_count(state.count + 1)
-    if use_bias_correction:
-      bc = jnp.sqrt(_numerics.bias_correction(b2, k_plus_1)) / _numerics.bias_correction(b1, k_plus_1)
-    else:
-      bc = 1.0
-    dlr = d * lr * bc
-    decay_mask = _weight_decay.mask_tree(mask, params)
-
-    def coupled_wd(decayed, dtype):
-      return 0.0 if decouple else weight_decay * _weight_decay.as_multiplier(decayed, dtype)
-
-    ratio = d / d0
-    s_coef = ratio * (d if safeguard_warmup else dlr)
-    cast = _numerics.cast_like
-    if backend == "pallas":
-      return _fused_update(updates, state, params, decay_mask, coupled_wd, lr, beta3, d, dlr, ratio, s_coef)
-    grads = jax.tree.map(
-        lambda g, p, decayed: _gradient(g, p, coupled_wd(decayed, _numerics.state_dtype(g.dtype))),
-        updates, params, decay_mask)
-
-    # The numerator and D: sums of per-leaf sums over the whole tree.
-    def dot_term(g, p, p0):
-      return jnp.sum(
-          _sliced(g, slice_p).astype(dtype) * (p0 - _sliced(p, slice_p).astype(p0.dtype)).astype(dtype)
-      )
-
-    dot = sum(jax.tree.leaves(jax.tree.map(dot_term, grads, params, state.init_params)), jnp.zeros([], dtype))
-    numerator = beta3 * state.numerator + ratio * dlr * dot
-    s = jax.tree.map(lambda s, g: _s_update(_sliced(g, slice_p), s, beta3, s_coef), state.s, grads)
-    mu, nu = _numerics.tree_map_unzip(
-        lambda g, m, v: _moments(g, m, v, b1, d * (1.0 - b1), b2, d * d * (1.0 - b2)),
-        2, grads, state.mu if keep_mu else jax.tree.map(lambda _: None, grads), state.nu)
-    mu = mu if keep_mu else None
-    denominator = sum(
-        jax.tree.leaves(jax.tree.map(lambda x: jnp.sum(jnp.abs(x)).astype(dtype), s)),
-        jnp.zeros([], dtype),
-    )
-
-    # lr = 0: the reference skips the whole step (statistics included).
+    dtype, d = _numerics.scalar_dtype(), state.d
+    lr = jnp.asarray(_numerics.learning_rate_at(learning_rate, state.schedule_count), dtype)
+    beta3, dlr = _beta3(b2, b3, dtype), d * lr * _bias_correction(state.count, b1, b2, use_bias_correction)
+    s_coef = d / d0 * (d if safeguard_warmup else dlr)
     active = _active(lr)
-    moves, d_max, d_new = new_d(numerator, denominator, active, d, state.d_max)
+    mask_tree = _weight_decay.mask_tree(mask, params)
+    wd_of = lambda flag: weight_decay * _weight_decay.as_multiplier(flag, dtype)
+    coupled = lambda flag: 0.0 if decouple else wd_of(flag)
+    mu = [state.mu] if keep_mu else []
+    sliced = lambda tree: jax.tree.map(lambda x: _sliced(x, slice_p), tree)
 
-    def step(g, m, v, p, decayed):
-      denom = jnp.sqrt(v) + cast(d_new * eps, v)
-      if keep_mu:
-        direction = cast(dlr, v) * m / denom  # addcdiv's order: (value t1) / t2.
-        if _validation.concrete_value(b1) is None:  # Traced b1: b1 = 0 uses g, NEW d.
-          direction = jnp.where(b1 == 0, cast(dlr * d_new, v) * g / denom, direction)
-      else:
-        direction = cast(dlr * d_new, v) * g / denom
-      # The new parameters as the reference forms them (decay, then the step,
-      # each rounded), returned as old - new: with Prodigy's d amplifying
-      # rounding differences, float32 parity needs the same roundings.
-      decayed_dlr_wd = (
-          cast(weight_decay * dlr, v) * _weight_decay.as_multiplier(decayed, v.dtype) if decouple else 0.0)
-      return _new_x_delta(direction, v, p, decayed_dlr_wd, moves)
+    # Pass 1: the numerator's dot product and D = sum |s'| (one fused reduction).
+    dot, denominator = _executor.tree_sums(
+        _sums_rule, lambda flag: (coupled(flag), beta3, s_coef), [sliced(updates), sliced(params),
+        state.init_params, state.s], 2, backend=backend, groups=mask_tree, dtype=dtype)
+    numerator = beta3 * state.numerator + d / d0 * dlr * dot
+    moves, d_max, d_new = _new_d(numerator, denominator, active, d, state.d_max, d0, d_coef, growth_rate)
 
-    mu_or_grads = mu if keep_mu else grads
-    new_updates = jax.tree.map(step, grads, mu_or_grads, nu, params, decay_mask)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(active, a, b), new, old)
-    new_state = next_state(state, moves, d, d_max, d_new, numerator, keep(mu, state.mu) if keep_mu else None,
-                           keep(nu, state.nu), keep(s, state.s))
-    return new_updates, new_state
+    # Pass 2: s, v (and m), kept as they were when lr <= 0. Pass 3: the step.
+    stats = lambda flag: (coupled(flag), beta3, s_coef, b1, d * (1.0 - b1), b2, d * d * (1.0 - b2),
+                          jnp.where(active, 1.0, 0.0))
+    if slice_p == 1:
+      s, nu, *mu = run(_statistics_rule, stats, [updates, params, state.s, state.nu] + mu, 2 + keep_mu,
+                       aliases={2: 0, 3: 1, 4: 2} if keep_mu else {2: 0, 3: 1}, groups=mask_tree)
+    else:
+      (s,) = run(_s_rule, stats, [sliced(updates), sliced(params), state.s], 1, groups=mask_tree)
+      nu, *mu = run(_moments_rule, stats, [updates, params, state.nu] + mu, 1 + keep_mu, groups=mask_tree)
+    step = lambda flag: (coupled(flag), dlr, dlr * d_new, d_new * eps, wd_of(flag) * dlr if decouple else 0.0,
+                         jnp.where(moves, 1.0, 0.0), jnp.where(jnp.asarray(b1) == 0, 1.0, 0.0))
+    rule = functools.partial(_step_rule, traced_b1=_validation.concrete_value(b1) is None)
+    (new_updates,) = run(rule, step, [updates, params, nu] + mu, 1, groups=mask_tree)
+    return new_updates, state._replace(  # The scalars advance only when the step moves.
+        count=jnp.where(moves, optax.safe_increment(state.count), state.count),
+        schedule_count=optax.safe_increment(state.schedule_count), d=jnp.where(moves, d_new, d),
+        d_max=jnp.where(moves, d_max, state.d_max), numerator=jnp.where(moves, numerator, state.numerator),
+        mu=mu[0] if keep_mu else None, nu=nu, s=s)
 
   # Complex leaves: Prodigy on their (re, im) parts (module docstring).
   return _numerics.complex_as_real(optax.GradientTransformation(init_fn, update_fn))

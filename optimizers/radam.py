@@ -31,6 +31,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import chex
@@ -38,11 +39,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optimizers import _executor
 from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
 from pallas_kernels import adam_family
-from pallas_kernels import transforms as pallas_transforms
 
 
 class ScaleByRAdamState(NamedTuple):
@@ -87,7 +88,7 @@ def scale_by_radam(
     An `optax.GradientTransformation`.
   """
   owner = "scale_by_radam"
-  pallas_transforms.check_backend(owner, backend)
+  _validation.check_backend(owner, backend)
   if backend == "pallas" and nesterov:
     raise ValueError(f"{owner}: backend='pallas' does not cover nesterov=True; use backend='xla'.")
   _validation.check_decay(owner, "b1", b1)
@@ -111,7 +112,7 @@ def scale_by_radam(
     count = optax.safe_increment(state.count)
     t = _numerics.step_count(count)
     bc1 = _numerics.bias_correction(b1, t)
-    bc1_next = _numerics.bias_correction(b1, t + 1)
+    bc1_next = _numerics.bias_correction(b1, t + 1) if nesterov else None
     bc2 = _numerics.bias_correction(b2, t)
     rho_inf = 2.0 / jnp.asarray(_numerics.one_minus(b2), t.dtype) - 1.0
     rho_t = _numerics.sma_length(b2, t)
@@ -124,29 +125,13 @@ def scale_by_radam(
         rectified, jnp.sqrt(jnp.maximum(r_sq, 0.0)) * jnp.sqrt(bc2), 0.0
     )
     sgd_coef = jnp.where(rectified, 0.0, 1.0 if degenerated_to_sgd else 0.0)
-
+    nesterov_coefs = (b1 / bc1_next, (1.0 - b1) / bc1) if nesterov else ()
+    scalars = adam_family.radam_scalars(b1, b2, eps, bc1, adaptive_coef, sgd_coef, rectified, nesterov_coefs)
     if backend == "pallas":
-      scalars = adam_family.radam_scalars(b1, b2, eps, bc1, adaptive_coef, sgd_coef, rectified)
       u, mu, nu = adam_family.tree_update(scalars, updates, state.mu, state.nu)
-      return u, ScaleByRAdamState(count=count, mu=mu, nu=nu)
-
-    def leaf(g, m, v):
-      g32, m, v = _numerics.adam_moments(g, m, v, b1, b2)
-      if nesterov:
-        m_hat = (
-            _numerics.cast_like(b1 / bc1_next, v) * m
-            + _numerics.cast_like((1.0 - b1) / bc1, v) * g32
-        )
-      else:
-        m_hat = m / _numerics.cast_like(bc1, v)
-      u = m_hat * jnp.where(
-          rectified,
-          _numerics.cast_like(adaptive_coef, v) / (jnp.sqrt(v) + eps),
-          _numerics.cast_like(sgd_coef, v),
-      )
-      return u.astype(g.dtype), m.astype(mu_dtype or v.dtype), v
-
-    u, mu, nu = _numerics.tree_map_unzip(leaf, 3, updates, state.mu, state.nu)
+    else:
+      rule = functools.partial(adam_family.adam_family_direction, mu_dtype=mu_dtype, nesterov=nesterov)
+      u, mu, nu = _executor.tree_map(rule, scalars, [updates, state.mu, state.nu], 3)
     return u, ScaleByRAdamState(count=count, mu=mu, nu=nu)
 
   return optax.GradientTransformation(init_fn, update_fn)

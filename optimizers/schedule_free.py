@@ -59,11 +59,10 @@ import jax.numpy as jnp
 import optax
 
 from optimizers import _eval
+from optimizers import _executor
 from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
-from pallas_kernels import elementwise
-from pallas_kernels import transforms as pallas_transforms
 
 
 class ScheduleFreeState(NamedTuple):
@@ -103,8 +102,13 @@ def _lerp(start: jax.Array, end: jax.Array, weight: jax.Array) -> jax.Array:
 
 
 def _x_and_decayed_z(y, z, x_weight, lr_wd):
-  """x = lerp(y, z, 1 - 1/b1) before the step, and z after decay at y."""
-  return _lerp(y, z, x_weight), z - lr_wd * y
+  """x = lerp(y, z, 1 - 1/b1) before the step, and z after decay at y (none for lr_wd = 0.0).
+
+  A Python 0.0 skips the decay (as the reference's `if weight_decay != 0`):
+  XLA keeps z - 0 y, an extra read of y.
+  """
+  no_decay = isinstance(lr_wd, float) and lr_wd == 0.0
+  return _lerp(y, z, x_weight), z if no_decay else z - lr_wd * y
 
 
 def _new_y(x, z, c, one_minus_b1):
@@ -130,18 +134,33 @@ def _rms_normalised(g, v, b2, one_minus_b2, bc2, eps, adaptive):
   rescaled = _numerics.scaled_abs_sq(one_minus_b2, g.astype(v.dtype))
   term = jnp.where(jnp.isinf(term.real) & jnp.isfinite(g), rescaled.astype(term.dtype), term)
   v = b2 * v + term
-  v = jnp.minimum(v.real, jnp.finfo(real).max).astype(v.dtype)
+  big = jnp.finfo(real).max  # A select, not jnp.minimum (the same numbers): with minimum,
+  v = jnp.where(v.real > big, big, v.real).astype(v.dtype)  # XLA:CPU copies v and z (1.2x the bytes).
   return v, jnp.where(adaptive, g / (_numerics.sqrt_ratio(v, bc2) + eps), g)
 
 
-def _fused_adam_rule(scalars, p, g, z, v):
-  """A whole Schedule-Free AdamW/RAdam element step (backend="pallas"): (u, z', v')."""
+def _adam_step_rule(scalars, p, g, z, v):
+  """A whole Schedule-Free AdamW/RAdam element step, both backends: (u, z', v').
+
+  The roundings of `schedule_free` around `_scale_by_debiased_rms` and
+  `scale_by_learning_rate`, so the two backends and the wrapper agree.
+  """
   x_weight, lr_wd, neg_lr, b2, one_minus_b2, bc2, eps, adaptive, c, one_minus_b1 = scalars
+  cast = _numerics.cast_like
   y = p.astype(z.dtype)
-  x, z = _x_and_decayed_z(y, z, x_weight, lr_wd)
-  v, normalised = _rms_normalised(g, v, b2, one_minus_b2, bc2, eps, adaptive > 0.5)
-  z = z + neg_lr * normalised
-  return (_new_y(x, z, c, one_minus_b1) - y).astype(p.dtype), z, v
+  x, z = _x_and_decayed_z(y, z, cast(x_weight, z), lr_wd if isinstance(lr_wd, float) else cast(lr_wd, z))
+  v, normalised = _rms_normalised(g, v, cast(b2, v), cast(one_minus_b2, v), cast(bc2, v), eps, adaptive > 0.5)
+  z = z + cast(neg_lr, z) * normalised.astype(z.dtype)
+  return (_new_y(x, z, cast(c, z), cast(one_minus_b1, z)) - y).astype(p.dtype), z, v
+
+
+def _averaging(state: ScheduleFreeState, lr_d: jax.Array, r: Any, weight_lr_power: Any) -> tuple:
+  """(lr_max', W', c_t): the running max of lr d, the weight sum and z's weight in x."""
+  t = _numerics.step_count(optax.safe_increment(state.count))
+  lr_max = jnp.maximum(state.lr_max, lr_d)
+  weight = t**r * lr_max**weight_lr_power
+  weight_sum = state.weight_sum + weight
+  return lr_max, weight_sum, jnp.where(weight_sum > 0, weight / jnp.where(weight_sum > 0, weight_sum, 1.0), 0.0)
 
 
 def schedule_free(
@@ -201,9 +220,10 @@ def schedule_free(
     y = jax.tree.map(lambda p, z: p.astype(z.dtype), params, state.z)
     # x from y and z before the step; decay at y moves z and y but not x.
     decayed = _weight_decay.mask_tree(mask, params)
+    no_decay = _validation.concrete_value(weight_decay) == 0.0
     x, z = _numerics.tree_map_unzip(
-        lambda y, z, m: _x_and_decayed_z(
-            y, z, cast(1.0 - 1.0 / b1, z), cast(lr * weight_decay, z) * _weight_decay.as_multiplier(m, z.dtype)),
+        lambda y, z, m: _x_and_decayed_z(y, z, cast(1.0 - 1.0 / b1, z), 0.0 if no_decay else
+                                         cast(lr * weight_decay, z) * _weight_decay.as_multiplier(m, z.dtype)),
         2, y, state.z, decayed,
     )
     base_updates, base_state = base.update(
@@ -212,12 +232,7 @@ def schedule_free(
     z = jax.tree.map(lambda z, u: z + u.astype(z.dtype), z, base_updates)
 
     d = _eval.estimated_d(base_state)  # Prodigy's d, read after the base step.
-    lr_d = lr if d is None else lr * jnp.asarray(d, dtype)
-    t = _numerics.step_count(optax.safe_increment(state.count))
-    lr_max = jnp.maximum(state.lr_max, lr_d)
-    weight = t**r * lr_max**weight_lr_power
-    weight_sum = state.weight_sum + weight
-    c = jnp.where(weight_sum > 0, weight / jnp.where(weight_sum > 0, weight_sum, 1.0), 0.0)
+    lr_max, weight_sum, c = _averaging(state, lr if d is None else lr * jnp.asarray(d, dtype), r, weight_lr_power)
 
     y_new = jax.tree.map(lambda x, z: _new_y(x, z, cast(c, z), cast(1.0 - b1, z)), x, z)
     new_updates = jax.tree.map(lambda yn, yo, p: (yn - yo).astype(p.dtype), y_new, y, params)
@@ -307,21 +322,21 @@ def _adaptive(owner, learning_rate, lr_t, rectify, b1, b2, eps, weight_decay, r,
   """AdamW/RAdam schedule-free: base step -lr_t g / (sqrt(v / bc2) + eps).
 
   `lr_t(learning_rate)` is the stepped rate (after warmup or rectification).
-  backend="pallas" runs the whole step (x, decay at y, v, z, y') as one fused
-  elementwise rule per leaf group, with the same state as the XLA path.
+  The state is `schedule_free`'s around that base; the whole step (x, decay
+  at y, v, z, y') is one rule, `_adam_step_rule`, run by `_executor` on
+  either backend (one pass over memory per leaf group).
   """
   _check_common(owner, learning_rate, b1, weight_decay, r, weight_lr_power)
-  pallas_transforms.check_backend(owner, backend)
+  _validation.check_backend(owner, backend)
   lr = lr_t(learning_rate)
   _validation.check_decay(owner, "b2", b2)
   _validation.check_non_negative(owner, "eps", eps)
   base = optax.chain(_scale_by_debiased_rms(b2, eps, rectify=rectify), optax.scale_by_learning_rate(lr))
   wrapped = schedule_free(base, lr, b1, weight_decay, r, weight_lr_power, mask=mask)
-  if backend == "xla":
-    return wrapped
 
   def init_fn(params):
-    _numerics.reject_complex(owner, params, "backend='pallas' is real-only; use backend='xla'")
+    if backend == "pallas":
+      _numerics.reject_complex(owner, params, "backend='pallas' is real-only; use backend='xla'")
     return wrapped.init(params)
 
   def update_fn(updates, state, params=None, **extra_args):
@@ -332,32 +347,18 @@ def _adaptive(owner, learning_rate, lr_t, rectify, b1, b2, eps, weight_decay, r,
     dtype = _numerics.scalar_dtype()
     rms_state, schedule_state = state.base_state
     lr_now = jnp.asarray(_numerics.learning_rate_at(lr, state.count), dtype)
-    count = optax.safe_increment(state.count)
-    t = _numerics.step_count(count)
-    lr_max = jnp.maximum(state.lr_max, lr_now)
-    weight = t**r * lr_max**weight_lr_power
-    weight_sum = state.weight_sum + weight
-    c = jnp.where(weight_sum > 0, weight / jnp.where(weight_sum > 0, weight_sum, 1.0), 0.0)
+    lr_max, weight_sum, c = _averaging(state, lr_now, r, weight_lr_power)
+    t = _numerics.step_count(optax.safe_increment(state.count))
     adaptive = _numerics.sma_length(b2, t) > 4.0 if rectify else True
-    decayed = jax.tree.leaves(_weight_decay.mask_tree(mask, params))
-    leaves, treedef = jax.tree.flatten(params)
-    columns = [leaves, treedef.flatten_up_to(updates), treedef.flatten_up_to(state.z),
-               treedef.flatten_up_to(rms_state.nu)]
-    out = [[None] * len(leaves) for _ in range(3)]
-    for flag in (True, False):  # One kernel group per weight-decay multiplier.
-      group = [i for i, m in enumerate(decayed) if bool(m) == flag]
-      if not group:
-        continue
-      scalars = (1.0 - 1.0 / b1, lr_now * weight_decay * float(flag), -lr_now, b2, _numerics.one_minus(b2),
-                 _numerics.bias_correction(b2, t), eps, jnp.where(adaptive, 1.0, 0.0), c, 1.0 - b1)
-      results = elementwise.tree_map(_fused_adam_rule, scalars, [[col[i] for i in group] for col in columns],
-                                     3, aliases={2: 1, 3: 2})
-      for k in range(3):
-        for i, value in zip(group, results[k]):
-          out[k][i] = value
-    u, z, nu = (treedef.unflatten(o) for o in out)
+    lr_wd = lambda decayed: (0.0 if _validation.concrete_value(weight_decay) == 0.0
+                             else lr_now * weight_decay * _weight_decay.as_multiplier(decayed, dtype))
+    scalars = lambda decayed: (
+        1.0 - 1.0 / b1, lr_wd(decayed), -lr_now, b2,
+        _numerics.one_minus(b2), _numerics.bias_correction(b2, t), eps, jnp.where(adaptive, 1.0, 0.0), c, 1.0 - b1)
+    u, z, nu = _executor.tree_map(_adam_step_rule, scalars, [params, updates, state.z, rms_state.nu], 3,
+                                  backend=backend, aliases={2: 1, 3: 2}, groups=_weight_decay.mask_tree(mask, params))
     return u, ScheduleFreeState(
-        count=count, b1=state.b1, weight_sum=weight_sum, lr_max=lr_max, z=z,
+        count=optax.safe_increment(state.count), b1=state.b1, weight_sum=weight_sum, lr_max=lr_max, z=z,
         base_state=(ScaleByDebiasedRmsState(optax.safe_increment(rms_state.count), nu),
                     schedule_state._replace(count=optax.safe_increment(schedule_state.count))),
     )

@@ -155,6 +155,15 @@ def fused_map(rule: Rule, scalars: Sequence[Any], arrays: Sequence[jax.Array],
   ))
 
 
+def lane_view(size: int) -> tuple[int, int] | None:
+  """The (rows, LANES) 2-D view the kernels tile a flat array of `size` elements in.
+
+  None where `size` is not a multiple of LANES (no lane-dense view); for
+  callers that reshape a leaf themselves (e.g. for `fused_map_broadcast`).
+  """
+  return (size // LANES, LANES) if size and size % LANES == 0 else None
+
+
 def is_direct(x) -> bool:
   """Whether a leaf gets its own kernel (a whole number of tiles)."""
   return x.size > 0 and x.size % TILE == 0

@@ -13,6 +13,11 @@ BACKENDS = ("xla", "pallas")
 
 
 def check_backend(owner: str, backend: str) -> None:
+  """Deprecated here (an optimizer-API check): use `optimizers._validation.check_backend`.
+
+  Kept only for the optimizers not yet moved onto `optimizers._executor`
+  (pallas_kernels must not import optimizers, so this cannot forward).
+  """
   if backend not in BACKENDS:
     raise ValueError(f"{owner}: unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
 
