@@ -32,10 +32,9 @@ import chex
 import jax.numpy as jnp
 import optax
 
+from optimizers import _executor
 from optimizers import _numerics
 from optimizers import _validation
-from pallas_kernels import elementwise
-from pallas_kernels import transforms as pallas_transforms
 
 __all__ = ("ScaleByLionState", "lion", "lion_rule", "scale_by_lion")
 
@@ -74,14 +73,14 @@ def scale_by_lion(
     b1: interpolation between momentum and gradient for the sign (reference 0.9).
     b2: momentum decay (reference 0.99).
     mu_dtype: dtype of the momentum (default: the parameters').
-    backend: "xla" (default) or "pallas": `lion_rule` in one fused kernel per
-      large leaf (`pallas_kernels.elementwise`).
+    backend: "xla" (default) or "pallas": `lion_rule` run by the executor
+      (`optimizers._executor`), as fused kernels under Pallas.
 
   Returns:
     An `optax.GradientTransformation`.
   """
   owner = "scale_by_lion"
-  pallas_transforms.check_backend(owner, backend)
+  _validation.check_backend(owner, backend)
   _validation.check_decay(owner, "b1", b1)
   _validation.check_decay(owner, "b2", b2)
   _validation.check_mu_dtype(owner, mu_dtype)
@@ -93,11 +92,8 @@ def scale_by_lion(
     del params
     _validation.check_tree_matches(owner, updates, state.mu)
     scalars = (b1, _numerics.one_minus(b1), b2, _numerics.one_minus(b2))
-    rule = functools.partial(lion_rule, mu_dtype=mu_dtype)
-    if backend == "pallas":
-      direction, mu = elementwise.tree_map(rule, scalars, [updates, state.mu], 2, aliases={1: 1})
-    else:
-      direction, mu = _numerics.tree_map_unzip(functools.partial(rule, scalars), 2, updates, state.mu)
+    direction, mu = _executor.tree_map(functools.partial(lion_rule, mu_dtype=mu_dtype), scalars,
+                                       [updates, state.mu], 2, backend=backend, aliases={1: 1})
     return direction, ScaleByLionState(count=optax.safe_increment(state.count), mu=mu)
 
   return optax.GradientTransformation(init_fn, update_fn)
