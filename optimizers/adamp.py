@@ -114,18 +114,24 @@ def project(
     happened and 1 otherwise.
   """
   w = w.astype(u.dtype)
-  g = g.astype(u.dtype)
-  channel_axis = channel_axis % w.ndim
-  axes = tuple(a for a in range(w.ndim) if a != channel_axis)
-  sums = tuple(
-      jnp.sum(x * y, axis=axes, keepdims=True)
-      for x, y in ((g, w), (g, g), (w, w), (w, u))
-  )
-  coef, wd_factor = projection_coefficients(
-      *sums, channel_size=w.size // w.shape[channel_axis],
-      delta=delta, wd_ratio=wd_ratio, eps=eps,
-  )
+  coef, wd_factor = _coefficients(w, g.astype(u.dtype), u, delta, wd_ratio, eps, channel_axis)
   return u - w * coef, wd_factor
+
+
+def _coefficients(w, g, u, delta, wd_ratio, eps, channel_axis):
+  """`projection_coefficients` from the four per-channel sums of w, g, u.
+
+  Four separate reductions, each with its products fused in (XLA:CPU hands
+  them to one kernel apiece); a variadic or stacked reduction is slower there.
+  """
+  channel_axis %= w.ndim
+  axes = tuple(a for a in range(w.ndim) if a != channel_axis)
+  sums = tuple(jnp.sum(x * y, axis=axes, keepdims=True) for x, y in ((g, w), (g, g), (w, w), (w, u)))
+  # The whole-tensor totals are sums of these sums; unseparated, XLA folds
+  # each into a full reduction of the product, whose second consumer then
+  # makes it a materialised full-size temporary.
+  return projection_coefficients(*jax.lax.optimization_barrier(sums), channel_size=w.size // w.shape[channel_axis],
+                                 delta=delta, wd_ratio=wd_ratio, eps=eps)
 
 
 def projection_coefficients(
@@ -150,34 +156,39 @@ def projection_coefficients(
   Returns:
     `(coef, wd_factor)`: coef shaped as the sums (zero where not projected).
   """
-  dtype = wu.dtype
-
-  def max_abs_cosine(gw, gg, ww):
-    # cos(g, w) = g.w / (max(|g|, eps) max(|w|, eps)), as torch's.
-    norms = jnp.maximum(jnp.sqrt(gg), eps) * jnp.maximum(jnp.sqrt(ww), eps)
-    return jnp.max(jnp.abs(gw) / norms)
-
+  dtype, shape, channels = wu.dtype, wu.shape, wu.size
+  # One (4, channels + 1) array: the channel sums and, in the last column,
+  # their totals (the whole tensor's): the views' math in a few small
+  # kernels instead of a dozen per tensor.
+  sums = jnp.stack([x.reshape(-1) for x in (gw, gg, ww, wu)])
+  gw, gg, ww, wu = jnp.concatenate([sums, jnp.sum(sums, axis=1, keepdims=True)], axis=1)
+  # cos(g, w) = g.w / (max(|g|, eps) max(|w|, eps)), as torch's.
+  cosine = jnp.abs(gw) / (jnp.maximum(jnp.sqrt(gg), eps) * jnp.maximum(jnp.sqrt(ww), eps))
   # Thresholds may be traced hyperparameters: select, never branch.
-  use_channel = max_abs_cosine(gw, gg, ww) < delta / jnp.sqrt(
-      jnp.asarray(channel_size, dtype)
-  )
-  use_layer = max_abs_cosine(jnp.sum(gw), jnp.sum(gg), jnp.sum(ww)) < (
-      delta / jnp.sqrt(jnp.asarray(channel_size * wu.size, dtype))
-  )
-  channel_coef = wu / (jnp.sqrt(ww) + eps) ** 2
-  layer_coef = jnp.sum(wu) / (jnp.sqrt(jnp.sum(ww)) + eps) ** 2
-  coef = jnp.where(use_channel, channel_coef, jnp.where(use_layer, layer_coef, 0.0))
+  use_channel = jnp.max(cosine[:channels]) < delta / jnp.sqrt(jnp.asarray(channel_size, dtype))
+  use_layer = cosine[channels] < delta / jnp.sqrt(jnp.asarray(channel_size * channels, dtype))
+  coef = wu / (jnp.sqrt(ww) + eps) ** 2
+  coef = jnp.where(use_channel, coef[:channels], jnp.where(use_layer, coef[channels], 0.0))
   wd_factor = jnp.where(use_channel | use_layer, wd_ratio, 1.0).astype(dtype)
-  return coef, wd_factor
+  return coef.reshape(shape), wd_factor
 
 
-def _project_if_matrix(w, g, u, delta, wd_ratio, eps, channel_axis):
-  """Rank > 1 tensors are projected; vectors and scalars never are."""
+def _project_if_matrix(w, g, u_fn, args, delta, wd_ratio, eps, channel_axis):
+  """`(project(w, g, u), wd_factor)` for u = u_fn(*args); vectors and scalars are never projected.
+
+  u is recomputed in the sums' pass and in the update's from `args` (the
+  updated state and the scalars u needs). The sums see `args` through an
+  optimization barrier: otherwise XLA merges the two u (CSE), and the
+  scalars' broadcasts across leaves of one shape, and materialises them as
+  full-size temporaries, the reductions' kernels taking no shared operand.
+  """
+  u = u_fn(*args)
   if w.ndim <= 1:
     return u, jnp.ones([], u.dtype)
-  return project(
-      w, g, u, delta=delta, wd_ratio=wd_ratio, eps=eps, channel_axis=channel_axis
-  )
+  w = w.astype(u.dtype)
+  coef, wd_factor = _coefficients(
+      w, g.astype(u.dtype), u_fn(*jax.lax.optimization_barrier(args)), delta, wd_ratio, eps, channel_axis)
+  return u - w * coef, wd_factor
 
 
 def _check_projection_args(owner, eps, delta, wd_ratio, weight_decay, axis):
@@ -249,6 +260,67 @@ def _channel_view(shape, channel_axis):
   return None
 
 
+class _Hyper(NamedTuple):
+  """`scale_by_adamp`'s hyperparameters, for the fused (Pallas) passes."""
+
+  b1: Any
+  b2: Any
+  eps: Any
+  weight_decay: Any
+  delta: Any
+  wd_ratio: Any
+  nesterov: bool
+  channel_axis: int
+
+
+def _fused_leaf(h, g, m, v, p, scalars, on):
+  """One projected leaf on the fused passes; None if it has no 2-D view."""
+  view = _channel_view(p.shape, h.channel_axis)
+  if view is None:
+    return None
+  (rows, cols), channels_last = view
+  g2, m2, v2, p2 = (x.reshape(rows, cols) for x in (g, m, v, p))
+  sums = reductions.axis_sums(functools.partial(_fused_channel_sums, h.nesterov), scalars, [g2, m2, v2, p2], 4,
+                              axis=0 if channels_last else 1)
+  coef, wd_factor = projection_coefficients(
+      *sums, channel_size=rows if channels_last else cols, delta=h.delta, wd_ratio=h.wd_ratio, eps=h.eps)
+  decay = h.weight_decay * wd_factor * _weight_decay.as_multiplier(on, jnp.float32)
+  factor = coef.reshape((1, cols) if channels_last else (rows, 1))
+  out = elementwise.fused_map_broadcast(
+      functools.partial(_fused_step, h.nesterov), scalars + (decay,), [g2, m2, v2, p2], factor,
+      aliases={1: 1, 2: 2})
+  return tuple(x.reshape(p.shape) for x in out)
+
+
+def _fused_update(owner, h, xla_leaf, updates, state, params, decay_on, bc1, sqrt_bc2):
+  """`scale_by_adamp`'s update with backend="pallas": (u, mu, nu) trees."""
+  for x in jax.tree.leaves((state.mu, state.nu)):
+    if x.dtype != jnp.float32:
+      raise ValueError(f"{owner}: backend='pallas' keeps float32 moments (mu_dtype must be float32 or None)")
+  scalars = (h.b1, _numerics.one_minus(h.b1), h.b2, _numerics.one_minus(h.b2), sqrt_bc2, h.eps, bc1)
+  leaves, treedef = jax.tree.flatten(updates)
+  columns = [leaves] + [treedef.flatten_up_to(t) for t in (state.mu, state.nu, params)]
+  flags = treedef.flatten_up_to(decay_on)
+  out = [None] * len(leaves)
+  plain = {}  # Unprojected leaves by decay multiplier: one packed call each.
+  for i, (g, m, v, p) in enumerate(zip(*columns)):
+    if p.ndim > 1 and p.size:
+      out[i] = _fused_leaf(h, g, m, v, p, scalars, flags[i])
+    if out[i] is None and p.ndim <= 1:
+      if not isinstance(flags[i], (bool, np.bool_)):
+        raise ValueError(f"{owner}: backend='pallas' needs a concrete (Python bool) weight-decay mask")
+      plain.setdefault(bool(flags[i]), []).append(i)
+    elif out[i] is None:  # A middle channel axis: XLA for this leaf.
+      out[i] = xla_leaf(g, m, v, p, flags[i], bc1, sqrt_bc2)
+  for on, index in plain.items():
+    trees = [[c[i] for i in index] for c in columns]
+    results = elementwise.tree_map(functools.partial(_fused_step, h.nesterov),
+                                   scalars + (h.weight_decay if on else 0.0,), trees, 3, aliases={1: 1, 2: 2})
+    for k, i in enumerate(index):
+      out[i] = tuple(r[k] for r in results)
+  return tuple(treedef.unflatten([o[k] for o in out]) for k in range(3))
+
+
 def scale_by_adamp(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -285,65 +357,21 @@ def scale_by_adamp(
   _validation.check_decay(owner, "b1", b1)
   _validation.check_mu_dtype(owner, mu_dtype)
   _validation.check_decay(owner, "b2", b2)
-  _check_projection_args(
-      owner, eps, delta, wd_ratio, weight_decay, channel_axis
-  )
+  _check_projection_args(owner, eps, delta, wd_ratio, weight_decay, channel_axis)
   pallas_transforms.check_backend(owner, backend)
-  sums_rule = functools.partial(_fused_channel_sums, nesterov)
-  step_rule = functools.partial(_fused_step, nesterov)
-
-  def fused_leaf(g, m, v, p, scalars, on):
-    """One projected leaf on the fused passes; None if it has no 2-D view."""
-    view = _channel_view(p.shape, channel_axis)
-    if view is None:
-      return None
-    (rows, cols), channels_last = view
-    g2, m2, v2, p2 = (x.reshape(rows, cols) for x in (g, m, v, p))
-    sums = reductions.axis_sums(sums_rule, scalars, [g2, m2, v2, p2], 4, axis=0 if channels_last else 1)
-    coef, wd_factor = projection_coefficients(
-        *sums, channel_size=rows if channels_last else cols,
-        delta=delta, wd_ratio=wd_ratio, eps=eps)
-    decay = weight_decay * wd_factor * _weight_decay.as_multiplier(on, jnp.float32)
-    factor = coef.reshape((1, cols) if channels_last else (rows, 1))
-    out = elementwise.fused_map_broadcast(
-        step_rule, scalars + (decay,), [g2, m2, v2, p2], factor, aliases={1: 1, 2: 2})
-    return tuple(x.reshape(p.shape) for x in out)
-
-  def fused_update(updates, state, params, decay_on, bc1, sqrt_bc2):
-    for x in jax.tree.leaves((state.mu, state.nu)):
-      if x.dtype != jnp.float32:
-        raise ValueError(f"{owner}: backend='pallas' keeps float32 moments (mu_dtype must be float32 or None)")
-    scalars = (b1, _numerics.one_minus(b1), b2, _numerics.one_minus(b2), sqrt_bc2, eps, bc1)
-    leaves, treedef = jax.tree.flatten(updates)
-    columns = [leaves] + [treedef.flatten_up_to(t) for t in (state.mu, state.nu, params)]
-    flags = treedef.flatten_up_to(decay_on)
-    out = [None] * len(leaves)
-    plain = {}  # Unprojected leaves by decay multiplier: one packed call each.
-    for i, (g, m, v, p) in enumerate(zip(*columns)):
-      if p.ndim > 1 and p.size:
-        out[i] = fused_leaf(g, m, v, p, scalars, flags[i])
-      if out[i] is None and p.ndim <= 1:
-        if not isinstance(flags[i], (bool, np.bool_)):
-          raise ValueError(f"{owner}: backend='pallas' needs a concrete (Python bool) weight-decay mask")
-        plain.setdefault(bool(flags[i]), []).append(i)
-      elif out[i] is None:  # A middle channel axis: XLA for this leaf.
-        out[i] = xla_leaf(g, m, v, p, flags[i], bc1, sqrt_bc2)
-    for on, index in plain.items():
-      trees = [[c[i] for i in index] for c in columns]
-      results = elementwise.tree_map(step_rule, scalars + (weight_decay if on else 0.0,), trees, 3,
-                                     aliases={1: 1, 2: 2})
-      for k, i in enumerate(index):
-        out[i] = tuple(r[k] for r in results)
-    u, mu, nu = (treedef.unflatten([o[k] for o in out]) for k in range(3))
-    return u, mu, nu
+  hyper = _Hyper(b1, b2, eps, weight_decay, delta, wd_ratio, nesterov, channel_axis)
 
   def xla_leaf(g, m, v, p, on, bc1, sqrt_bc2):
     g32, m, v = _numerics.adam_moments(g, m, v, b1, b2)
-    denom = jnp.sqrt(v) / _numerics.cast_like(sqrt_bc2, v) + eps
-    direction = b1 * m + (1.0 - b1) * g32 if nesterov else m
-    u, wd_factor = _project_if_matrix(
-        p, g32, direction / denom, delta, wd_ratio, eps, channel_axis
-    )
+
+    def u_fn(g32, m, v, k):
+      inverse_root_bc2, eps_, b1_, one_minus_b1 = k
+      direction = b1_ * m + one_minus_b1 * g32 if nesterov else m
+      # sqrt(v) / sqrt(bc2) as a product: divisions are slow in XLA:CPU's reductions.
+      return direction / (jnp.sqrt(v) * inverse_root_bc2 + eps_)
+
+    k = tuple(jnp.asarray(x, v.dtype) for x in (1.0 / sqrt_bc2, eps, b1, 1.0 - b1))
+    u, wd_factor = _project_if_matrix(p, g32, u_fn, (g32, m, v, k), delta, wd_ratio, eps, channel_axis)
     decay = weight_decay * wd_factor * _weight_decay.as_multiplier(on, v.dtype)
     out = u / _numerics.cast_like(bc1, v) + decay * p.astype(v.dtype)
     return out.astype(g.dtype), m.astype(mu_dtype or v.dtype), v
@@ -366,11 +394,10 @@ def scale_by_adamp(
     sqrt_bc2 = jnp.sqrt(_numerics.bias_correction(b2, t))
     decay_on = _weight_decay.mask_tree(mask, params)
     if backend == "pallas":
-      u, mu, nu = fused_update(updates, state, params, decay_on, bc1, sqrt_bc2)
+      u, mu, nu = _fused_update(owner, hyper, xla_leaf, updates, state, params, decay_on, bc1, sqrt_bc2)
     else:
-      u, mu, nu = _numerics.tree_map_unzip(
-          lambda g, m, v, p, on: xla_leaf(g, m, v, p, on, bc1, sqrt_bc2),
-          3, updates, state.mu, state.nu, params, decay_on)
+      leaf = lambda g, m, v, p, on: xla_leaf(g, m, v, p, on, bc1, sqrt_bc2)
+      u, mu, nu = _numerics.tree_map_unzip(leaf, 3, updates, state.mu, state.nu, params, decay_on)
     return u, ScaleByAdamPState(count=count, mu=mu, nu=nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -465,10 +492,9 @@ def scale_by_sgdp(
       dtype = _numerics.state_dtype(g.dtype)
       g32 = g.astype(dtype)
       buf = momentum * buf.astype(dtype) + (1.0 - dampening) * g32
-      direction = g32 + momentum * buf if nesterov else buf
+      direction = (lambda g32, buf, mom: g32 + mom * buf) if nesterov else (lambda g32, buf, mom: buf)
       d, wd_factor = _project_if_matrix(
-          p, g32, direction, delta, wd_ratio, eps, channel_axis
-      )
+          p, g32, direction, (g32, buf, jnp.asarray(momentum, dtype)), delta, wd_ratio, eps, channel_axis)
       if not nesterov:
         buf = d  # The reference projects its momentum buffer in place.
       decay = (

@@ -28,19 +28,19 @@ If G is 0 (eps = 0 and an all-zero first gradient) the reference stops with an
 assertion; here the step size is 0 instead (no step, no NaN).
 
 Numerics (differences from the reference, each deliberate):
-  * The norms are scaled by max|x| before squaring (`_numerics.safe_norm`)
-    and G is kept as its root sqrt(G) (`ScaleByDoGState.grad_norm`, updated
-    as hypot(sqrt(G_prev), |g_t|)). The reference squares in the tensor dtype:
-    in float32 a finite gradient element above ~1.8e19 makes G inf, and every
-    later step 0, silently. Here the float32 run follows the float64 one.
+  * The norms are plain sums of squares (one pass per tensor), redone scaled
+    by max|x| before squaring (`_numerics.safe_norm`, a `lax.cond`, free when
+    not taken) when a sum is non-finite or so small that squares flushed
+    below float32's `tiny` could matter; G is kept as its root sqrt(G)
+    (`ScaleByDoGState.grad_norm`, updated as hypot(sqrt(G_prev), |g_t|)).
+    The reference squares in the tensor dtype: in float32 a finite gradient
+    element above ~1.8e19 makes G inf, and every later step 0, silently. Here the float32 run follows the float64 one.
     Note what the math itself does: after a gradient of norm N every later
     step size is at most lr rbar / N, so one huge gradient slows DoG for good
     (clip gradients before DoG if that can happen). A NaN or inf gradient
     makes eta (and the parameters) NaN: visible, not a freeze. The "pallas"
-    backend squares in float32 in its kernel; when a norm comes out
-    non-finite it recomputes the norms this way (a `lax.cond`, free when not
-    taken); squares that underflow there are not recovered. Complex trees
-    take the XLA path.
+    backend squares in float32 in its kernel, with the same check. Complex
+    trees take the scaled norms directly.
   * bfloat16/float16 parameters: `dog` and `ldog` run on float32 master
     weights (`_numerics.with_compensated_updates`, 4 bytes per parameter,
     one more element at the end of the state). In bf16 the first steps
@@ -118,10 +118,70 @@ def _norm(tree: Any, layerwise: bool, dtype: Any) -> Any:
   return _combine(jax.tree.map(lambda x: _numerics.safe_norm(x, dtype), tree), layerwise, dtype)
 
 
+def _square_sums(fn: Any, *columns: list[jax.Array], dtype: Any) -> jax.Array:
+  """The vector of sum(fn(*leaves)^2) over the leaves (fn elementwise), in `dtype`.
+
+  One pass per tensor (`_numerics.safe_norm` takes two: max|x|, then the
+  scaled sum). Small vectors (biases, norm scales) of one size are stacked
+  and reduced together: XLA:CPU runs every reduction as its own kernels,
+  whose launches cost more than such a leaf (the barrier keeps XLA from
+  splitting the stacked reduction back into one per leaf). Matrices never
+  are: stacking a sharded one would gather it.
+  """
+  sums, small = [None] * len(columns[0]), {}
+  for i, x in enumerate(columns[0]):
+    if x.ndim <= 1 and x.size < _SMALL:
+      small.setdefault((x.size, *(c[i].dtype for c in columns)), []).append(i)
+    else:
+      sums[i] = jnp.sum(jnp.square(fn(*(c[i] for c in columns)).astype(dtype)))
+  for (size, *_), index in small.items():
+    blocks = jax.lax.optimization_barrier([jnp.stack([c[i].reshape(size) for i in index]) for c in columns])
+    block_sums = jnp.sum(jnp.square(fn(*blocks).astype(dtype)), axis=1)
+    for k, i in enumerate(index):
+      sums[i] = block_sums[k]
+  return jnp.array(sums, dtype).reshape(-1)
+
+
+_SMALL = 1 << 14  # Elements: smaller vectors are reduced together.
+
+
+def _norms(updates, params, init_params, first, stack, layerwise, backend, dtype):
+  """(|g|, |x - x_0|, |x_0| at step 1 else 0), per leaf as vectors (layerwise) or of the tree.
+
+  Plain sums of squares, one pass per tensor; they are trusted when finite
+  and at least n tiny / eps (squares flushed below `tiny` then moved them by
+  under eps relative). Otherwise, and at step 1 (the only step that needs
+  |x_0|), the norms are computed with `_norm`, overflow-safe: one
+  `lax.cond`, whose branch not taken costs nothing. Complex trees take
+  `_norm` directly.
+  """
+
+  def safe_norms():
+    moved = jax.tree.map(lambda p, p0: p.astype(p0.dtype) - p0, params, init_params)
+    return tuple(stack(_norm(t, layerwise, dtype)) for t in (updates, moved, init_params))
+
+  if any(jnp.iscomplexobj(x) for x in jax.tree.leaves((updates, params))):
+    return safe_norms()
+  if backend == "pallas":  # Squares in float32 in the kernel.
+    sums = reductions.leaf_sums(_norms_rule, (), [updates, params, init_params], 2)
+    square_g, square_d = (jnp.array([s[k] for s in sums], dtype).reshape(-1) for k in range(2))
+  else:
+    square_g = _square_sums(lambda g: g, jax.tree.leaves(updates), dtype=dtype)
+    square_d = _square_sums(lambda p, p0: p.astype(p0.dtype) - p0,
+                            jax.tree.leaves(params), jax.tree.leaves(init_params), dtype=dtype)
+  sizes = jnp.array([x.size for x in jax.tree.leaves(updates)], dtype)
+  if not layerwise:
+    square_g, square_d, sizes = jnp.sum(square_g), jnp.sum(square_d), jnp.sum(sizes)
+  info = jnp.finfo(dtype)
+  suspect = lambda s: jnp.any(~(jnp.isfinite(s) & (s >= sizes * (info.tiny / info.eps))))
+  fast = lambda: (jnp.sqrt(square_g), jnp.sqrt(square_d), jnp.zeros_like(square_g))
+  return jax.lax.cond(first | suspect(square_g) | suspect(square_d), safe_norms, fast)
+
+
 def _norms_rule(scalars, g, x, x0):
-  """|g|^2, |x_0|^2 and |x - x_0|^2 of one leaf, read once (backend="pallas")."""
+  """|g|^2 and |x - x_0|^2 of one leaf, read once (backend="pallas")."""
   del scalars
-  return g * g, x0 * x0, (x - x0) * (x - x0)
+  return g * g, (x - x0) * (x - x0)
 
 
 def scale_by_dog(
@@ -182,43 +242,27 @@ def scale_by_dog(
     first = state.count == 0
     lr = _numerics.learning_rate_at(learning_rate, state.count)
 
-    def xla_norms():
-      moved = jax.tree.map(lambda p, p0: p.astype(p0.dtype) - p0, params, state.init_params)
-      return tuple(_norm(t, layerwise, dtype) for t in (updates, state.init_params, moved))
-
-    if backend == "pallas" and not any(jnp.iscomplexobj(x) for x in jax.tree.leaves((updates, params))):
-      treedef = jax.tree.structure(updates)
-      sums = reductions.leaf_sums(_norms_rule, (), [updates, params, state.init_params], 3)
-      fused = tuple(
-          _combine(treedef.unflatten([jnp.sqrt(s[k].astype(dtype)) for s in sums]), layerwise, dtype)
-          for k in range(3))
-      # The kernel squares in float32: if a square overflowed, redo the norms
-      # safely (only then; the branch not taken costs nothing).
-      overflow = jnp.logical_not(jnp.all(jnp.stack([jnp.isfinite(x) for x in jax.tree.leaves(fused)])))
-      grad_norm, init_norm, moved_norm = jax.lax.cond(overflow, xla_norms, lambda: fused)
-    else:
-      grad_norm, init_norm, moved_norm = xla_norms()
+    leaves = jax.tree.leaves(updates)
+    # Per-leaf scalars as one vector (LDoG) or the tree's (DoG): a few small
+    # kernels for all leaves instead of several per leaf.
+    stack = lambda tree: jnp.array(jax.tree.leaves(tree), dtype).reshape(-1) if layerwise else tree
+    grad_norm, moved_norm, init_norm = _norms(
+        updates, params, state.init_params, first, stack, layerwise, backend, dtype)
     # At step 1, x_t = x_0: the distance is reps_rel (1 + |x_0|) instead.
-    max_distance = jax.tree.map(
-        lambda n0, r, d: jnp.where(first, reps_rel * (1.0 + n0), jnp.maximum(r, d)),
-        init_norm, state.max_distance, moved_norm,
-    )
+    max_distance = jnp.where(
+        first, reps_rel * (1.0 + init_norm), jnp.maximum(stack(state.max_distance), moved_norm))
     # sqrt(G) = hypot(sqrt(G_prev), |g|); at step 1 hypot(|g|, sqrt(eps)).
     root_eps = jnp.sqrt(jnp.asarray(eps, dtype))
-    grad_norm = jax.tree.map(
-        lambda n, acc: jnp.where(first, jnp.hypot(n, root_eps), jnp.hypot(acc, n)), grad_norm, state.grad_norm
-    )
-
-    def step_size(rbar, root_g):
-      eta = lr * rbar / root_g
-      eta = jnp.where(root_g > 0, eta, 0.0)  # The reference asserts G > 0.
-      if init_eta is not None:
-        eta = jnp.where(first, init_eta, eta)
-      return eta
-
-    eta = jax.tree.map(step_size, max_distance, grad_norm)
+    grad_norm = jnp.where(first, jnp.hypot(grad_norm, root_eps), jnp.hypot(stack(state.grad_norm), grad_norm))
+    # The reference asserts G > 0.
+    eta = jnp.where(grad_norm > 0, lr * max_distance / grad_norm, 0.0)
+    if init_eta is not None:
+      eta = jnp.where(first, init_eta, eta)
+    treedef = jax.tree.structure(updates)
     if layerwise:
-      new_updates = jax.tree.map(lambda g, e: (e * g).astype(g.dtype), updates, eta)
+      unstack = lambda v: treedef.unflatten([v[i] for i in range(len(leaves))])
+      new_updates = treedef.unflatten([(eta[i] * g).astype(g.dtype) for i, g in enumerate(leaves)])
+      max_distance, grad_norm = unstack(max_distance), unstack(grad_norm)
     else:
       new_updates = jax.tree.map(lambda g: (eta * g).astype(g.dtype), updates)
     return new_updates, ScaleByDoGState(

@@ -95,11 +95,13 @@ def _scale_by_debiased_moments(momentum: Any, b_rms: Any = None, eps: Any = 0.0)
       mu = jax.tree.map(lambda g, m: momentum * m + _numerics.one_minus(momentum) * g.astype(m.dtype), updates, state.mu)
       direction = jax.tree.map(lambda g, m: (m / _numerics.cast_like(correction1, m)).astype(g.dtype), updates, mu)
       return direction, ScaleByDebiasedMomentsState(count, mu, None)
-    correction2 = _numerics.bias_correction(b_rms, t)
+    inverse_root2 = jax.lax.rsqrt(_numerics.bias_correction(b_rms, t))
 
     def leaf(g, m, v):
       _, m, v = _numerics.adam_moments(g, m, v, momentum, b_rms)
-      root = _numerics.sqrt_ratio(v, _numerics.cast_like(correction2, v)) + eps
+      # sqrt(v / (1 - b_rms^t)) as sqrt(v) times a scalar: finite for every
+      # finite v without an overflow branch, and cheaper per element.
+      root = jnp.sqrt(v) * _numerics.cast_like(inverse_root2, v) + eps
       return (m / _numerics.cast_like(correction1, m) / root).astype(g.dtype), m, v
 
     direction, mu, nu = _numerics.tree_map_unzip(leaf, 3, updates, state.mu, state.nu)
@@ -130,11 +132,21 @@ def adam_preconditioner(b2: Any = 0.999, eps: Any = 1e-8) -> Preconditioner:
       )
     state = found[0]
     t = _numerics.step_count(state.count)
-    correction = _numerics.bias_correction(b2, t)
-    return jax.tree.map(
-        lambda g, v: g / (_numerics.sqrt_ratio(v, _numerics.cast_like(correction, v)) + eps),
-        grads, state.nu,
-    )
+    inverse_root = jax.lax.rsqrt(_numerics.bias_correction(b2, t))
+
+    def leaf(g, v):
+      # sqrt(v) / sqrt(1 - b2^t), as sqrt(v) times a scalar: finite for every
+      # finite v, so no overflow branch (a select, which XLA:CPU's reduction
+      # kernels do not fuse) and one division per element (they are slow
+      # there). v and the scalars pass a barrier, per leaf: otherwise XLA
+      # shares the root with the base's direction (and the scalars'
+      # broadcasts across leaves of one shape) and materialises them as
+      # full-size temporaries.
+      v, scale, eps_ = jax.lax.optimization_barrier(
+          (v, _numerics.cast_like(inverse_root, v), jnp.asarray(eps, v.dtype)))
+      return g / (jnp.sqrt(v) * scale + eps_)
+
+    return jax.tree.map(leaf, grads, state.nu)
 
   return precondition
 
@@ -155,7 +167,22 @@ def _tree_vdot(a: Any, b: Any, dtype: Any) -> jax.Array:
       return jnp.sum(jnp.real(jnp.conj(x.astype(wide)) * y.astype(wide))).astype(dtype)
     return jnp.sum(x.astype(dtype) * y.astype(dtype))
 
-  return sum((dot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))), jnp.zeros([], dtype))
+  pairs = list(zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  # Small real vectors (biases, norm scales) in one reduction: XLA:CPU runs
+  # every reduction as its own kernels, whose launches cost more than such
+  # leaves (the barrier keeps XLA from splitting sum(concatenate) back into
+  # sums). Never matrices: concatenating a sharded one would gather it.
+  small = {i for i, (x, y) in enumerate(pairs)
+           if x.ndim <= 1 and x.size < _SMALL and not (jnp.iscomplexobj(x) or jnp.iscomplexobj(y))}
+  total = jnp.zeros([], dtype)
+  if small:
+    products = jnp.concatenate([(x.astype(dtype) * y.astype(dtype)).ravel()
+                                for i, (x, y) in enumerate(pairs) if i in small])
+    total = jnp.sum(jax.lax.optimization_barrier(products))
+  return sum((dot(x, y) for i, (x, y) in enumerate(pairs) if i not in small), total)
+
+
+_SMALL = 1 << 14  # Elements: a vector below this joins the others' one reduction.
 
 
 def scale_by_induced_metric(

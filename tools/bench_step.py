@@ -82,6 +82,8 @@ OPTAX_COUNTERPARTS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "prodigy": lambda: optax.contrib.prodigy(1.0),
     "schedule_free_adamw": lambda: optax.contrib.schedule_free_adamw(0.0025),
     "schedule_free_sgd": lambda: optax.contrib.schedule_free_sgd(1.0),
+    "sgd_momentum": lambda: optax.sgd(0.1, momentum=0.9),
+    "sgd_nesterov": lambda: optax.sgd(0.1, momentum=0.9, nesterov=True),
 }
 BASELINE = "adamw"
 
