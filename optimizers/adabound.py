@@ -41,6 +41,8 @@ from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
 
+__all__ = ("adabound", "amsbound", "scale_by_adabound", "ScaleByAdaBoundState")
+
 
 class ScaleByAdaBoundState(NamedTuple):
   """State of `scale_by_adabound`; `nu_max` is empty unless AMSBound."""

@@ -67,6 +67,9 @@ from pallas_kernels import adam_family
 from pallas_kernels import elementwise
 from pallas_kernels import reductions
 
+__all__ = ("adam_mini", "adam_mini_partition", "AdamMiniBlock", "print_adam_mini_partition",
+    "scale_by_adam_mini", "ScaleByAdamMiniState")
+
 QUERY_NAMES = ("q_proj", "wq", "query")
 KEY_NAMES = ("k_proj", "wk", "key")
 EMBEDDING_NAMES = ("embed", "embd", "wte")
@@ -469,3 +472,6 @@ def adam_mini(
       optax.add_decayed_weights(weight_decay, weight_decay_mask if mask is None else mask),
       optax.scale_by_learning_rate(learning_rate),
   )
+
+
+AdamMiniBlock = Block  # The package exports the block type under this name.

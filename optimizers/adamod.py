@@ -36,6 +36,8 @@ from optimizers import _weight_decay
 from pallas_kernels import elementwise
 from pallas_kernels import transforms as pallas_transforms
 
+__all__ = ("adamod", "scale_by_adamod", "ScaleByAdaModState")
+
 
 class ScaleByAdaModState(NamedTuple):
   """State of `scale_by_adamod`: count, moments and the step-size EMA."""

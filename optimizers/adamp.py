@@ -66,6 +66,9 @@ from pallas_kernels import elementwise
 from pallas_kernels import reductions
 from pallas_kernels import transforms as pallas_transforms
 
+__all__ = ("adamp", "adamp_projection", "scale_by_adamp", "scale_by_sgdp", "ScaleByAdamPState",
+    "ScaleBySGDPState", "sgdp")
+
 
 class ScaleByAdamPState(NamedTuple):
   """State of `scale_by_adamp`: count and the two moments."""
@@ -549,3 +552,6 @@ def sgdp(
       ),
       optax.scale_by_learning_rate(learning_rate),
   )
+
+
+adamp_projection = project  # The package exports the projection under this name.

@@ -85,6 +85,9 @@ from optimizers import _validation
 from pallas_kernels import reductions
 from pallas_kernels import transforms as pallas_transforms
 
+__all__ = ("dog", "ldog", "polynomial_decay_averaging", "PolynomialDecayAveragingState",
+    "scale_by_dog", "ScaleByDoGState")
+
 
 class ScaleByDoGState(NamedTuple):
   """State of `scale_by_dog`.

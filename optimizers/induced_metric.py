@@ -51,6 +51,9 @@ from optimizers import _validation
 from pallas_kernels import reductions
 from pallas_kernels import transforms as pallas_transforms
 
+__all__ = ("adam_preconditioner", "induced_metric_log", "induced_metric_rms", "induced_metric_sgd",
+    "scale_by_induced_metric", "ScaleByDebiasedMomentsState", "ScaleByInducedMetricState")
+
 Preconditioner = Callable[[optax.Updates, optax.OptState], optax.Updates]
 
 

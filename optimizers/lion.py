@@ -36,7 +36,7 @@ from optimizers import _executor
 from optimizers import _numerics
 from optimizers import _validation
 
-__all__ = ("ScaleByLionState", "lion", "lion_rule", "scale_by_lion")
+__all__ = ("lion", "scale_by_lion", "ScaleByLionState")
 
 
 class ScaleByLionState(NamedTuple):

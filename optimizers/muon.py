@@ -76,6 +76,9 @@ from optax import contrib as optax_contrib
 from optimizers import _numerics
 from optimizers import _validation
 
+__all__ = ("muon", "muon_dimension_numbers", "muon_partition", "MuonDimensionNumbers",
+    "ScaleByMuonState")
+
 MuonDimensionNumbers = optax_contrib.MuonDimensionNumbers
 
 # A rule: (path names, shape) -> how to view the leaf as a matrix, or None

@@ -96,6 +96,8 @@ from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
 
+__all__ = ("prodigy", "scale_by_prodigy", "ScaleByProdigyState")
+
 
 class ScaleByProdigyState(NamedTuple):
   """State of `scale_by_prodigy`.

@@ -45,6 +45,8 @@ from optimizers import _validation
 from optimizers import _weight_decay
 from pallas_kernels import adam_family
 
+__all__ = ("radam", "scale_by_radam", "ScaleByRAdamState")
+
 
 class ScaleByRAdamState(NamedTuple):
   """State of `scale_by_radam`: int32 step count and the two moments."""

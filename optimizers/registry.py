@@ -46,6 +46,8 @@ from optimizers.radam import radam
 from optimizers.sgd import sgd_momentum
 from optimizers.sgd import sgd_nesterov
 
+__all__ = ("OptimizerSpec", "Registry", "registry")
+
 _ONE_MINUS = "one_minus_"
 
 

@@ -64,6 +64,9 @@ from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
 
+__all__ = ("schedule_free", "schedule_free_adamw", "schedule_free_eval_params",
+    "schedule_free_radam", "schedule_free_sgd", "ScheduleFreeState")
+
 
 class ScheduleFreeState(NamedTuple):
   """State of `schedule_free`: the z sequence, the weighting and the base's state.

@@ -36,6 +36,10 @@ import optax
 
 from optimizers import _validation
 
+__all__ = ("cyclic_momentum_schedule", "cyclic_schedule", "linear_decay_to_zero_schedule",
+    "one_cycle_momentum_schedule", "one_cycle_schedule", "power_schedule", "refined_schedule",
+    "rex_schedule", "warmup_stable_decay_schedule")
+
 
 # --- Shared pieces --------------------------------------------------------------
 

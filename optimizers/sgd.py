@@ -39,6 +39,8 @@ from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
 
+__all__ = ("sgd_momentum", "sgd_nesterov")
+
 
 def sgd_momentum(
     learning_rate: optax.ScalarOrSchedule = 0.1,

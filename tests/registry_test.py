@@ -5,6 +5,7 @@ from tests import test_util  # pylint: disable=unused-import  # Device set-up.
 import importlib
 import inspect
 import math
+import sys
 
 from absl.testing import absltest
 from absl.testing import parameterized
@@ -121,6 +122,19 @@ class RegistryTest(parameterized.TestCase):
           name="bad", factory=optimizers.radam, defaults=dict(beta_one=0.9), search_space={},
           paper="p", reference="r", state_bytes_per_param=8,
       )
+
+
+class ExportsTest(absltest.TestCase):
+
+  def test_every_steplab_optimizer_and_its_building_block_is_exported(self):
+    for name, spec in optimizers.registry.items():
+      if spec.factory.__module__.startswith("optimizers."):  # Not optax's adamw/nadamw.
+        self.assertIs(getattr(optimizers, name), spec.factory, name)
+        self.assertIn(name, optimizers.__all__)
+    for module in {spec.factory.__module__ for spec in optimizers.registry.values()}:
+      if module.startswith("optimizers."):
+        blocks = [n for n in vars(sys.modules[module]) if n.startswith("scale_by_")]
+        self.assertEmpty(set(blocks) - set(optimizers.__all__), module)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ OPTAX_COUNTERPARTS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "schedule_free_sgd": lambda: optax.contrib.schedule_free_sgd(1.0),
     "sgd_momentum": lambda: optax.sgd(0.1, momentum=0.9),
     "sgd_nesterov": lambda: optax.sgd(0.1, momentum=0.9, nesterov=True),
+    "lion": lambda: optax.lion(1e-4, weight_decay=0.0),  # The registry's (reference) defaults.
 }
 BASELINE = "adamw"
 
