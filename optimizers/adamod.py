@@ -34,7 +34,6 @@ from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
 from pallas_kernels import elementwise
-from pallas_kernels import transforms as pallas_transforms
 
 __all__ = ("adamod", "scale_by_adamod", "ScaleByAdaModState")
 
@@ -89,7 +88,7 @@ def scale_by_adamod(
     An `optax.GradientTransformation` whose updates are `min(eta, s) * m`.
   """
   owner = "scale_by_adamod"
-  pallas_transforms.check_backend(owner, backend)
+  _validation.check_backend(owner, backend)
   _validation.check_learning_rate(owner, learning_rate)
   _validation.check_decay(owner, "b1", b1)
   _validation.check_mu_dtype(owner, mu_dtype)

@@ -64,7 +64,6 @@ from optimizers import _validation
 from optimizers import _weight_decay
 from pallas_kernels import elementwise
 from pallas_kernels import reductions
-from pallas_kernels import transforms as pallas_transforms
 
 __all__ = ("adamp", "adamp_projection", "scale_by_adamp", "scale_by_sgdp", "ScaleByAdamPState",
     "ScaleBySGDPState", "sgdp")
@@ -361,7 +360,7 @@ def scale_by_adamp(
   _validation.check_mu_dtype(owner, mu_dtype)
   _validation.check_decay(owner, "b2", b2)
   _check_projection_args(owner, eps, delta, wd_ratio, weight_decay, channel_axis)
-  pallas_transforms.check_backend(owner, backend)
+  _validation.check_backend(owner, backend)
   hyper = _Hyper(b1, b2, eps, weight_decay, delta, wd_ratio, nesterov, channel_axis)
 
   def xla_leaf(g, m, v, p, on, bc1, sqrt_bc2):

@@ -83,7 +83,6 @@ import optax
 from optimizers import _numerics
 from optimizers import _validation
 from pallas_kernels import reductions
-from pallas_kernels import transforms as pallas_transforms
 
 __all__ = ("dog", "ldog", "polynomial_decay_averaging", "PolynomialDecayAveragingState",
     "scale_by_dog", "ScaleByDoGState")
@@ -215,7 +214,7 @@ def scale_by_dog(
     An `optax.GradientTransformation`.
   """
   owner = "scale_by_ldog" if layerwise else "scale_by_dog"
-  pallas_transforms.check_backend(owner, backend)
+  _validation.check_backend(owner, backend)
   _validation.check_learning_rate(owner, learning_rate)
   _validation.check_non_negative(owner, "eps", eps)
   if init_eta is None:

@@ -49,7 +49,6 @@ import optax
 from optimizers import _numerics
 from optimizers import _validation
 from pallas_kernels import reductions
-from pallas_kernels import transforms as pallas_transforms
 
 __all__ = ("adam_preconditioner", "induced_metric_log", "induced_metric_rms", "induced_metric_sgd",
     "scale_by_induced_metric", "ScaleByDebiasedMomentsState", "ScaleByInducedMetricState")
@@ -216,7 +215,7 @@ def scale_by_induced_metric(
     An `optax.GradientTransformationExtraArgs`; extra arguments also reach the base.
   """
   owner = "scale_by_induced_metric"
-  pallas_transforms.check_backend(owner, backend)
+  _validation.check_backend(owner, backend)
   _validation.check_non_negative(owner, "xi", xi)
   _validation.check_decay(owner, "beta", beta)
   base = optax.with_extra_args_support(base if base is not None else optax.identity())

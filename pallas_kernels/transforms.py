@@ -12,12 +12,8 @@ from pallas_kernels import adam_family
 BACKENDS = ("xla", "pallas")
 
 
-def check_backend(owner: str, backend: str) -> None:
-  """Deprecated here (an optimizer-API check): use `optimizers._validation.check_backend`.
-
-  Kept only for the optimizers not yet moved onto `optimizers._executor`
-  (pallas_kernels must not import optimizers, so this cannot forward).
-  """
+def _check_backend(owner: str, backend: str) -> None:
+  """This module's own `backend` arguments (optimizers check theirs with `optimizers._validation`)."""
   if backend not in BACKENDS:
     raise ValueError(f"{owner}: unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
 
@@ -30,7 +26,7 @@ def scale_by_adam(
   backend="xla" returns optax's own transformation, so checkpoints and chains
   are interchangeable between the two.
   """
-  check_backend("scale_by_adam", backend)
+  _check_backend("scale_by_adam", backend)
   reference = optax.scale_by_adam(b1, b2, eps)
   if backend == "xla":
     return reference

@@ -114,6 +114,7 @@ def _known_optimizers(names):
 
 
 _NUM_LAYERS = 8
+_HEAD_DIM = 32  # The model width is a multiple of 32.
 _COPY = "copy kernel"
 
 
@@ -212,10 +213,14 @@ def build_cases(names, params, grads) -> tuple[list[Case], str]:
   row when that is optax's own, else an extra row.
   """
   cases, extra = [], []
+  # Attention heads of 32 dimensions, for optimizers that partition by head (Adam-mini refuses
+  # a query/key kernel without them).
+  num_heads = params["layer_00"]["attention"]["query"]["kernel"].shape[0] // _HEAD_DIM
   for name in names:
     spec = registry[name]
     own = name in OPTAX_COUNTERPARTS and _is_optax_own(spec)
-    cases.append(Case(name, spec.build(), params, grads, spec,
+    heads = {"num_heads": num_heads} if "num_heads" in spec.arguments else {}
+    cases.append(Case(name, spec.build(**heads), params, grads, spec,
                       counterpart=name if own else None))
     if name in OPTAX_COUNTERPARTS and not own:
       cases[-1].counterpart = label = f"{name} (optax)"
