@@ -15,7 +15,7 @@ as ONE jitted function that donates params and state (so XLA may update them
 in place), called repeatedly with its outputs fed back. Each optimizer is built
 with `registry[name].build()` (the reference defaults). Measurements are
 interleaved against drift: every round times each optimizer (and a copy
-kernel) for `--steps_per_round` steps, in a rotated order; a round's time is
+kernel) for `--steps_per_round` steps, in a new random order; a round's time is
 the median of its steps, and every reported figure is the median over rounds.
 
 How to run
@@ -58,6 +58,7 @@ from __future__ import annotations
 import csv
 import functools
 import math
+import random
 import statistics
 import sys
 import time
@@ -243,7 +244,12 @@ def check_state_bytes(cases, dtype):
 
 
 def measure(cases, copy, rounds, steps):
-  """{label: [per-round median seconds]}, rotating the order every round."""
+  """{label: [per-round median seconds]}, in a new random order every round.
+
+  A fixed or rotated order would time each row always just before or after
+  the same others (a row's counterpart among them), so slowly drifting
+  machine state (caches, frequency, other jobs) could bias a ratio.
+  """
   everything = [copy] + cases
   start = time.perf_counter()
   for c in everything:  # compile + warm up
@@ -253,8 +259,9 @@ def measure(cases, copy, rounds, steps):
         file=sys.stderr, flush=True)
   times = {c.label: [] for c in everything}
   for r in range(rounds):
-    shift = r % len(everything)
-    for c in everything[shift:] + everything[:shift]:
+    order = list(everything)
+    random.Random(r).shuffle(order)  # Seeded: the same orders on every run.
+    for c in order:
       samples = []
       for _ in range(steps):
         t0 = time.perf_counter()
