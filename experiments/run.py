@@ -745,7 +745,7 @@ def _run_submission(sub: submission_lib.Submission, workload: workloads.Workload
   print(
       f"\n{sub.name} on {workload.name} ({workload.num_params():,} params, {jax.device_count()} x"
       f" {jax.devices()[0].platform}{'' if pinned is None else f', pinned to core {pinned}'}"
-      f"{'' if mesh is None else ', mesh ' + ','.join(f'{a}:{n}' for a, n in mesh.items())}): target"
+      f"{'' if mesh is None else ', mesh ' + sharding.mesh_text(mesh)}): target"
       f" {workload.targets.metric} {'>=' if workload.targets.mode == 'max' else '<='}"
       f" {workload.targets.validation}, budget {budget_text}, {_TUNING_RULESET.value} ruleset{space_text},"
       f" batch size {batch_size}"

@@ -75,7 +75,7 @@ def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = N
   shape = tuple(int(sizes.get(axis, 1)) for axis in MESH_AXES)
   if math.prod(shape) != len(devices):
     raise ValueError(
-        f"mesh {','.join(f'{a}:{s}' for a, s in zip(MESH_AXES, shape))} needs {math.prod(shape)} devices,"
+        f"mesh {mesh_text(dict(zip(MESH_AXES, shape)))} needs {math.prod(shape)} devices,"
         f" there are {len(devices)}")
   # Neighbouring devices (e.g. the chips of one host) share an fsdp group: its all-gathers are the busiest.
   return jax.sharding.Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
@@ -139,9 +139,9 @@ def data_parallel_shardings(batch_size: int, devices: Sequence[jax.Device] | Non
   return batch_sharding(mesh), jax.sharding.NamedSharding(mesh, P())
 
 
-def mesh_text(mesh: jax.sharding.Mesh) -> str:
-  """"data:2,fsdp:4" for a mesh (the flag's syntax)."""
-  return ",".join(f"{axis}:{size}" for axis, size in mesh.shape.items())
+def mesh_text(sizes: Mapping[str, int]) -> str:
+  """"data:2,fsdp:4" for axis sizes (a mesh's `.shape`, or `parse_mesh`'s result): the flag's syntax."""
+  return ",".join(f"{axis}:{size}" for axis, size in sizes.items())
 
 
 def bytes_per_device(tree: Any) -> dict[jax.Device, int]:

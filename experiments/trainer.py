@@ -359,7 +359,7 @@ def run_trial(
       target_metric=target_key, target_value=targets.validation, target_mode=targets.mode,
       max_allowed_runtime_sec=budget, status="running", reached_target=False,
       time_to_target_sec=None, steps_to_target=None, num_devices=num_devices,
-      mesh=sharding.mesh_text(device_mesh),
+      mesh=sharding.mesh_text(device_mesh.shape),
       batch_size=batch_size, preemption_count=preemption_count, measure=measure,
       time_column=TIME_COLUMNS[measure], budget=budget_steps if measure == "steps" else budget,
   )

@@ -84,6 +84,8 @@ def scale_by_lion(
   _validation.check_decay(owner, "b1", b1)
   _validation.check_decay(owner, "b2", b2)
   _validation.check_mu_dtype(owner, mu_dtype)
+  rule = functools.partial(lion_rule, mu_dtype=mu_dtype)
+  scalars = (b1, _numerics.one_minus(b1), b2, _numerics.one_minus(b2))
 
   def init_fn(params):
     return ScaleByLionState(count=jnp.zeros([], jnp.int32), mu=_numerics.zeros_like_state(params, mu_dtype))
@@ -91,9 +93,7 @@ def scale_by_lion(
   def update_fn(updates, state, params=None):
     del params
     _validation.check_tree_matches(owner, updates, state.mu)
-    scalars = (b1, _numerics.one_minus(b1), b2, _numerics.one_minus(b2))
-    direction, mu = _executor.tree_map(functools.partial(lion_rule, mu_dtype=mu_dtype), scalars,
-                                       [updates, state.mu], 2, backend=backend, aliases={1: 1})
+    direction, mu = _executor.tree_map(rule, scalars, [updates, state.mu], 2, backend=backend, aliases={1: 1})
     return direction, ScaleByLionState(count=optax.safe_increment(state.count), mu=mu)
 
   return optax.GradientTransformation(init_fn, update_fn)
