@@ -83,14 +83,15 @@ def search_space(name: str) -> dict[str, Any]:
   """The exported search space of registry entry `name`.
 
   The registry's space, plus `warmup_factor` fixed at the adapter's default
-  where the entry trains with AlgoPerf's warmup + cosine schedule
-  (`registry_submission` puts that default in otherwise; listing it makes the
-  schedule visible and matches AlgoPerf's baselines). Never for the others:
-  a `warmup_factor` would switch a schedule on for them.
+  where the entry trains with AlgoPerf's warmup + cosine schedule, i.e. unless
+  the method sets its own schedule (`registry_submission` puts that default in
+  otherwise; listing it makes the schedule visible and matches AlgoPerf's
+  baselines). Never for the others: a `warmup_factor` would switch a schedule
+  on for them.
   """
   spec = optimizers.registry[name]
   space = {key: dict(value) for key, value in spec.search_space.items()}
-  if spec.warmup_cosine:
+  if not spec.sets_own_schedule:
     space.setdefault("warmup_factor", {"feasible_points": [submission_lib.REGISTRY_WARMUP_FACTOR]})
   return space
 
@@ -137,7 +138,7 @@ def _has_eval_rule(name: str) -> bool:
 
 def _schedule_text(name: str) -> str:
   spec = optimizers.registry[name]
-  if spec.warmup_cosine:
+  if not spec.sets_own_schedule:
     return (f"AlgoPerf's baseline schedule: linear warmup over warmup_factor ="
             f" {submission_lib.REGISTRY_WARMUP_FACTOR:g} of the workload's step_hint, then cosine"
             f" decay to zero at step_hint.")

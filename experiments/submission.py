@@ -547,13 +547,15 @@ def registry_submission(name: str, batch_sizes: Mapping[str, int] | None = None)
 
   The learning rate follows AlgoPerf's baseline schedule (warmup over
   `warmup_factor` = 5% of the workload's `step_hint`, then cosine decay to
-  zero at `step_hint`); a point may set `warmup_factor` to change it. Entries
-  whose `warmup_cosine` is False (methods that set their own step size or
-  replace the schedule) run at a constant rate unless a point sets one.
+  zero at `step_hint`) unless the method sets its own schedule
+  (`spec.sets_own_schedule`: DoG and LDoG set their step size, schedule-free
+  methods replace the schedule), whose learning rate is a constant
+  multiplier. A point may set `warmup_factor` to change the schedule, or, for
+  a method that sets its own, to switch one on.
   """
   spec = optimizers.registry[name]
   defaults = dict(spec.defaults)
-  if spec.warmup_cosine:
+  if not spec.sets_own_schedule:  # AlgoPerf's warmup + cosine on the learning rate.
     defaults["warmup_factor"] = REGISTRY_WARMUP_FACTOR
   return optimizer_submission(
       name, spec.factory, defaults=defaults, search_space=spec.search_space,

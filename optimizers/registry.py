@@ -95,10 +95,12 @@ class OptimizerSpec:
     static_args: non-boolean arguments that shape the computation (e.g. a
       channel axis) and so must stay static under `optax.inject_hyperparams`
       (booleans always stay static there).
-    warmup_cosine: whether a benchmark should put AlgoPerf's baseline
-      schedule (warmup, then cosine decay over step_hint) on the learning
-      rate; False for methods that set their own step size or replace the
-      schedule (DoG, schedule-free), which run at a constant rate.
+    sets_own_schedule: whether the method sets its own step-size schedule
+      or replaces the schedule (DoG's and LDoG's step size, distance over
+      gradients, is their schedule; schedule-free methods interpolate and
+      average instead), so that its learning rate is a constant multiplier,
+      not a rate to schedule. False for Prodigy: it estimates a step size,
+      but its paper pairs it with a decaying schedule.
     needs_value: whether `update` needs the current loss as the extra
       argument `value=` (induced_metric_log); the runner passes it.
     global_step_size: whether one scalar step size serves the whole tree
@@ -121,7 +123,7 @@ class OptimizerSpec:
   reference: str
   state_bytes_per_param: int
   static_args: tuple[str, ...] = ()
-  warmup_cosine: bool = True
+  sets_own_schedule: bool = False
   needs_value: bool = False
   global_step_size: bool = False
   schedule_peak_args: tuple[str, ...] = ()
@@ -395,7 +397,7 @@ for _factory, _cls in ((dog, "DoG"), (ldog, "LDoG")):
           ),
           reference=f"dog-optimizer 1.0.3 (dog.{_cls})",
           state_bytes_per_param=4,  # x_0.
-          warmup_cosine=False,
+          sets_own_schedule=True,
           global_step_size=_factory is dog,  # LDoG's step size is per layer.
       )
   )
@@ -405,8 +407,9 @@ del _factory, _cls
 # Prodigy estimates the step size; its learning rate is a multiplier of d,
 # 1 by design (the self-tuning default). The external space searches that
 # multiplier within a factor of 3, Adam's 1 - b2, and decoupled weight decay,
-# the knobs the paper's experiments vary. It keeps AlgoPerf's warmup + cosine
-# (the paper pairs Prodigy with cosine annealing).
+# the knobs the paper's experiments vary. It does not set its own schedule
+# (the paper pairs Prodigy with cosine annealing), so the runner's warmup +
+# cosine stays on.
 registry.register(
     OptimizerSpec(
         name="prodigy",
@@ -450,7 +453,7 @@ for _spec in (
         state_bytes_per_param=4,  # z.
         test_problems=dict(quadratic=dict(learning_rate=0.5), rosenbrock=dict(learning_rate=3e-3)),
         static_args=("warmup_steps",),
-        warmup_cosine=False,
+        sets_own_schedule=True,
     ),
 ):
   registry.register(_spec)
@@ -467,7 +470,7 @@ for _factory, _cls in ((schedule_free_adamw, "AdamWScheduleFree"), (schedule_fre
           reference=f"schedulefree 1.4.1 ({_cls})",
           state_bytes_per_param=8,  # z, v.
           static_args=("warmup_steps",) if _factory is schedule_free_adamw else (),
-          warmup_cosine=False,
+          sets_own_schedule=True,
           test_problems=dict(quadratic=dict(learning_rate=0.05), rosenbrock=dict(learning_rate=1e-2)),
       )
   )
@@ -531,7 +534,8 @@ registry.register(
 # one_minus_beta1, which the registry also accepts), weight decay; their
 # warmup_factor 0.05 is the runner's). Their schedule decays linearly to
 # end_factor (1e-3 or 1e-2) of the peak at 0.9 step_hint; the runner puts its
-# warmup + cosine on every warmup_cosine entry instead.
+# warmup + cosine on them instead, as on every entry that does not set its own
+# schedule.
 _SGD_SPACE = {
     "learning_rate": _log(2e-2, 5.0),
     "one_minus_momentum": _log(5e-3, 0.3),

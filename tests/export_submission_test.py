@@ -80,7 +80,7 @@ class FolderTest(parameterized.TestCase):
     spec = optimizers.registry[name]
     for key, dim in spec.search_space.items():
       self.assertEqual(space[key], dict(dim))
-    if spec.warmup_cosine:  # The adapter's default, made explicit.
+    if not spec.sets_own_schedule:  # The adapter's default, made explicit.
       self.assertEqual(space["warmup_factor"], {"feasible_points": [submission_lib.REGISTRY_WARMUP_FACTOR]})
     else:  # A warmup_factor would switch a schedule on for DoG and schedule-free.
       self.assertNotIn("warmup_factor", space)

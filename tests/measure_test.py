@@ -124,7 +124,7 @@ class BudgetCoherenceTest(absltest.TestCase):
   def test_every_registry_schedule_spans_every_cpu_budget(self):
     # A registry optimizer on AlgoPerf's schedule decays to its final value at
     # step_hint; step-measured budgets end at most 10% later. Entries without
-    # that schedule (warmup_cosine False: DoG, schedule-free, ...) set their
+    # that schedule (sets_own_schedule: DoG, schedule-free, ...) set their
     # own step size at a constant rate: there is no schedule to end early.
     cpu = [w for w in workloads.WORKLOADS if workloads.WORKLOADS[w].targets.measure == "steps"]
     self.assertCountEqual(
@@ -134,7 +134,7 @@ class BudgetCoherenceTest(absltest.TestCase):
       self.assertLessEqual(1 - tg.step_hint / tg.max_steps, base.MAX_FINAL_FRACTION, name)
       self.assertGreaterEqual(tg.max_steps // tg.eval_period_steps, 20, name)
       for opt, spec in optimizers.registry.items():
-        if not spec.warmup_cosine:
+        if spec.sets_own_schedule:
           continue
         point = {**spec.defaults, "warmup_factor": submission_lib.REGISTRY_WARMUP_FACTOR}
         lr, _ = submission_lib._schedule(point, tg.step_hint, {})  # pylint: disable=protected-access

@@ -33,7 +33,11 @@ class RegistryTest(parameterized.TestCase):
   def test_covers_the_baselines(self):
     # AlgoPerf's momentum/nesterov baselines and Muon, on AlgoPerf's schedule.
     for name in ("sgd_momentum", "sgd_nesterov", "muon"):
-      self.assertTrue(optimizers.registry[name].warmup_cosine, name)
+      self.assertFalse(optimizers.registry[name].sets_own_schedule, name)
+    # Only the methods that set their own step-size schedule run without it.
+    self.assertCountEqual(
+        [name for name, spec in optimizers.registry.items() if spec.sets_own_schedule],
+        ["dog", "ldog", "schedule_free_sgd", "schedule_free_adamw", "schedule_free_radam"])
     # AlgoPerf's momentum baselines tune one_minus_beta1: it sets `momentum`.
     hparams = optimizers.registry["sgd_momentum"].hyperparameters(one_minus_beta1=0.05)
     self.assertTrue(math.isclose(hparams["momentum"], 0.95))

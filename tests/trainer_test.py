@@ -490,7 +490,7 @@ class SubmissionTest(absltest.TestCase):
     self.assertEqual(rows[-1]["global_step"], 4)
     self.assertTrue(np.isfinite(float(rows[-1]["train/loss"])))
 
-  def test_registry_schedule_is_warmup_cosine_unless_the_entry_says_otherwise(self):
+  def test_registry_schedule_is_warmup_cosine_unless_the_method_sets_its_own(self):
     workload = TinyWorkload(FakeTime())
     params, _ = workload.init_model_fn(jax.random.key(0))
     batch = workload.train_batch(0, 0, 16)
