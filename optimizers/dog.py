@@ -73,6 +73,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import chex
@@ -186,6 +187,32 @@ def _norms_rule(scalars, g, x, x0):
   return g * g, (x - x0) * (x - x0)
 
 
+def _check_args(owner, learning_rate, reps_rel, eps, init_eta, backend):
+  """Checks `scale_by_dog`'s concrete arguments when it is built (ValueError naming the argument)."""
+  _validation.check_backend(owner, backend)
+  _validation.check_learning_rate(owner, learning_rate)
+  _validation.check_non_negative(owner, "eps", eps)
+  if init_eta is None:
+    _validation.check_positive(owner, "reps_rel", reps_rel)
+  else:
+    _validation.check_positive(owner, "init_eta", init_eta)
+    _validation.check_finite(owner, "reps_rel", reps_rel)  # Unused, but a typo should not pass.
+
+
+def _init(params: optax.Params, layerwise: bool) -> ScaleByDoGState:
+  """`scale_by_dog`'s initial state: x_0 (a copy), and zero rbar and sqrt(G) (per leaf for LDoG)."""
+  dtype = _numerics.scalar_dtype()
+  # A function, not one array: two state fields sharing a buffer cannot
+  # both be donated.
+  zeros = lambda: jax.tree.map(lambda _: jnp.zeros([], dtype), params) if layerwise else jnp.zeros([], dtype)
+  return ScaleByDoGState(
+      count=jnp.zeros([], jnp.int32),
+      init_params=_numerics.copy_to_state(params),
+      max_distance=zeros(),
+      grad_norm=zeros(),
+  )
+
+
 def scale_by_dog(
     learning_rate: optax.ScalarOrSchedule = 1.0,
     reps_rel: float = 1e-6,
@@ -214,27 +241,10 @@ def scale_by_dog(
     An `optax.GradientTransformation`.
   """
   owner = "scale_by_ldog" if layerwise else "scale_by_dog"
-  _validation.check_backend(owner, backend)
-  _validation.check_learning_rate(owner, learning_rate)
-  _validation.check_non_negative(owner, "eps", eps)
-  if init_eta is None:
-    _validation.check_positive(owner, "reps_rel", reps_rel)
-  else:
-    _validation.check_positive(owner, "init_eta", init_eta)
-    _validation.check_finite(owner, "reps_rel", reps_rel)  # Unused, but a typo should not pass.
+  _check_args(owner, learning_rate, reps_rel, eps, init_eta, backend)
+  if init_eta is not None:
     reps_rel = 0.0  # As the reference: the first distance is then 0.
-
-  def init_fn(params):
-    dtype = _numerics.scalar_dtype()
-    # A function, not one array: two state fields sharing a buffer cannot
-    # both be donated.
-    zeros = lambda: jax.tree.map(lambda _: jnp.zeros([], dtype), params) if layerwise else jnp.zeros([], dtype)
-    return ScaleByDoGState(
-        count=jnp.zeros([], jnp.int32),
-        init_params=_numerics.copy_to_state(params),
-        max_distance=zeros(),
-        grad_norm=zeros(),
-    )
+  init_fn = functools.partial(_init, layerwise=layerwise)
 
   def update_fn(updates, state, params=None):
     if params is None:

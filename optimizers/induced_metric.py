@@ -187,6 +187,48 @@ def _tree_vdot(a: Any, b: Any, dtype: Any) -> jax.Array:
 _SMALL = 1 << 14  # Elements: a vector below this joins the others' one reduction.
 
 
+def _trace_ema(previous: jax.Array, dot: jax.Array, xi: Any, beta: Any, grads: Any) -> jax.Array:
+  """mu_t = beta mu_{t-1} + (1 - beta) xi <g, P g>, kept finite where it overflows.
+
+  `grads` is the gradient tree when P = I (its overflow-safe norm then
+  recomputes an overflowed |g|^2), else None. In the scalar dtype.
+  """
+  dtype = _numerics.scalar_dtype()
+  trace = xi * dot
+  trace_ema = beta * previous + _numerics.one_minus(beta) * trace
+  if grads is not None:
+    # |g|^2 overflows for a finite |g| above ~1.8e19 (float32 scalars), while
+    # the EMA's term (1 - beta) xi |g|^2 may still fit: recompute it from
+    # the overflow-safe norm there (only there: the numbers are unchanged
+    # elsewhere).
+    def rescaled():
+      norm = _numerics.combine_norms(
+          [_numerics.safe_norm(g, dtype) for g in jax.tree.leaves(grads)], dtype)
+      term = _numerics.scaled_abs_sq(_numerics.one_minus(beta) * jnp.asarray(xi, dtype), norm)
+      return beta * previous + term
+
+    trace_ema = jax.lax.cond(jnp.isinf(trace_ema) & jnp.isinf(dot), rescaled, lambda: trace_ema)
+  # A finite gradient above ~1.8e19 (float32 scalars, no x64) makes xi |g|^2
+  # overflow to inf, and an inf EMA would zero every later step for good.
+  # The EMA is capped at the largest finite value instead: that step's
+  # factor is ~0 (the true 1 / (1 + mu_hat) is below float32's range too),
+  # and the EMA decays back by beta per step. A non-finite gradient still
+  # gives a non-finite update (inf * 0); NaN stays NaN.
+  return jnp.minimum(trace_ema, jnp.finfo(trace_ema.dtype).max)
+
+
+def _factor(trace_hat: jax.Array, loss: Any) -> jax.Array:
+  """s_t: 1 / (1 + |mu_hat|), or L / (L^2 + mu_hat) for the log variant (`loss` L given, else None)."""
+  if loss is None:
+    return 1.0 / (1.0 + jnp.abs(trace_hat))
+  loss = jnp.asarray(loss, trace_hat.dtype)
+  denominator = jnp.square(loss) + trace_hat
+  # At an exact minimum (L = 0, g = 0) the reference divides 0 by 0 and
+  # writes NaN into the parameters; there is nothing to step, so 0.
+  safe = jnp.where(denominator == 0, 1.0, denominator)
+  return jnp.where(denominator == 0, 0.0, loss / safe)
+
+
 def scale_by_induced_metric(
     base: optax.GradientTransformation | None = None,
     xi: float = 0.1,
@@ -244,37 +286,10 @@ def scale_by_induced_metric(
       dot = reductions.tree_sums(lambda _, g, pg: (g * pg,), (), [updates, metric_g])[0].astype(t.dtype)
     else:
       dot = _tree_vdot(updates, metric_g, t.dtype)
-    trace = xi * dot
-    trace_ema = beta * state.trace_ema + _numerics.one_minus(beta) * trace
-    if preconditioner is None:
-      # |g|^2 overflows for a finite |g| above ~1.8e19 (float32 scalars), while
-      # the EMA's term (1 - beta) xi |g|^2 may still fit: recompute it from
-      # the overflow-safe norm there (only there: the numbers are unchanged
-      # elsewhere).
-      def rescaled():
-        norm = _numerics.combine_norms(
-            [_numerics.safe_norm(g, t.dtype) for g in jax.tree.leaves(updates)], t.dtype)
-        term = _numerics.scaled_abs_sq(_numerics.one_minus(beta) * jnp.asarray(xi, t.dtype), norm)
-        return beta * state.trace_ema + term
-
-      trace_ema = jax.lax.cond(jnp.isinf(trace_ema) & jnp.isinf(dot), rescaled, lambda: trace_ema)
-    # A finite gradient above ~1.8e19 (float32 scalars, no x64) makes xi |g|^2
-    # overflow to inf, and an inf EMA would zero every later step for good.
-    # The EMA is capped at the largest finite value instead: that step's
-    # factor is ~0 (the true 1 / (1 + mu_hat) is below float32's range too),
-    # and the EMA decays back by beta per step. A non-finite gradient still
-    # gives a non-finite update (inf * 0); NaN stays NaN.
-    trace_ema = jnp.minimum(trace_ema, jnp.finfo(trace_ema.dtype).max)
+    # With P = I, `_trace_ema` recomputes an overflowed |g|^2 from the gradients' norm.
+    trace_ema = _trace_ema(state.trace_ema, dot, xi, beta, updates if preconditioner is None else None)
     trace_hat = trace_ema / _numerics.bias_correction(beta, t)
-    if use_loss:
-      loss = jnp.asarray(value, t.dtype)
-      denominator = jnp.square(loss) + trace_hat
-      # At an exact minimum (L = 0, g = 0) the reference divides 0 by 0 and
-      # writes NaN into the parameters; there is nothing to step, so 0.
-      safe = jnp.where(denominator == 0, 1.0, denominator)
-      scale = jnp.where(denominator == 0, 0.0, loss / safe)
-    else:
-      scale = 1.0 / (1.0 + jnp.abs(trace_hat))
+    scale = _factor(trace_hat, value if use_loss else None)
     direction = jax.tree.map(lambda d: (d * _numerics.cast_like(scale, d)).astype(d.dtype), direction)
     return direction, ScaleByInducedMetricState(count=count, trace_ema=trace_ema, base=base_state)
 

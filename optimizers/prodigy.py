@@ -269,6 +269,56 @@ def _beta3(b2, b3, dtype):
   return jnp.sqrt(jnp.asarray(b2, dtype))
 
 
+def _step_scalars(state, learning_rate, b1, b2, b3, d0, use_bias_correction, safeguard_warmup):
+  """(b3, dlr, s's coefficient, whether the step happens), from the OLD d, in the scalar dtype."""
+  dtype, d = _numerics.scalar_dtype(), state.d
+  lr = jnp.asarray(_numerics.learning_rate_at(learning_rate, state.schedule_count), dtype)
+  beta3, dlr = _beta3(b2, b3, dtype), d * lr * _bias_correction(state.count, b1, b2, use_bias_correction)
+  return beta3, dlr, d / d0 * (d if safeguard_warmup else dlr), _active(lr)
+
+
+def _decay_rates(mask, params, weight_decay, decouple, dtype):
+  """(mask tree, coupled, wd_of): per mask flag, the wd added to g and the decay rate.
+
+  `coupled(flag)` is a Python 0.0 for decoupled decay, so that `_gradient`
+  skips the term (XLA keeps g + 0 p, an extra read of p).
+  """
+  wd_of = lambda flag: weight_decay * _weight_decay.as_multiplier(flag, dtype)
+  coupled = lambda flag: 0.0 if decouple else wd_of(flag)
+  return _weight_decay.mask_tree(mask, params), coupled, wd_of
+
+
+def _sliced_tree(tree, slice_p):
+  """`_sliced` on every leaf: the elements whose x0 and s are kept."""
+  return jax.tree.map(lambda x: _sliced(x, slice_p), tree)
+
+
+def _statistics(run, scalars, columns, slice_p, groups):
+  """Pass 2: (s', v', [m']) from columns [g, x, s, v, (m)], run by `run` (`_executor.tree_map`).
+
+  One pass for slice_p = 1 (s, v and m updated in place under Pallas); else
+  s from the sliced leaves in a pass of its own, then v (and m).
+  """
+  updates, params, s, nu, *mu = columns
+  keep_mu = len(mu)
+  if slice_p == 1:
+    s, nu, *mu = run(_statistics_rule, scalars, columns, 2 + keep_mu,
+                     aliases={2: 0, 3: 1, 4: 2} if keep_mu else {2: 0, 3: 1}, groups=groups)
+  else:
+    (s,) = run(_s_rule, scalars, [_sliced_tree(updates, slice_p), _sliced_tree(params, slice_p), s], 1, groups=groups)
+    nu, *mu = run(_moments_rule, scalars, [updates, params, nu] + mu, 1 + keep_mu, groups=groups)
+  return s, nu, mu
+
+
+def _advance(state, moves, d_new, d_max, numerator, s, nu, mu):
+  """The next state: s, v and m as given; k, d, d_max and r advance only when the step moves."""
+  return state._replace(
+      count=jnp.where(moves, optax.safe_increment(state.count), state.count),
+      schedule_count=optax.safe_increment(state.schedule_count), d=jnp.where(moves, d_new, state.d),
+      d_max=jnp.where(moves, d_max, state.d_max), numerator=jnp.where(moves, numerator, state.numerator),
+      mu=mu[0] if mu else None, nu=nu, s=s)
+
+
 def scale_by_prodigy(
     learning_rate: optax.ScalarOrSchedule = 1.0,
     b1: float = 0.9,
@@ -317,6 +367,7 @@ def scale_by_prodigy(
   # b1 = 0 drops m from the state; a traced b1 keeps it (and branches with where).
   keep_mu = _validation.concrete_value(b1) != 0.0
   run = functools.partial(_executor.tree_map, backend=backend)
+  step_rule = functools.partial(_step_rule, traced_b1=_validation.concrete_value(b1) is None)
 
   init_fn = functools.partial(_init, d0=d0, slice_p=slice_p, keep_mu=keep_mu)
 
@@ -325,41 +376,26 @@ def scale_by_prodigy(
       raise ValueError(f"{owner}: `params` are required (Prodigy measures x0 - x).")
     _validation.check_tree_matches(owner, updates, state.nu)
     dtype, d = _numerics.scalar_dtype(), state.d
-    lr = jnp.asarray(_numerics.learning_rate_at(learning_rate, state.schedule_count), dtype)
-    beta3, dlr = _beta3(b2, b3, dtype), d * lr * _bias_correction(state.count, b1, b2, use_bias_correction)
-    s_coef = d / d0 * (d if safeguard_warmup else dlr)
-    active = _active(lr)
-    mask_tree = _weight_decay.mask_tree(mask, params)
-    wd_of = lambda flag: weight_decay * _weight_decay.as_multiplier(flag, dtype)
-    coupled = lambda flag: 0.0 if decouple else wd_of(flag)
+    beta3, dlr, s_coef, active = _step_scalars(
+        state, learning_rate, b1, b2, b3, d0, use_bias_correction, safeguard_warmup)
+    mask_tree, coupled, wd_of = _decay_rates(mask, params, weight_decay, decouple, dtype)
     mu = [state.mu] if keep_mu else []
-    sliced = lambda tree: jax.tree.map(lambda x: _sliced(x, slice_p), tree)
 
     # Pass 1: the numerator's dot product and D = sum |s'| (one fused reduction).
-    dot, denominator = _executor.tree_sums(
-        _sums_rule, lambda flag: (coupled(flag), beta3, s_coef), [sliced(updates), sliced(params),
-        state.init_params, state.s], 2, backend=backend, groups=mask_tree, dtype=dtype)
+    columns = [_sliced_tree(updates, slice_p), _sliced_tree(params, slice_p), state.init_params, state.s]
+    dot, denominator = _executor.tree_sums(_sums_rule, lambda flag: (coupled(flag), beta3, s_coef), columns, 2,
+                                           backend=backend, groups=mask_tree, dtype=dtype)
     numerator = beta3 * state.numerator + d / d0 * dlr * dot
     moves, d_max, d_new = _new_d(numerator, denominator, active, d, state.d_max, d0, d_coef, growth_rate)
 
     # Pass 2: s, v (and m), kept as they were when lr <= 0. Pass 3: the step.
     stats = lambda flag: (coupled(flag), beta3, s_coef, b1, d * (1.0 - b1), b2, d * d * (1.0 - b2),
                           jnp.where(active, 1.0, 0.0))
-    if slice_p == 1:
-      s, nu, *mu = run(_statistics_rule, stats, [updates, params, state.s, state.nu] + mu, 2 + keep_mu,
-                       aliases={2: 0, 3: 1, 4: 2} if keep_mu else {2: 0, 3: 1}, groups=mask_tree)
-    else:
-      (s,) = run(_s_rule, stats, [sliced(updates), sliced(params), state.s], 1, groups=mask_tree)
-      nu, *mu = run(_moments_rule, stats, [updates, params, state.nu] + mu, 1 + keep_mu, groups=mask_tree)
+    s, nu, mu = _statistics(run, stats, [updates, params, state.s, state.nu] + mu, slice_p, mask_tree)
     step = lambda flag: (coupled(flag), dlr, dlr * d_new, d_new * eps, wd_of(flag) * dlr if decouple else 0.0,
                          jnp.where(moves, 1.0, 0.0), jnp.where(jnp.asarray(b1) == 0, 1.0, 0.0))
-    rule = functools.partial(_step_rule, traced_b1=_validation.concrete_value(b1) is None)
-    (new_updates,) = run(rule, step, [updates, params, nu] + mu, 1, groups=mask_tree)
-    return new_updates, state._replace(  # The scalars advance only when the step moves.
-        count=jnp.where(moves, optax.safe_increment(state.count), state.count),
-        schedule_count=optax.safe_increment(state.schedule_count), d=jnp.where(moves, d_new, d),
-        d_max=jnp.where(moves, d_max, state.d_max), numerator=jnp.where(moves, numerator, state.numerator),
-        mu=mu[0] if keep_mu else None, nu=nu, s=s)
+    (new_updates,) = run(step_rule, step, [updates, params, nu] + mu, 1, groups=mask_tree)
+    return new_updates, _advance(state, moves, d_new, d_max, numerator, s, nu, mu)
 
   # Complex leaves: Prodigy on their (re, im) parts (module docstring).
   return _numerics.complex_as_real(optax.GradientTransformation(init_fn, update_fn))

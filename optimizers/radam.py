@@ -56,6 +56,18 @@ class ScaleByRAdamState(NamedTuple):
   nu: optax.Updates
 
 
+def _check_args(owner, b1, b2, eps, threshold, nesterov, mu_dtype, backend):
+  """Checks `scale_by_radam`'s concrete arguments when it is built (ValueError naming the argument)."""
+  _validation.check_backend(owner, backend)
+  if backend == "pallas" and nesterov:
+    raise ValueError(f"{owner}: backend='pallas' does not cover nesterov=True; use backend='xla'.")
+  _validation.check_decay(owner, "b1", b1)
+  _validation.check_mu_dtype(owner, mu_dtype)
+  _validation.check_decay(owner, "b2", b2)
+  _validation.check_non_negative(owner, "eps", eps)
+  _validation.check_range(owner, "threshold", threshold, 4.0)
+
+
 def scale_by_radam(
     b1: float = 0.9,
     b2: float = 0.999,
@@ -90,14 +102,7 @@ def scale_by_radam(
     An `optax.GradientTransformation`.
   """
   owner = "scale_by_radam"
-  _validation.check_backend(owner, backend)
-  if backend == "pallas" and nesterov:
-    raise ValueError(f"{owner}: backend='pallas' does not cover nesterov=True; use backend='xla'.")
-  _validation.check_decay(owner, "b1", b1)
-  _validation.check_mu_dtype(owner, mu_dtype)
-  _validation.check_decay(owner, "b2", b2)
-  _validation.check_non_negative(owner, "eps", eps)
-  _validation.check_range(owner, "threshold", threshold, 4.0)
+  _check_args(owner, b1, b2, eps, threshold, nesterov, mu_dtype, backend)
 
   def init_fn(params):
     if backend == "pallas":

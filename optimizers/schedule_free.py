@@ -51,6 +51,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import chex
@@ -166,6 +167,20 @@ def _averaging(state: ScheduleFreeState, lr_d: jax.Array, r: Any, weight_lr_powe
   return lr_max, weight_sum, jnp.where(weight_sum > 0, weight / jnp.where(weight_sum > 0, weight_sum, 1.0), 0.0)
 
 
+def _init(params: optax.Params, base: optax.GradientTransformation, b1: Any) -> ScheduleFreeState:
+  """`schedule_free`'s initial state: z = x_0 (a copy), no weight yet, the base initialised at z."""
+  dtype = _numerics.scalar_dtype()
+  z = _numerics.copy_to_state(params)
+  return ScheduleFreeState(
+      count=jnp.zeros([], jnp.int32),
+      b1=jnp.asarray(b1, dtype),
+      weight_sum=jnp.zeros([], dtype),
+      lr_max=jnp.zeros([], dtype),
+      z=z,
+      base_state=base.init(z),
+  )
+
+
 def schedule_free(
     base: optax.GradientTransformation,
     learning_rate: optax.ScalarOrSchedule,
@@ -200,17 +215,7 @@ def schedule_free(
   # Extra arguments (`value=loss`, ...) reach the base, as in optax.chain.
   base = optax.with_extra_args_support(base)
 
-  def init_fn(params):
-    dtype = _numerics.scalar_dtype()
-    z = _numerics.copy_to_state(params)
-    return ScheduleFreeState(
-        count=jnp.zeros([], jnp.int32),
-        b1=jnp.asarray(b1, dtype),
-        weight_sum=jnp.zeros([], dtype),
-        lr_max=jnp.zeros([], dtype),
-        z=z,
-        base_state=base.init(z),
-    )
+  init_fn = functools.partial(_init, base=base, b1=b1)
 
   def update_fn(updates, state, params=None, **extra_args):
     if params is None:
