@@ -3,6 +3,7 @@
 from tests import test_util  # pylint: disable=unused-import  # Device set-up.
 
 import glob
+import importlib
 import os
 import re
 
@@ -13,13 +14,14 @@ import optimizers
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 DOCS = os.path.join(ROOT, "docs")
+PAGES = sorted(glob.glob(os.path.join(DOCS, "**", "*.md"), recursive=True))  # docs/ and docs/api/.
 
 
 class ReadmeTest(absltest.TestCase):
 
   def test_python_blocks_run(self):
     names = set()
-    for path in [README] + sorted(glob.glob(os.path.join(DOCS, "*.md"))):
+    for path in [README] + PAGES:
       with open(path, encoding="utf-8") as f:
         blocks = re.findall(r"```python\n(.*?)```", f.read(), flags=re.S)
       for block in blocks:  # Each block is self-contained.
@@ -29,7 +31,7 @@ class ReadmeTest(absltest.TestCase):
     self.assertIn("eval_params", names)
 
   def test_links_to_files_resolve(self):
-    for path in [README] + sorted(glob.glob(os.path.join(DOCS, "*.md"))):
+    for path in [README] + PAGES:
       with open(path, encoding="utf-8") as f:
         text = f.read()
       for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):  # Relative links, not URLs.
@@ -47,6 +49,16 @@ class ReadmeTest(absltest.TestCase):
     for name, spec in optimizers.registry.items():  # The row names its reference package.
       row = next(r for r, n in names.items() if name in n)
       self.assertIn(spec.reference.split()[0].split(".")[0], row, name)
+
+  def test_api_page_lists_every_export(self):
+    # The docs site (mkdocs.yml) renders docs/api/optimizers.md's `::: optimizers.<module>.<name>`
+    # entries from the docstrings; griffe reads the sources, so entries name the defining module.
+    with open(os.path.join(DOCS, "api", "optimizers.md"), encoding="utf-8") as f:
+      entries = re.findall(r"^::: optimizers\.(\w+)\.(\w+)$", f.read(), flags=re.M)
+    for module, name in entries:
+      self.assertIs(getattr(importlib.import_module(f"optimizers.{module}"), name), getattr(optimizers, name))
+    documented = [name for _, name in entries]
+    self.assertCountEqual(documented, optimizers.__all__, "add the name to docs/api/optimizers.md")
 
 
 if __name__ == "__main__":
