@@ -35,7 +35,10 @@ blocks (with the usual Optax `mask`): they return
 `u / bc1 + wd wd_factor p` (AdamP) and `d + wd wd_factor p / (1 - momentum)`
 (SGDP), and multiplying by `-lr` gives the reference's update exactly.
 
-With `backend="pallas"` (AdamP only) a projected leaf viewed as (rows,
+On the XLA path the view is decided from the per-channel sums of g w, g^2
+and w^2 (one pass over g and w); the w.u sums (u recomputed) are taken only
+when a view applies, in a `lax.cond`, as the reference takes them only when
+it projects. With `backend="pallas"` (AdamP only) a projected leaf viewed as (rows,
 channels) takes two fused passes: one reads g, m, v, w and writes the four
 per-channel sums (the moments recomputed in registers, never stored), then
 XLA forms the per-channel coefficients (a few numbers per channel), then one
@@ -100,9 +103,10 @@ def project(
 
       u - w^ <w^, u> = u - w <w, u> / (|w| + eps)^2,
 
-  so the update is one elementwise pass after one fused reduction, whichever
+  so the update is one elementwise pass after the reductions, whichever
   view applies (the reference's math, without materialising w^ or both
-  candidate projections).
+  candidate projections). Which view applies depends on g and w only, so
+  the w.u sums are taken only when one does, as the reference's.
 
   Args:
     w, g, u: same-shaped arrays of rank > 1 (computed in u's dtype).
@@ -115,25 +119,46 @@ def project(
     `(projected u, wd_factor)`; `wd_factor` is `wd_ratio` if a projection
     happened and 1 otherwise.
   """
-  w = w.astype(u.dtype)
-  coef, wd_factor = _coefficients(w, g.astype(u.dtype), u, delta, wd_ratio, eps, channel_axis)
-  return u - w * coef, wd_factor
+  return _project_if_matrix(w, g, lambda u: u, (u,), delta, wd_ratio, eps, channel_axis)
 
 
-def _coefficients(w, g, u, delta, wd_ratio, eps, channel_axis):
-  """`projection_coefficients` from the four per-channel sums of w, g, u.
+def _channel_sums(x, y, channel_axis):
+  """Per-channel sums of x y (keepdims), each its own reduction with the product fused in.
 
-  Four separate reductions, each with its products fused in (XLA:CPU hands
-  them to one kernel apiece); a variadic or stacked reduction is slower there.
+  Separate reductions: a variadic or stacked one is slower on XLA:CPU. The
+  optimization barrier keeps them as they are: unseparated, XLA folds each
+  whole-tensor total (a sum of these sums) into a full reduction of the
+  product, whose second consumer then makes it a materialised temporary.
   """
-  channel_axis %= w.ndim
-  axes = tuple(a for a in range(w.ndim) if a != channel_axis)
-  sums = tuple(jnp.sum(x * y, axis=axes, keepdims=True) for x, y in ((g, w), (g, g), (w, w), (w, u)))
-  # The whole-tensor totals are sums of these sums; unseparated, XLA folds
-  # each into a full reduction of the product, whose second consumer then
-  # makes it a materialised full-size temporary.
-  return projection_coefficients(*jax.lax.optimization_barrier(sums), channel_size=w.size // w.shape[channel_axis],
-                                 delta=delta, wd_ratio=wd_ratio, eps=eps)
+  axes = tuple(a for a in range(x.ndim) if a != channel_axis % x.ndim)
+  return jax.lax.optimization_barrier(jnp.sum(x * y, axis=axes, keepdims=True))
+
+
+def _views(gw, gg, ww, *, channel_size, delta, eps):
+  """(channel view applies, whole-tensor view applies) from the per-channel sums of g w, g^2, w^2.
+
+  The channels' largest cosine and the three totals come from one variadic
+  reduction: a leaf's decision is then three small kernels, not a dozen (on
+  XLA:CPU each small kernel costs a dispatch, which over ~50 leaves is
+  comparable to a whole Adam step).
+  """
+  # cos(g, w) = g.w / (max(|g|, eps) max(|w|, eps)), as torch's.
+  cosine = lambda gw, gg, ww: jnp.abs(gw) / (jnp.maximum(jnp.sqrt(gg), eps) * jnp.maximum(jnp.sqrt(ww), eps))
+  zero, channels = jnp.zeros([], gw.dtype), jnp.asarray(gw.size, gw.dtype)
+  largest, gw, gg, ww = jax.lax.reduce(
+      (cosine(gw, gg, ww), gw, gg, ww), (jnp.asarray(-jnp.inf, gw.dtype), zero, zero, zero),
+      lambda a, b: (jnp.maximum(a[0], b[0]), a[1] + b[1], a[2] + b[2], a[3] + b[3]), tuple(range(gw.ndim)))
+  # Thresholds may be traced hyperparameters: select, never branch on them in Python.
+  use_channel = largest < delta / jnp.sqrt(jnp.asarray(channel_size, largest.dtype))
+  use_layer = cosine(gw, gg, ww) < delta / jnp.sqrt(channel_size * channels)
+  return use_channel, use_layer
+
+
+def _coefficient(ww, wu, use_channel, use_layer, eps):
+  """Per-channel `coef` (projected u = u - w coef) for the view that applies (0 if none)."""
+  coef = lambda wu, ww: wu / (jnp.sqrt(ww) + eps) ** 2
+  layer = coef(jnp.sum(wu), jnp.sum(ww))
+  return jnp.where(use_channel, coef(wu, ww), jnp.where(use_layer, layer, 0.0))
 
 
 def projection_coefficients(
@@ -147,7 +172,7 @@ def projection_coefficients(
     wd_ratio: Any,
     eps: Any,
 ) -> tuple[jax.Array, jax.Array]:
-  """Per-channel `coef` (projected u = u - w coef) and `wd_factor` from the sums.
+  """Per-channel `coef` (projected u = u - w coef) and `wd_factor` from the four sums.
 
   Args:
     gw, gg, ww, wu: the per-channel sums of g w, g^2, w^2 and w u (one
@@ -158,39 +183,35 @@ def projection_coefficients(
   Returns:
     `(coef, wd_factor)`: coef shaped as the sums (zero where not projected).
   """
-  dtype, shape, channels = wu.dtype, wu.shape, wu.size
-  # One (4, channels + 1) array: the channel sums and, in the last column,
-  # their totals (the whole tensor's): the views' math in a few small
-  # kernels instead of a dozen per tensor.
-  sums = jnp.stack([x.reshape(-1) for x in (gw, gg, ww, wu)])
-  gw, gg, ww, wu = jnp.concatenate([sums, jnp.sum(sums, axis=1, keepdims=True)], axis=1)
-  # cos(g, w) = g.w / (max(|g|, eps) max(|w|, eps)), as torch's.
-  cosine = jnp.abs(gw) / (jnp.maximum(jnp.sqrt(gg), eps) * jnp.maximum(jnp.sqrt(ww), eps))
-  # Thresholds may be traced hyperparameters: select, never branch.
-  use_channel = jnp.max(cosine[:channels]) < delta / jnp.sqrt(jnp.asarray(channel_size, dtype))
-  use_layer = cosine[channels] < delta / jnp.sqrt(jnp.asarray(channel_size * channels, dtype))
-  coef = wu / (jnp.sqrt(ww) + eps) ** 2
-  coef = jnp.where(use_channel, coef[:channels], jnp.where(use_layer, coef[channels], 0.0))
-  wd_factor = jnp.where(use_channel | use_layer, wd_ratio, 1.0).astype(dtype)
-  return coef.reshape(shape), wd_factor
+  use_channel, use_layer = _views(gw, gg, ww, channel_size=channel_size, delta=delta, eps=eps)
+  wd_factor = jnp.where(use_channel | use_layer, wd_ratio, 1.0).astype(wu.dtype)
+  return _coefficient(ww, wu, use_channel, use_layer, eps), wd_factor
 
 
 def _project_if_matrix(w, g, u_fn, args, delta, wd_ratio, eps, channel_axis):
   """`(project(w, g, u), wd_factor)` for u = u_fn(*args); vectors and scalars are never projected.
 
-  u is recomputed in the sums' pass and in the update's from `args` (the
-  updated state and the scalars u needs). The sums see `args` through an
-  optimization barrier: otherwise XLA merges the two u (CSE), and the
-  scalars' broadcasts across leaves of one shape, and materialises them as
-  full-size temporaries, the reductions' kernels taking no shared operand.
+  The views are decided from the sums of g w, g^2, w^2; only if one applies
+  does a `lax.cond` branch take the w.u sums (u recomputed there from
+  `args`, the updated state and the scalars u needs), so an unprojected
+  leaf costs one reduction pass over g and w before its fused update, as the
+  reference, which takes w.u only when it projects. Under `vmap` the cond
+  becomes a select and both branches run: same values.
   """
   u = u_fn(*args)
   if w.ndim <= 1:
     return u, jnp.ones([], u.dtype)
-  w = w.astype(u.dtype)
-  coef, wd_factor = _coefficients(
-      w, g.astype(u.dtype), u_fn(*jax.lax.optimization_barrier(args)), delta, wd_ratio, eps, channel_axis)
-  return u - w * coef, wd_factor
+  w, g = w.astype(u.dtype), g.astype(u.dtype)
+  gw, gg, ww = (_channel_sums(x, y, channel_axis) for x, y in ((g, w), (g, g), (w, w)))
+  use_channel, use_layer = _views(gw, gg, ww, channel_size=w.size // w.shape[channel_axis], delta=delta, eps=eps)
+
+  def projected(w, args):
+    wu = _channel_sums(w, u_fn(*args), channel_axis)
+    return _coefficient(ww, wu, use_channel, use_layer, eps)
+
+  projects = use_channel | use_layer
+  coef = jax.lax.cond(projects, projected, lambda w, args: jnp.zeros_like(ww), w, args)
+  return u - w * coef, jnp.where(projects, wd_ratio, 1.0).astype(u.dtype)
 
 
 def _check_projection_args(owner, eps, delta, wd_ratio, weight_decay, axis):
@@ -492,6 +513,7 @@ def scale_by_sgdp(
 
     def leaf(g, buf, p, on):
       dtype = _numerics.state_dtype(g.dtype)
+
       g32 = g.astype(dtype)
       buf = momentum * buf.astype(dtype) + (1.0 - dampening) * g32
       direction = (lambda g32, buf, mom: g32 + mom * buf) if nesterov else (lambda g32, buf, mom: buf)

@@ -92,6 +92,37 @@ class ProjectionTest(parameterized.TestCase):
     np.testing.assert_array_equal(projected, u.astype(np.float32))
     self.assertEqual(float(wd_factor), 1.0)
 
+  def test_whole_tensor_threshold_uses_every_element(self):
+    # g = w + a random radial-free part r with |r| = k |w| per tensor: the
+    # whole-tensor cosine is 1 / sqrt(1 + k^2), set halfway (in log) between
+    # delta / sqrt(numel) = 0.0034 and delta / sqrt(channel size) = 0.0167,
+    # so only a threshold over the wrong count would project. The channels
+    # (cosine ~0.006 each, above 0.0167 for some) do not project either.
+    g_perp = _scale_invariant_grad(self.w, self.rng, axes=None)
+    cosine = np.sqrt(0.1 / np.sqrt(self.w.size) * 0.1 / np.sqrt(self.w.size // self.w.shape[-1]))
+    k = np.sqrt(1.0 / cosine**2 - 1.0)
+    g = self.w + k * np.linalg.norm(self.w) / np.linalg.norm(g_perp) * g_perp
+    u = self.rng.normal(size=self.w.shape)
+    projected, wd_factor = optimizers.adamp_projection(
+        jnp.asarray(self.w), jnp.asarray(g), jnp.asarray(u), delta=0.1, wd_ratio=0.1, eps=1e-8)
+    np.testing.assert_array_equal(projected, u.astype(np.float32))
+    self.assertEqual(float(wd_factor), 1.0)
+
+  def test_vmapped_projection_equals_each_unbatched_one(self):
+    # Under vmap the branch that takes w . u becomes a select over the batch.
+    # Exact data (w powers of two, u eighths, as above): every sum is exact in
+    # any order, so the batched reductions' order cannot change a bit.
+    w = self.rng.choice([-1.0, -0.5, 0.5, 1.0], size=(2, *self.w.shape))
+    g = np.stack([_scale_invariant_grad(w[0], self.rng, axes=(0, 1, 2)), w[1] + 0.1])  # Projects, does not.
+    u = self.rng.integers(-8, 9, size=w.shape) / 8.0
+    project = lambda w, g, u: optimizers.adamp_projection(w, g, u, delta=0.1, wd_ratio=0.1, eps=1e-8)
+    batched, factors = jax.vmap(project)(*(jnp.asarray(x, jnp.float32) for x in (w, g, u)))
+    for i in range(2):
+      one, factor = project(*(jnp.asarray(x[i], jnp.float32) for x in (w, g, u)))
+      np.testing.assert_array_equal(batched[i], one)
+      self.assertEqual(factors[i], factor)
+    self.assertEqual([float(f) for f in factors], [float(np.float32(0.1)), 1.0])
+
   def test_channel_axis_for_pytorch_layouts(self):
     # Exact data (w powers of two, u eighths: every per-channel w . u and
     # w . w exact in float32 in any order, and each c w_i exact), so both
