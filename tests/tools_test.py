@@ -32,6 +32,20 @@ class ToolsTest(absltest.TestCase):
       self.assertGreater(float(row[5]), 0.0)  # floor ms
       self.assertGreater(float(row[4]), 0.0)  # pallas ms (interpret mode)
 
+  def test_bench_step_pairs_rows_with_their_optax_counterparts(self):
+    out = _run("tools/bench_step.py", "--num_params=2e5", "--optimizers=adamw,lion,adamp", "--rounds=2",
+               "--steps_per_round=2")
+    header, *rows = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines()
+                     if line.startswith("| ") and "---" not in line]
+    table = {r[0]: dict(zip(header, r)) for r in rows}
+    self.assertEqual(list(table), ["adamw", "lion", "adamp", "lion (optax)", "adamw (again)"])
+    self.assertEqual(table["adamw"]["x optax [min-max]"], "self")
+    for paired in ("lion", "adamw (again)"):  # Timed beside their counterparts, then compiled bytes.
+      self.assertRegex(table[paired]["x optax [min-max]"], r"^\d+\.\d\d \[\d+\.\d\d-\d+\.\d\d\]$")
+      self.assertEqual(table[paired]["bytes x optax"], "1.000")  # Same program as optax's.
+    self.assertEqual(table["adamp"]["x optax [min-max]"], "")  # Optax has no AdamP.
+    self.assertEqual(float(table["adamp"]["state B/p"]), 8.0)
+
   def test_bench_kernels_rejects_unknown_optimizers(self):
     with self.assertRaisesRegex(AssertionError, "unknown --optimizers"):
       _run("tools/bench_kernels.py", "--optimizers=sgdp")  # Registered, no Pallas path.

@@ -15,8 +15,10 @@ as ONE jitted function that donates params and state (so XLA may update them
 in place), called repeatedly with its outputs fed back. Each optimizer is built
 with `registry[name].build()` (the reference defaults). Measurements are
 interleaved against drift: every round times each optimizer (and a copy
-kernel) for `--steps_per_round` steps, in a new random order; a round's time is
-the median of its steps, and every reported figure is the median over rounds.
+kernel) for `--steps_per_round` steps, in a new random order; a row with an
+optax counterpart is timed together with it, their steps alternating. A
+round's time is the median of its steps, and every reported figure is the
+median over rounds.
 
 How to run
 ----------
@@ -33,9 +35,23 @@ How to read it
 * `x adamw`: step time over `optax.adamw`'s, in the same round, median over
   rounds, with the min-max across rounds in brackets: the bracket is the noise.
 * `x optax`: step time over optax's own version of the same algorithm
-  (`OPTAX_COUNTERPARTS`, e.g. `optax.radam` for radam) in the same round;
-  `self` where the registry entry IS optax's function; blank where optax has
-  none. Counterparts appear as their own rows, `<name> (optax)`.
+  (`OPTAX_COUNTERPARTS`, e.g. `optax.radam` for radam), PAIRED: the two steps
+  alternate, and each ratio is of neighbouring steps (median per round, then
+  over rounds); `self` where the registry entry IS optax's function; blank
+  where optax has none. Counterparts appear as their own rows,
+  `<name> (optax)`. `x adamw` is not paired (one baseline for every row), so
+  it resolves less: ~10% on a shared 2-core machine, against a few percent
+  for `x optax`. The row `adamw (again)` is optax.adamw compiled a second
+  time and paired with the baseline: its `x optax` is what the table reads
+  for two IDENTICAL programs (their buffers differ), the instrument's own
+  bias and noise, against which every other `x optax` is to be read.
+* `bytes x optax`, `HLO B/p`: XLA's own estimate of the bytes the compiled
+  step accesses (`cost_analysis()["bytes accessed"]`), over the counterpart's
+  and per parameter. Deterministic for a given jax/XLA and machine: where the
+  two steps compile to the same traffic (1.000) a timed difference is the
+  clock's, or compute, not memory. It counts every branch of a conditional
+  (DoG's overflow-safe norm, AdamP's projection), so for steps with one it is
+  an upper bound, not the traffic of the branch taken.
 * `state B/p`: optimizer-state bytes per parameter, measured from `opt.init`
   (for float32 it must equal `OptimizerSpec.state_bytes_per_param`, checked).
 
@@ -97,7 +113,7 @@ _OPTIMIZERS = flags.DEFINE_list(
 )
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved measurement rounds.")
 _STEPS = flags.DEFINE_integer(
-    "steps_per_round", 5, "Timed steps per optimizer per round."
+    "steps_per_round", 9, "Timed steps per optimizer per round."
 )
 _DTYPE = flags.DEFINE_enum(
     "dtype", "float32", ["float32", "bfloat16"], "Parameter/gradient dtype."
@@ -174,11 +190,22 @@ class Case:
       updates, state = opt.update(grads, state, params, **extra)
       return optax.apply_updates(params, updates), state
 
-    self.step = jax.jit(step, donate_argnums=(0, 1))
+    # Compiled once, here: the executable that is timed is the one whose
+    # cost XLA reports (bytes accessed: a deterministic column beside the clock).
+    self.step = jax.jit(step, donate_argnums=(0, 1)).lower(
+        self.params, self.state, self.grads).compile()
+    self.hlo_bytes = compiled_bytes(self.step)
 
   def run(self):
     self.params, self.state = self.step(self.params, self.state, self.grads)
     jax.block_until_ready((self.params, self.state))
+
+
+def compiled_bytes(compiled) -> float:
+  """XLA's 'bytes accessed' estimate of a compiled function (nan if unreported)."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # A list on older jax.
+  return float((cost or {}).get("bytes accessed", math.nan))
 
 
 class CopyCase:
@@ -230,6 +257,10 @@ def build_cases(names, params, grads) -> tuple[list[Case], str]:
   if baseline is None:
     baseline = f"{BASELINE} (optax)"
     extra.insert(0, Case(baseline, OPTAX_COUNTERPARTS[BASELINE](), params, grads))
+  # The instrument's own reading: the baseline's step compiled a second time,
+  # with its own buffers, paired with the baseline. Its `x optax` is what the
+  # table shows for two identical programs.
+  extra.append(Case(f"{BASELINE} (again)", OPTAX_COUNTERPARTS[BASELINE](), params, grads, counterpart=baseline))
   return cases + extra, baseline
 
 
@@ -243,45 +274,77 @@ def check_state_bytes(cases, dtype):
             f" says {c.spec.state_bytes_per_param}", file=sys.stderr)
 
 
-def measure(cases, copy, rounds, steps):
-  """{label: [per-round median seconds]}, in a new random order every round.
+def timing_units(cases, copy) -> list[tuple[Any, ...]]:
+  """What a round times: a row with an optax counterpart together with it, the rest alone."""
+  by_label = {c.label: c for c in cases}
+  partner = {}  # row -> its counterpart; a counterpart already taken leaves the row alone.
+  for c in cases:
+    if c.counterpart not in (None, c.label) and c.counterpart not in partner.values() and c.label not in partner.values():
+      partner[c.label] = c.counterpart
+  taken = set(partner.values())
+  return [(copy,)] + [(c, by_label[partner[c.label]]) if c.label in partner else (c,)
+                      for c in cases if c.label not in taken]
 
-  A fixed or rotated order would time each row always just before or after
-  the same others (a row's counterpart among them), so slowly drifting
-  machine state (caches, frequency, other jobs) could bias a ratio.
+
+def measure(cases, copy, rounds, steps):
+  """Per-round median seconds {label: [...]} and paired ratios {label: [...]}.
+
+  Every round times each unit (`timing_units`) in a new random order: a fixed
+  or rotated order would time each row always just before or after the same
+  others, so slowly drifting machine state (caches, frequency, other jobs)
+  could bias a ratio. Each unit first runs one untimed step of each case
+  (after other units the first step runs on cold caches); within a pair the
+  two steps then alternate, ABBAABBA..., each round the other one first, so
+  each step of a row has its counterpart's step beside it and neither always
+  goes first; a round's paired ratio is the median of the `steps` ratios of
+  neighbouring steps. That resolves a few percent where two separately timed
+  rows, seconds apart, resolve ~10% on a shared machine.
   """
-  everything = [copy] + cases
+  units = timing_units(cases, copy)
   start = time.perf_counter()
-  for c in everything:  # compile + warm up
-    for _ in range(2):
-      c.run()
-  print(f"compiled and warmed up in {time.perf_counter() - start:.0f} s",
-        file=sys.stderr, flush=True)
-  times = {c.label: [] for c in everything}
-  for r in range(rounds):
-    order = list(everything)
-    random.Random(r).shuffle(order)  # Seeded: the same orders on every run.
-    for c in order:
-      samples = []
-      for _ in range(steps):
-        t0 = time.perf_counter()
+  for unit in units:  # warm up (compiled already)
+    for c in unit:
+      for _ in range(2):
         c.run()
-        samples.append(time.perf_counter() - t0)
-      times[c.label].append(statistics.median(samples))
+  print(f"warmed up in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+  times = {c.label: [] for unit in units for c in unit}
+  paired = {unit[0].label: [] for unit in units if len(unit) == 2}
+  for r in range(rounds):
+    order = list(units)
+    random.Random(r).shuffle(order)  # Seeded: the same orders on every run.
+    for unit in order:
+      for c in unit:  # Untimed: the first step after other units runs on cold caches.
+        c.run()
+      samples = {c.label: [] for c in unit}
+      opening = unit[::-1] if r % 2 else unit  # Neither of a pair always opens.
+      for i in range(steps):
+        for c in opening if i % 2 == 0 else opening[::-1]:
+          t0 = time.perf_counter()
+          c.run()
+          samples[c.label].append(time.perf_counter() - t0)
+      for label, values in samples.items():
+        times[label].append(statistics.median(values))
+      if len(unit) == 2:  # (row, counterpart)
+        a, b = (samples[c.label] for c in unit)
+        paired[unit[0].label].append(statistics.median(x / y for x, y in zip(a, b)))
     print(f"round {r + 1}/{rounds}: copy {copy.bytes_moved / times[_COPY][-1] / 1e9:.1f} GB/s, "
           + ", ".join(f"{c.label} {1e3 * times[c.label][-1]:.1f}" for c in cases)
           + " ms", file=sys.stderr, flush=True)
-  return times
+  return times, paired
 
 
 def _ratio(a, b) -> tuple[float, float, float]:
   """Median, min and max over rounds of a[i] / b[i]."""
-  r = [x / y for x, y in zip(a, b)]
+  return _spread_of([x / y for x, y in zip(a, b)])
+
+
+def _spread_of(r) -> tuple[float, float, float]:
   return statistics.median(r), min(r), max(r)
 
 
-def results(cases, times, copy, baseline, itemsize) -> list[dict[str, Any]]:
+def results(cases, times, paired, copy, baseline, itemsize) -> list[dict[str, Any]]:
   """One record of numbers per case (ratios as (median, min, max))."""
+  by_label = {c.label: c for c in cases}
   bandwidth = [copy.bytes_moved / t for t in times[_COPY]]
   records = []
   for c in cases:
@@ -292,8 +355,12 @@ def results(cases, times, copy, baseline, itemsize) -> list[dict[str, Any]]:
         "optimizer": c.label,
         "ms_per_step": 1e3 * statistics.median(t),
         "vs_adamw": _ratio(t, times[baseline]),
-        "vs_optax": _ratio(t, times[c.counterpart]) if c.counterpart else None,
+        # Paired where the row was timed beside its counterpart (timing_units).
+        "vs_optax": _spread_of(paired[c.label]) if c.label in paired else None,
         "self": c.counterpart == c.label,
+        "hlo_bytes_per_param": c.hlo_bytes / _count(c.params),
+        "hlo_bytes_vs_optax": (c.hlo_bytes / by_label[c.counterpart].hlo_bytes
+                               if c.label in paired else None),
         "state_bytes_per_param": c.state_bytes,
         "floor_ms": 1e3 * statistics.median(floor),
         "step_over_floor": _ratio(t, floor)[0],
@@ -311,6 +378,8 @@ def markdown(records) -> str:
       "ms/step": f"{r['ms_per_step']:.2f}",
       "x adamw [min-max]": _spread(r["vs_adamw"]),
       "x optax [min-max]": "self" if r["self"] else _spread(r["vs_optax"]) if r["vs_optax"] else "",
+      "bytes x optax": f"{r['hlo_bytes_vs_optax']:.3f}" if r["hlo_bytes_vs_optax"] else "",
+      "HLO B/p": f"{r['hlo_bytes_per_param']:.1f}",
       "state B/p": f"{r['state_bytes_per_param']:.1f}",
       "floor ms": f"{r['floor_ms']:.2f}",
       "step / floor": f"{r['step_over_floor']:.2f}",
@@ -330,10 +399,11 @@ def write_csv(path, records):
     writer = csv.writer(f)
     writer.writerow(["optimizer", "ms_per_step", "vs_adamw", "vs_adamw_min",
                      "vs_adamw_max", "vs_optax", "vs_optax_min", "vs_optax_max",
-                     "state_bytes_per_param", "floor_ms", "step_over_floor"])
+                     "hlo_bytes_vs_optax", "hlo_bytes_per_param", "state_bytes_per_param", "floor_ms", "step_over_floor"])
     for r in records:
       writer.writerow([r["optimizer"], r["ms_per_step"], *r["vs_adamw"],
-                       *(r["vs_optax"] or ("", "", "")), r["state_bytes_per_param"],
+                       *(r["vs_optax"] or ("", "", "")), r["hlo_bytes_vs_optax"] or "",
+                       r["hlo_bytes_per_param"], r["state_bytes_per_param"],
                        r["floor_ms"], r["step_over_floor"]])
 
 
@@ -348,13 +418,14 @@ def main(argv):
   params = random_tree(shapes, dtype, 0.02, seed=0)
   grads = random_tree(shapes, dtype, 1e-3, seed=1)
   n = _count(params)
+  print(f"{n:,} params; compiling the steps...", file=sys.stderr, flush=True)
   cases, baseline = build_cases(names, params, grads)
   check_state_bytes(cases, dtype)
   copy = CopyCase(4 * n)
-  print(f"{n:,} params; compiling {len(cases)} steps...", file=sys.stderr, flush=True)
+  print(f"compiled {len(cases)} steps in {time.perf_counter() - wall:.0f} s", file=sys.stderr, flush=True)
 
-  times = measure(cases, copy, _ROUNDS.value, _STEPS.value)
-  records = results(cases, times, copy, baseline, dtype.itemsize)
+  times, paired = measure(cases, copy, _ROUNDS.value, _STEPS.value)
+  records = results(cases, times, paired, copy, baseline, dtype.itemsize)
   bw = sorted(copy.bytes_moved / t / 1e9 for t in times[_COPY])
 
   d = shapes["layer_00"]["mlp"]["fc1"]["kernel"][0]
