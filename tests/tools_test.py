@@ -34,7 +34,7 @@ class ToolsTest(absltest.TestCase):
 
   def test_bench_step_pairs_rows_with_their_optax_counterparts(self):
     out = _run("tools/bench_step.py", "--num_params=2e5", "--optimizers=adamw,lion,adamp", "--rounds=2",
-               "--steps_per_round=2")
+               "--steps_per_round=2", "--pair_baseline")
     header, *rows = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines()
                      if line.startswith("| ") and "---" not in line]
     table = {r[0]: dict(zip(header, r)) for r in rows}
@@ -43,7 +43,9 @@ class ToolsTest(absltest.TestCase):
     for paired in ("lion", "adamw (again)"):  # Timed beside their counterparts, then compiled bytes.
       self.assertRegex(table[paired]["x optax [min-max]"], r"^\d+\.\d\d \[\d+\.\d\d-\d+\.\d\d\]$")
       self.assertEqual(table[paired]["bytes x optax"], "1.000")  # Same program as optax's.
-    self.assertEqual(table["adamp"]["x optax [min-max]"], "")  # Optax has no AdamP.
+    self.assertEqual(table["adamp"]["x optax [min-max]"], "")  # Optax has no AdamP,
+    self.assertTrue(table["adamp"]["x adamw [min-max]"].endswith(" p"))  # so it was timed beside adamw;
+    self.assertFalse(table["lion"]["x adamw [min-max]"].endswith(" p"))  # lion beside optax.lion.
     self.assertEqual(float(table["adamp"]["state B/p"]), 8.0)
 
   def test_bench_kernels_rejects_unknown_optimizers(self):

@@ -41,7 +41,8 @@ How to read it
   where optax has none. Counterparts appear as their own rows,
   `<name> (optax)`. `x adamw` is not paired (one baseline for every row), so
   it resolves less: ~10% on a shared 2-core machine, against a few percent
-  for `x optax`. The row `adamw (again)` is optax.adamw compiled a second
+  for `x optax`; with `--pair_baseline` the rows without a counterpart are
+  timed beside the baseline too and their `x adamw` (marked `p`) is paired. The row `adamw (again)` is optax.adamw compiled a second
   time and paired with the baseline: its `x optax` is what the table reads
   for two IDENTICAL programs (their buffers differ), the instrument's own
   bias and noise, against which every other `x optax` is to be read.
@@ -119,6 +120,10 @@ _DTYPE = flags.DEFINE_enum(
     "dtype", "float32", ["float32", "bfloat16"], "Parameter/gradient dtype."
 )
 _CSV = flags.DEFINE_string("csv", None, "Also write the table to this CSV path.")
+_PAIR_BASELINE = flags.DEFINE_bool(
+    "pair_baseline", False,
+    "Also time every row that has no optax counterpart beside the baseline (optax.adamw), so its"
+    " `x adamw` is paired too (resolves a few percent instead of ~10%; the run takes longer).")
 
 
 @flags.validator("optimizers")
@@ -274,20 +279,29 @@ def check_state_bytes(cases, dtype):
             f" says {c.spec.state_bytes_per_param}", file=sys.stderr)
 
 
-def timing_units(cases, copy) -> list[tuple[Any, ...]]:
-  """What a round times: a row with an optax counterpart together with it, the rest alone."""
+def timing_units(cases, copy, baseline=None) -> list[tuple[Any, ...]]:
+  """What a round times: a row with an optax counterpart together with it, the rest alone.
+
+  With `baseline` (a label), each row left alone is timed beside the baseline
+  instead: a unit (row, baseline, "baseline"), whose baseline time is not
+  recorded (the baseline's own unit records it once a round).
+  """
   by_label = {c.label: c for c in cases}
   partner = {}  # row -> its counterpart; a counterpart already taken leaves the row alone.
   for c in cases:
     if c.counterpart not in (None, c.label) and c.counterpart not in partner.values() and c.label not in partner.values():
       partner[c.label] = c.counterpart
   taken = set(partner.values())
-  return [(copy,)] + [(c, by_label[partner[c.label]]) if c.label in partner else (c,)
-                      for c in cases if c.label not in taken]
+  units = [(copy,)] + [(c, by_label[partner[c.label]]) if c.label in partner else (c,)
+                       for c in cases if c.label not in taken]
+  if baseline is None:
+    return units
+  return [u + (by_label[baseline], "baseline") if len(u) == 1 and u[0] is not copy and u[0].label != baseline
+          else u for u in units]
 
 
-def measure(cases, copy, rounds, steps):
-  """Per-round median seconds {label: [...]} and paired ratios {label: [...]}.
+def measure(cases, copy, rounds, steps, baseline=None):
+  """Per-round medians {label: [seconds]} and paired ratios {"optax"|"baseline": {label: [...]}}.
 
   Every round times each unit (`timing_units`) in a new random order: a fixed
   or rotated order would time each row always just before or after the same
@@ -300,19 +314,21 @@ def measure(cases, copy, rounds, steps):
   neighbouring steps. That resolves a few percent where two separately timed
   rows, seconds apart, resolve ~10% on a shared machine.
   """
-  units = timing_units(cases, copy)
+  units = timing_units(cases, copy, baseline)
   start = time.perf_counter()
   for unit in units:  # warm up (compiled already)
-    for c in unit:
+    for c in unit[:2]:
       for _ in range(2):
         c.run()
   print(f"warmed up in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-  times = {c.label: [] for unit in units for c in unit}
-  paired = {unit[0].label: [] for unit in units if len(unit) == 2}
+  times = {c.label: [] for unit in units for c in unit[:2]}
+  paired = {"optax": {}, "baseline": {}}
   for r in range(rounds):
     order = list(units)
     random.Random(r).shuffle(order)  # Seeded: the same orders on every run.
     for unit in order:
+      kind = unit[2] if len(unit) == 3 else "optax"
+      unit = unit[:2]
       for c in unit:  # Untimed: the first step after other units runs on cold caches.
         c.run()
       samples = {c.label: [] for c in unit}
@@ -322,11 +338,11 @@ def measure(cases, copy, rounds, steps):
           t0 = time.perf_counter()
           c.run()
           samples[c.label].append(time.perf_counter() - t0)
-      for label, values in samples.items():
-        times[label].append(statistics.median(values))
-      if len(unit) == 2:  # (row, counterpart)
+      for c in unit if kind == "optax" else unit[:1]:
+        times[c.label].append(statistics.median(samples[c.label]))
+      if len(unit) == 2:  # (row, counterpart or baseline)
         a, b = (samples[c.label] for c in unit)
-        paired[unit[0].label].append(statistics.median(x / y for x, y in zip(a, b)))
+        paired[kind].setdefault(unit[0].label, []).append(statistics.median(x / y for x, y in zip(a, b)))
     print(f"round {r + 1}/{rounds}: copy {copy.bytes_moved / times[_COPY][-1] / 1e9:.1f} GB/s, "
           + ", ".join(f"{c.label} {1e3 * times[c.label][-1]:.1f}" for c in cases)
           + " ms", file=sys.stderr, flush=True)
@@ -354,13 +370,15 @@ def results(cases, times, paired, copy, baseline, itemsize) -> list[dict[str, An
     records.append({
         "optimizer": c.label,
         "ms_per_step": 1e3 * statistics.median(t),
-        "vs_adamw": _ratio(t, times[baseline]),
+        "vs_adamw": (_spread_of(paired["baseline"][c.label]) if c.label in paired["baseline"]
+                     else _ratio(t, times[baseline])),
+        "vs_adamw_paired": c.label in paired["baseline"],
         # Paired where the row was timed beside its counterpart (timing_units).
-        "vs_optax": _spread_of(paired[c.label]) if c.label in paired else None,
+        "vs_optax": _spread_of(paired["optax"][c.label]) if c.label in paired["optax"] else None,
         "self": c.counterpart == c.label,
         "hlo_bytes_per_param": c.hlo_bytes / _count(c.params),
         "hlo_bytes_vs_optax": (c.hlo_bytes / by_label[c.counterpart].hlo_bytes
-                               if c.label in paired else None),
+                               if c.label in paired["optax"] else None),
         "state_bytes_per_param": c.state_bytes,
         "floor_ms": 1e3 * statistics.median(floor),
         "step_over_floor": _ratio(t, floor)[0],
@@ -376,7 +394,7 @@ def markdown(records) -> str:
   rows = [{
       "optimizer": r["optimizer"],
       "ms/step": f"{r['ms_per_step']:.2f}",
-      "x adamw [min-max]": _spread(r["vs_adamw"]),
+      "x adamw [min-max]": _spread(r["vs_adamw"]) + (" p" if r["vs_adamw_paired"] else ""),
       "x optax [min-max]": "self" if r["self"] else _spread(r["vs_optax"]) if r["vs_optax"] else "",
       "bytes x optax": f"{r['hlo_bytes_vs_optax']:.3f}" if r["hlo_bytes_vs_optax"] else "",
       "HLO B/p": f"{r['hlo_bytes_per_param']:.1f}",
@@ -424,7 +442,7 @@ def main(argv):
   copy = CopyCase(4 * n)
   print(f"compiled {len(cases)} steps in {time.perf_counter() - wall:.0f} s", file=sys.stderr, flush=True)
 
-  times, paired = measure(cases, copy, _ROUNDS.value, _STEPS.value)
+  times, paired = measure(cases, copy, _ROUNDS.value, _STEPS.value, baseline if _PAIR_BASELINE.value else None)
   records = results(cases, times, paired, copy, baseline, dtype.itemsize)
   bw = sorted(copy.bytes_moved / t / 1e9 for t in times[_COPY])
 
