@@ -88,6 +88,7 @@ import jax.numpy as jnp
 import optax
 
 from optimizers import registry
+from optimizers.muon import muon_partition
 
 # Optax's own version of a registry algorithm, built with the same learning
 # rate as the registry defaults. "adamw" is also the baseline of every ratio.
@@ -103,6 +104,11 @@ OPTAX_COUNTERPARTS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "sgd_momentum": lambda: optax.sgd(0.1, momentum=0.9),
     "sgd_nesterov": lambda: optax.sgd(0.1, momentum=0.9, nesterov=True),
     "lion": lambda: optax.lion(1e-4, weight_decay=0.0),  # The registry's (reference) defaults.
+    # The registry's defaults and steplab's partition (optax's own sends every 2-D leaf, the
+    # embedding included, to Muon); optax's fallback is NAdam where steplab's is Adam.
+    "muon": lambda: optax.contrib.muon(
+        0.02, beta=0.95, adam_b1=0.9, adam_b2=0.95, adam_learning_rate=0.02 * 0.015,
+        muon_weight_dimension_numbers=muon_partition),
 }
 BASELINE = "adamw"
 
