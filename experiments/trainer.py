@@ -316,24 +316,13 @@ def run_trial(
   Returns:
     A `TrialResult`.
   """
+  budget = _resolve_budget(workload, measure, budget_sec, budget_steps)
   targets = workload.targets
-  budget = targets.max_allowed_runtime_sec if budget_sec is None else budget_sec
-  measure = measure or targets.measure
-  if measure not in MEASURES:
-    raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
-  if measure == "steps":
-    if budget_steps is None:
-      if targets.max_steps is None:
-        raise ValueError(f"{workload.name} has no step budget (Targets.max_steps): pass budget_steps")
-      budget_steps = float(targets.max_steps)
-    eval_period_steps = (targets.eval_period_steps if targets.max_steps
-                         else max(1, int(budget_steps) // workloads_base.EVALS_PER_BUDGET))
   target_key = f"validation/{targets.metric}"
   os.makedirs(trial_dir, exist_ok=True)
   hparams = make_hyperparameters(hyperparameters)
   batch_size, _ = batch_size_for(submission, workload)
   device_mesh = sharding.trial_mesh(batch_size, mesh, devices, workload.name)
-  num_devices = device_mesh.size
   data_sharding = sharding.batch_sharding(device_mesh)
   spec = algoperf_compat.install()
   params_types = algoperf_compat.to_spec_enums(workload.model_params_types, spec)
@@ -341,56 +330,33 @@ def run_trial(
 
   # --- Initialisation (not timed) --------------------------------------------
   _, opt_rng, model_rng, step_rng_base = algoperf_rngs(rng_seed, tuning_ruleset)
-  params, model_state = workload.init_model_fn(model_rng)
-  params, model_state = sharding.place((params, model_state), device_mesh, fsdp_min_size)
-  optimizer_state = submission.init_optimizer_state(workload, params, model_state, hparams, opt_rng)
-  opt_state, update_fn = optimizer_state
-  # Placed by the parameters' rule (an optimizer's scalars may come out of init
-  # committed to one device, which jit refuses to mix with the mesh's arrays).
-  opt_state = sharding.place(opt_state, device_mesh, fsdp_min_size)
-
-  step, clock = 0, Clock()
-  last_eval_time = 0.0
-  saved: dict[str, Any] = {}
+  params, model_state, optimizer_state = _initial_state(
+      workload, submission, hparams, model_rng, opt_rng, device_mesh, fsdp_min_size)
+  step, clock, last_eval_time, saved = 0, Clock(), 0.0, {}
   checkpointer = (checkpoints.TrialCheckpointer(trial_dir, fresh=not resume, warn=progress)
                   if (save_checkpoints or resume) else None)
-  meta = dict(record)
-  meta.update(
-      target_metric=target_key, target_value=targets.validation, target_mode=targets.mode,
-      max_allowed_runtime_sec=budget, status="running", reached_target=False,
-      time_to_target_sec=None, steps_to_target=None, num_devices=num_devices,
-      mesh=sharding.mesh_text(device_mesh.shape),
-      batch_size=batch_size, preemption_count=preemption_count, measure=measure,
-      time_column=TIME_COLUMNS[measure], budget=budget_steps if measure == "steps" else budget,
-  )
   if resume:
-    state = dict(params=params, model_state=model_state, opt_state=opt_state)
-    step, restored, saved = checkpointer.restore(state, record)
-    params, model_state, opt_state = sharding.place(
-        (restored["params"], restored["model_state"], restored["opt_state"]), device_mesh, fsdp_min_size
-    )
-    clock = Clock(**saved["clock"])
-    last_eval_time = saved["last_eval_time"]
+    step, params, model_state, optimizer_state, saved = _restore(
+        checkpointer, record, params, model_state, optimizer_state, device_mesh, fsdp_min_size)
+    clock, last_eval_time = Clock(**saved["clock"]), saved["last_eval_time"]
     progress(f"resumed {trial_dir} at step {step} ({clock.submission:.1f}s of submission time)")
   # When the target was first reached, and whether the checkpoint was the trial's last (kept across a resume).
   reached_at = tuple(saved["reached_at"]) if saved.get("reached_at") else None  # (submission seconds, step)
   finished = bool(saved.get("finished"))
   metrics: dict[str, float] = dict(saved.get("metrics") or {})
-  optimizer_state = (opt_state, update_fn)
   step_cost_record = saved.get("step_cost")  # Kept across a resume.
-  relative_cost = 1.0
-  if measure == "steps":
-    if step_cost_record is None:
-      baseline = cost_baseline or submission_lib.registry_submission(COST_BASELINE)
-      cost_batch = batches.placed_batch(workload, rng_seed, 0, batch_size, data_sharding)
-      step_cost_record = step_cost.measure(
-          submission, baseline, workload, params, model_state, hparams, None, cost_batch,
-          opt_rng, params_types, loss_type, progress=progress, time_fn=cost_time_fn).as_dict()
-    relative_cost = float(step_cost_record["relative"])
+  if budget.measure == "steps" and step_cost_record is None:
+    step_cost_record = _measure_step_cost(
+        workload, submission, cost_baseline or submission_lib.registry_submission(COST_BASELINE),
+        params, model_state, hparams, opt_rng, params_types, loss_type,
+        batch=batches.placed_batch(workload, rng_seed, 0, batch_size, data_sharding),
+        progress=progress, time_fn=cost_time_fn)
+  relative_cost = float(step_cost_record["relative"]) if budget.measure == "steps" else 1.0
   eval_log = logs.CsvLog.resume(os.path.join(trial_dir, "eval_measurements.csv"), max_step=step if resume else -1)
   train_log = logs.CsvLog.resume(os.path.join(trial_dir, "measurements.csv"), max_step=step if resume else -1)
   logs.write_json(os.path.join(trial_dir, "hparams.json"), dict(hyperparameters or {}))
-  meta.update(step_cost=step_cost_record)
+  meta = _initial_meta(record, targets, target_key, budget, device_mesh, batch_size, preemption_count,
+                       step_cost_record)
   logs.write_json(os.path.join(trial_dir, "meta_data.json"), meta)
   workload.attach_metrics_logger(MetricsLogger(train_log, clock, time_fn) if metrics_logger else None)
   queue = batches.BatchQueue(workload, rng_seed, batch_size, step, data_sharding)
@@ -399,18 +365,9 @@ def run_trial(
   sharpness = (_Sharpness(workload, label_smoothing, rng_seed, batch_size, data_sharding,
                           step_rngs(step_rng_base, 0)[1]) if log_sharpness else None)
   eval_results: list[tuple[int, dict[str, float]]] = []
-  # AlgoPerf's bookkeeping, read-only to a submission that asks for it.
-  train_state = dict(
-      validation_goal_reached=reached_at is not None, test_goal_reached=False, is_time_remaining=True,
-      last_eval_time=last_eval_time, training_complete=False,
-      accumulated_submission_time=clock.submission, accumulated_eval_time=clock.eval,
-      accumulated_logging_time=clock.logging, last_step_end_time=None,
-  )
+  train_state = _train_state(reached_at, last_eval_time, clock)
   extra = {"train_state": types.MappingProxyType(train_state)} if submission.needs_train_state else {}
   trial_start = time_fn()
-
-  def sync(tree):
-    jax.block_until_ready(tree)
 
   if resume and not finished:
     # Compile outside every clock, as restoring is: the uninterrupted run compiled once (module doc).
@@ -429,7 +386,7 @@ def run_trial(
           workload, queue, optimizer_state, params, model_state, hparams, step, data_rng
       )
       if grad_norms is not None:
-        sync(batch)  # Its transfer is the submission's time; the recomputed gradient is not.
+        jax.block_until_ready(batch)  # Its transfer is the submission's time; the recomputed gradient is not.
         with clock.charge("logging", time_fn, outside=step_span):
           grad_norms.record(step, submission_lib.training_params(optimizer_state, params), model_state,
                             batch, update_rng)
@@ -441,16 +398,16 @@ def run_trial(
         )
       except spec.TrainingCompleteError:
         training_complete = True  # AlgoPerf: the step counts, one last evaluation follows.
-      sync((optimizer_state[0], params, model_state))
+      jax.block_until_ready((optimizer_state[0], params, model_state))
     step += 1
     train_state.update(accumulated_submission_time=clock.submission, last_step_end_time=time_fn())
 
     at_cap = max_global_steps is not None and step >= max_global_steps
-    if measure == "steps":  # Stop when the next step would not fit in the budget.
-      over_budget = (step + 1) * relative_cost > budget_steps
-      due = step % eval_period_steps == 0
+    if budget.measure == "steps":  # Stop when the next step would not fit in the budget.
+      over_budget = (step + 1) * relative_cost > budget.steps
+      due = step % budget.eval_period_steps == 0
     else:
-      over_budget = clock.submission >= budget
+      over_budget = clock.submission >= budget.seconds
       due = clock.submission - last_eval_time >= targets.eval_period_time_sec
       if distributed.is_multiprocess():  # Each process has its own clock: process 0 decides for all.
         over_budget, due = distributed.broadcast_flags(over_budget, due)
@@ -469,21 +426,18 @@ def run_trial(
             workload, params, params_types, model_state, hparams, loss_type,
             optimizer_state, eval_results, step, prepare_rng,
         )
-        sync((optimizer_state[0], params, model_state))
+        jax.block_until_ready((optimizer_state[0], params, model_state))
     last_eval_time = clock.submission
-    past_budget = measure == "wallclock" and clock.submission > budget
-    if measure == "wallclock" and distributed.is_multiprocess():
+    past_budget = budget.measure == "wallclock" and clock.submission > budget.seconds
+    if budget.measure == "wallclock" and distributed.is_multiprocess():
       past_budget, = distributed.broadcast_flags(past_budget)
     if past_budget and reached_at is None:
       # Never evaluate past the budget: the run ends without this eval.
-      progress(f"budget of {budget:.0f}s exhausted at step {step}")
+      progress(f"budget of {budget.seconds:.0f}s exhausted at step {step}")
       break
 
     with clock.charge("eval", time_fn):
-      metrics = {}
-      for split in ("train", "validation", "test"):  # float() waits for the device.
-        for name, value in workload.eval_model(params, model_state, eval_rng, split).items():
-          metrics[f"{split}/{name}"] = float(value)
+      metrics = _evaluate(workload, params, model_state, eval_rng)
       if sharpness is not None:
         metrics[probes.SHARPNESS_METRIC] = lambda_1
     eval_results.append((step, metrics))
@@ -498,23 +452,11 @@ def run_trial(
     )
 
     with clock.charge("logging", time_fn):
-      row = dict(global_step=step, accumulated_submission_time=clock.submission,
-                 accumulated_eval_time=clock.eval, accumulated_logging_time=clock.logging,
-                 accumulated_checkpoint_time=clock.checkpoint, **metrics,
-                 score=clock.submission, preemption_count=preemption_count,
-                 total_duration=time_fn() - trial_start, cost_adjusted_steps=step * relative_cost)
-      optimizer_scalars = _optimizer_scalars(optimizer_state[0])
-      if sharpness is not None:
-        optimizer_scalars[probes.SHARPNESS_METRIC] = metrics[probes.SHARPNESS_METRIC]
-      eval_log.append(dict(row, **optimizer_scalars))
-      train_log.append(dict(global_step=step, train_loss=metrics.get("train/loss"),
-                            accumulated_submission_time=clock.submission, **optimizer_scalars))
-      if grad_norms is not None:
-        grad_norms.flush()
-      spent = (f"{step * relative_cost:.0f}/{budget_steps:.0f} cost-adjusted steps" if measure == "steps"
-               else f"{clock.submission:.1f}s/{budget:.0f}s")
+      _log_evaluation(eval_log, train_log, grad_norms, step, metrics, optimizer_state[0], clock,
+                      total_duration=time_fn() - trial_start, relative_cost=relative_cost,
+                      preemption_count=preemption_count)
       progress(f"{workload.name} step {step}: {target_key}={metrics[target_key]:.4f}"
-               f" (target {targets.validation}), {spent}")
+               f" (target {targets.validation}), {budget.spent(step, relative_cost, clock.submission)}")
     train_state.update(accumulated_logging_time=clock.logging)
 
     finished = bool((reached and stop_at_target) or over_budget or at_cap or training_complete)
@@ -534,17 +476,171 @@ def run_trial(
   if grad_norms is not None:
     with clock.charge("logging", time_fn):
       grad_norms.flush()  # Steps after the last evaluation (a budget-ended run has some).
+  meta.update(_final_meta_fields(step, reached_at, clock, metrics, relative_cost))
+  logs.write_json(os.path.join(trial_dir, "meta_data.json"), meta)
+  if checkpointer is not None:
+    checkpointer.close()
+  workload.attach_metrics_logger(None)
+  return _trial_result(step, reached_at, clock, metrics, budget.measure, relative_cost, step_cost_record)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Budget:
+  """What a trial's time is measured in, and how much of it the trial may spend.
+
+  A "wallclock" trial may spend `seconds` of submission time; a "steps" trial
+  `steps` cost-adjusted steps, evaluating every `eval_period_steps` steps.
+  """
+
+  measure: str
+  seconds: float
+  steps: float | None = None
+  eval_period_steps: int | None = None
+
+  @property
+  def limit(self) -> float:
+    """The budget in the trial's measure (meta_data.json's `budget`)."""
+    return self.steps if self.measure == "steps" else self.seconds
+
+  def spent(self, step: int, relative_cost: float, submission_time: float) -> str:
+    """How much of the budget is spent, for a progress line."""
+    if self.measure == "steps":
+      return f"{step * relative_cost:.0f}/{self.steps:.0f} cost-adjusted steps"
+    return f"{submission_time:.1f}s/{self.seconds:.0f}s"
+
+
+def _resolve_budget(workload: Workload, measure: str | None, budget_sec: float | None,
+                    budget_steps: float | None) -> _Budget:
+  """run_trial's measure and budget arguments, defaults taken from the workload's targets.
+
+  Raises:
+    ValueError: an unknown measure, or a "steps" trial with no step budget.
+  """
+  targets = workload.targets
+  seconds = targets.max_allowed_runtime_sec if budget_sec is None else budget_sec
+  measure = measure or targets.measure
+  if measure not in MEASURES:
+    raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
+  if measure != "steps":
+    return _Budget(measure, seconds)
+  if budget_steps is None:
+    if targets.max_steps is None:
+      raise ValueError(f"{workload.name} has no step budget (Targets.max_steps): pass budget_steps")
+    budget_steps = float(targets.max_steps)
+  eval_period_steps = (targets.eval_period_steps if targets.max_steps
+                       else max(1, int(budget_steps) // workloads_base.EVALS_PER_BUDGET))
+  return _Budget(measure, seconds, budget_steps, eval_period_steps)
+
+
+def _initial_state(workload, submission, hparams, model_rng, opt_rng, device_mesh, fsdp_min_size):
+  """(params, model_state, optimizer_state), initialised and placed on the mesh."""
+  params, model_state = workload.init_model_fn(model_rng)
+  params, model_state = sharding.place((params, model_state), device_mesh, fsdp_min_size)
+  opt_state, update_fn = submission.init_optimizer_state(workload, params, model_state, hparams, opt_rng)
+  # Placed by the parameters' rule (an optimizer's scalars may come out of init
+  # committed to one device, which jit refuses to mix with the mesh's arrays).
+  opt_state = sharding.place(opt_state, device_mesh, fsdp_min_size)
+  return params, model_state, (opt_state, update_fn)
+
+
+def _restore(checkpointer, record, params, model_state, optimizer_state, device_mesh, fsdp_min_size):
+  """(step, params, model_state, optimizer_state, saved record) of the latest checkpoint.
+
+  The initial state gives the restored one its structure; the restored state
+  is placed on the mesh as the initial one was.
+  """
+  opt_state, update_fn = optimizer_state
+  state = dict(params=params, model_state=model_state, opt_state=opt_state)
+  step, restored, saved = checkpointer.restore(state, record)
+  params, model_state, opt_state = sharding.place(
+      (restored["params"], restored["model_state"], restored["opt_state"]), device_mesh, fsdp_min_size
+  )
+  return step, params, model_state, (opt_state, update_fn), saved
+
+
+def _measure_step_cost(workload, submission, baseline, params, model_state, hparams, opt_rng, params_types,
+                       loss_type, *, batch, progress, time_fn) -> dict[str, Any]:
+  """The record of `submission`'s step cost relative to `baseline`'s, measured on `batch`.
+
+  Before training and outside the clock (`experiments.step_cost`).
+  """
+  return step_cost.measure(
+      submission, baseline, workload, params, model_state, hparams, None, batch,
+      opt_rng, params_types, loss_type, progress=progress, time_fn=time_fn).as_dict()
+
+
+def _initial_meta(record, targets, target_key: str, budget: _Budget, device_mesh, batch_size: int,
+                  preemption_count: int, step_cost_record) -> dict[str, Any]:
+  """meta_data.json before training: the run's identity, target, budget and setup."""
+  meta = dict(record)
   meta.update(
+      target_metric=target_key, target_value=targets.validation, target_mode=targets.mode,
+      max_allowed_runtime_sec=budget.seconds, status="running", reached_target=False,
+      time_to_target_sec=None, steps_to_target=None, num_devices=device_mesh.size,
+      mesh=sharding.mesh_text(device_mesh.shape),
+      batch_size=batch_size, preemption_count=preemption_count, measure=budget.measure,
+      time_column=TIME_COLUMNS[budget.measure], budget=budget.limit, step_cost=step_cost_record,
+  )
+  return meta
+
+
+def _train_state(reached_at, last_eval_time: float, clock: Clock) -> dict[str, Any]:
+  """AlgoPerf's bookkeeping when training starts, read-only to a submission that asks for it."""
+  return dict(
+      validation_goal_reached=reached_at is not None, test_goal_reached=False, is_time_remaining=True,
+      last_eval_time=last_eval_time, training_complete=False,
+      accumulated_submission_time=clock.submission, accumulated_eval_time=clock.eval,
+      accumulated_logging_time=clock.logging, last_step_end_time=None,
+  )
+
+
+def _evaluate(workload: Workload, params: Any, model_state: Any, rng: jax.Array) -> dict[str, float]:
+  """The metrics of every split, as "split/name"; float() waits for the device."""
+  metrics = {}
+  for split in ("train", "validation", "test"):
+    for name, value in workload.eval_model(params, model_state, rng, split).items():
+      metrics[f"{split}/{name}"] = float(value)
+  return metrics
+
+
+def _log_evaluation(eval_log: logs.CsvLog, train_log: logs.CsvLog, grad_norms: _GradNorms | None,
+                    step: int, metrics: Mapping[str, float], opt_state: Any, clock: Clock, *,
+                    total_duration: float, relative_cost: float, preemption_count: int) -> None:
+  """One evaluation's rows of eval_measurements.csv and measurements.csv.
+
+  Both carry the optimizer's scalars (and lambda_1, when logged); the
+  gradient norms pending since the last evaluation are written too.
+  """
+  row = dict(global_step=step, accumulated_submission_time=clock.submission,
+             accumulated_eval_time=clock.eval, accumulated_logging_time=clock.logging,
+             accumulated_checkpoint_time=clock.checkpoint, **metrics,
+             score=clock.submission, preemption_count=preemption_count,
+             total_duration=total_duration, cost_adjusted_steps=step * relative_cost)
+  optimizer_scalars = _optimizer_scalars(opt_state)
+  if probes.SHARPNESS_METRIC in metrics:
+    optimizer_scalars[probes.SHARPNESS_METRIC] = metrics[probes.SHARPNESS_METRIC]
+  eval_log.append(dict(row, **optimizer_scalars))
+  train_log.append(dict(global_step=step, train_loss=metrics.get("train/loss"),
+                        accumulated_submission_time=clock.submission, **optimizer_scalars))
+  if grad_norms is not None:
+    grad_norms.flush()
+
+
+def _final_meta_fields(step: int, reached_at, clock: Clock, metrics: Mapping[str, float],
+                       relative_cost: float) -> dict[str, Any]:
+  """meta_data.json's fields at the end of a trial."""
+  return dict(
       status="complete", global_step=step, reached_target=reached_at is not None,
       time_to_target_sec=reached_at[0] if reached_at else None,
       steps_to_target=reached_at[1] if reached_at else None, clock=clock.as_dict(),
       final_metrics=metrics,
       cost_adjusted_steps_to_target=reached_at[1] * relative_cost if reached_at else None,
   )
-  logs.write_json(os.path.join(trial_dir, "meta_data.json"), meta)
-  if checkpointer is not None:
-    checkpointer.close()
-  workload.attach_metrics_logger(None)
+
+
+def _trial_result(step: int, reached_at, clock: Clock, metrics: Mapping[str, float], measure: str,
+                  relative_cost: float, step_cost_record) -> TrialResult:
+  """The TrialResult of a finished trial (inf times when the target was not reached)."""
   return TrialResult(
       reached_target=reached_at is not None,
       time_to_target_sec=reached_at[0] if reached_at else math.inf,
