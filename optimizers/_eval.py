@@ -17,6 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 import jax
 import optax
 
+__all__ = ("eval_params", "estimated_d", "HasEvalParams")
+
 
 @runtime_checkable
 class HasEvalParams(Protocol):
