@@ -30,10 +30,10 @@ import chex
 import jax.numpy as jnp
 import optax
 
+from optimizers import _executor
 from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
-from pallas_kernels import elementwise
 
 __all__ = ("adamod", "scale_by_adamod", "ScaleByAdaModState")
 
@@ -95,6 +95,7 @@ def scale_by_adamod(
   _validation.check_decay(owner, "b2", b2)
   _validation.check_decay(owner, "b3", b3)
   _validation.check_non_negative(owner, "eps", eps)
+  rule = functools.partial(adamod_rule, mu_dtype=mu_dtype)
 
   def init_fn(params):
     _numerics.reject_complex(
@@ -121,11 +122,7 @@ def scale_by_adamod(
     scalars = (step_coef, b1, _numerics.one_minus(b1), b2, _numerics.one_minus(b2), b3,
                _numerics.one_minus(b3), eps)
     trees = [updates, state.mu, state.nu, state.eta_avg]
-    rule = functools.partial(adamod_rule, mu_dtype=mu_dtype)
-    if backend == "pallas":
-      u, mu, nu, eta_avg = elementwise.tree_map(rule, scalars, trees, 4, aliases={1: 1, 2: 2, 3: 3})
-    else:
-      u, mu, nu, eta_avg = _numerics.tree_map_unzip(functools.partial(rule, scalars), 4, *trees)
+    u, mu, nu, eta_avg = _executor.tree_map(rule, scalars, trees, 4, backend=backend, aliases={1: 1, 2: 2, 3: 3})
     return u, ScaleByAdaModState(count=count, mu=mu, nu=nu, eta_avg=eta_avg)
 
   return optax.GradientTransformation(init_fn, update_fn)

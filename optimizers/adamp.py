@@ -62,6 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optimizers import _executor
 from optimizers import _numerics
 from optimizers import _validation
 from optimizers import _weight_decay
@@ -325,22 +326,22 @@ def _fused_update(owner, h, xla_leaf, updates, state, params, decay_on, bc1, sqr
   columns = [leaves] + [treedef.flatten_up_to(t) for t in (state.mu, state.nu, params)]
   flags = treedef.flatten_up_to(decay_on)
   out = [None] * len(leaves)
-  plain = {}  # Unprojected leaves by decay multiplier: one packed call each.
+  plain = []  # Unprojected leaves: the executor packs them, one call per decay flag.
   for i, (g, m, v, p) in enumerate(zip(*columns)):
     if p.ndim > 1 and p.size:
       out[i] = _fused_leaf(h, g, m, v, p, scalars, flags[i])
     if out[i] is None and p.ndim <= 1:
       if not isinstance(flags[i], (bool, np.bool_)):
         raise ValueError(f"{owner}: backend='pallas' needs a concrete (Python bool) weight-decay mask")
-      plain.setdefault(bool(flags[i]), []).append(i)
+      plain.append(i)
     elif out[i] is None:  # A middle channel axis: XLA for this leaf.
       out[i] = xla_leaf(g, m, v, p, flags[i], bc1, sqrt_bc2)
-  for on, index in plain.items():
-    trees = [[c[i] for i in index] for c in columns]
-    results = elementwise.tree_map(functools.partial(_fused_step, h.nesterov),
-                                   scalars + (h.weight_decay if on else 0.0,), trees, 3, aliases={1: 1, 2: 2})
-    for k, i in enumerate(index):
-      out[i] = tuple(r[k] for r in results)
+  results = _executor.tree_map(
+      functools.partial(_fused_step, h.nesterov), lambda on: scalars + (h.weight_decay if on else 0.0,),
+      [[c[i] for i in plain] for c in columns], 3, backend="pallas", aliases={1: 1, 2: 2},
+      groups=[bool(flags[i]) for i in plain])
+  for k, i in enumerate(plain):
+    out[i] = tuple(r[k] for r in results)
   return tuple(treedef.unflatten([o[k] for o in out]) for k in range(3))
 
 
