@@ -14,6 +14,7 @@ from absl import flags
 from absl.testing import absltest
 from absl.testing import parameterized
 
+from experiments import checkpoints
 from experiments import run
 from experiments import submission as submission_lib
 from experiments import tuning
@@ -301,10 +302,12 @@ class KillAndResumeTest(absltest.TestCase):
     killed = test_util.tempdir(self)
     cmd, env = _runner(killed)
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = os.path.join(killed, "adamw", "logreg", "study_0", "trial_0", "checkpoints")
+    trial_dir = os.path.join(killed, "adamw", "logreg", "study_0", "trial_0")
     deadline = time.monotonic() + 240
+    # A completed checkpoint (with its checksums), not just a step directory: a kill while the
+    # first one is written leaves nothing to resume, and the rerun would restart from step 0.
     while time.monotonic() < deadline and proc.poll() is None:
-      if os.path.isdir(checkpoints) and any(n.isdigit() for n in os.listdir(checkpoints)):
+      if checkpoints.has_checkpoint(trial_dir):
         break
       time.sleep(0.05)
     self.assertIsNone(proc.poll(), "the run finished before it could be killed")
