@@ -516,12 +516,19 @@ def scale_by_sgdp(
       dtype = _numerics.state_dtype(g.dtype)
 
       g32 = g.astype(dtype)
-      buf = momentum * buf.astype(dtype) + (1.0 - dampening) * g32
-      direction = (lambda g32, buf, mom: g32 + mom * buf) if nesterov else (lambda g32, buf, mom: buf)
-      d, wd_factor = _project_if_matrix(
-          p, g32, direction, (g32, buf, jnp.asarray(momentum, dtype)), delta, wd_ratio, eps, channel_axis)
-      if not nesterov:
-        buf = d  # The reference projects its momentum buffer in place.
+      k = (jnp.asarray(momentum, dtype), jnp.asarray(1.0 - dampening, dtype))
+      new_buf = lambda g32, buf, k: k[0] * buf + k[1] * g32
+
+      # From the old buffer, not the new one: the new one is then never a
+      # full-size temporary (written, then read back by the projection and
+      # the update), only recomputed where it is needed.
+      def direction(g32, buf, k):
+        return g32 + k[0] * new_buf(g32, buf, k) if nesterov else new_buf(g32, buf, k)
+
+      args = (g32, buf.astype(dtype), k)
+      d, wd_factor = _project_if_matrix(p, g32, direction, args, delta, wd_ratio, eps, channel_axis)
+      # The reference projects its momentum buffer in place (not with Nesterov).
+      buf = new_buf(*args) if nesterov else d
       decay = (
           weight_decay
           * wd_factor
