@@ -57,9 +57,11 @@ def adamod_rule(scalars, g, m, v, s, *, mu_dtype=None):
   g32 = g.astype(v.dtype)
   m = b1 * m.astype(v.dtype) + one_minus_b1 * g32
   v = b2 * v + one_minus_b2 * g32 * g32
-  eta = _numerics.cast_like(step_coef, v) / (jnp.sqrt(v) + eps)
-  s = b3 * s + one_minus_b3 * eta
-  step = jnp.minimum(eta, s) * m
+  eta = lambda v: _numerics.cast_like(step_coef, v) / (jnp.sqrt(v) + eps)
+  s = b3 * s + one_minus_b3 * eta(v)
+  # eta again for the step, not shared: XLA:CPU would write it out as a
+  # full-size temporary for its two consumers (`_executor.unshared`).
+  step = jnp.minimum(eta(_executor.unshared(v)), s) * m
   return step.astype(g.dtype), m.astype(mu_dtype or v.dtype), v, s
 
 

@@ -32,6 +32,8 @@ Backends (`jax.lax.platform_dependent`, so one jitted function serves all):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from typing import Any, Callable, Mapping, Sequence
 
@@ -48,6 +50,32 @@ BLOCK_ROWS = {"tpu": 512, "cuda": 64, "cpu": 512}
 MIN_SCALARS = 16  # Triton blocks are powers of two.
 
 Rule = Callable[..., Sequence[jax.Array]]
+
+_IN_KERNEL = contextvars.ContextVar("steplab_in_kernel", default=False)
+
+
+@contextlib.contextmanager
+def kernel_body():
+  """Marks the tracing of a kernel body (the rule's call inside a Pallas kernel)."""
+  token = _IN_KERNEL.set(True)
+  try:
+    yield
+  finally:
+    _IN_KERNEL.reset(token)
+
+
+def unshared(x: jax.Array) -> jax.Array:
+  """`x`, as a value XLA will not share with `x`'s other uses: for a rule that recomputes a term.
+
+  XLA:CPU does not repeat an expensive elementwise producer (a division, a
+  square root) in each of its consumers: it writes it out as a full-size
+  temporary and reads it back, one more pass over memory. A rule that uses
+  such a term twice computes it a second time from `unshared(input)`: under
+  XLA an optimization barrier (so CSE does not merge the two), inside a
+  Pallas kernel, whose body is one fused loop anyway and where barriers do
+  not lower, `x` itself.
+  """
+  return x if _IN_KERNEL.get() else jax.lax.optimization_barrier(x)
 
 
 def scalar_vector(scalars: Sequence[Any]) -> jax.Array:
@@ -98,7 +126,8 @@ def _kernel_call(rule, num_scalars, out_dtypes, aliases, blocks, factor, vector,
 
   def kernel(s_ref, *refs):
     scalars = tuple(s_ref[i] for i in range(num_scalars))
-    outputs = rule(scalars, *(r[...] for r in refs[:num_in]))
+    with kernel_body():
+      outputs = rule(scalars, *(r[...] for r in refs[:num_in]))
     for ref, value in zip(refs[num_in:], outputs):
       ref[...] = value.astype(ref.dtype)
 

@@ -48,7 +48,8 @@ def _axis_partials(rule, num_scalars, num_outputs, blocks, axis, vector, *arrays
 
   def kernel(s_ref, *refs):
     scalars = tuple(s_ref[i] for i in range(num_scalars))
-    values = rule(scalars, *(r[...].astype(jnp.float32) for r in refs[:num_in]))
+    with elementwise.kernel_body():
+      values = rule(scalars, *(r[...].astype(jnp.float32) for r in refs[:num_in]))
     for ref, value in zip(refs[num_in:], values):
       if axis == 0:
         ref[...] = jnp.sum(value.reshape(bm // fold, fold, bc), axis=0)
