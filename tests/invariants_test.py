@@ -29,6 +29,8 @@ import optimizers
 # declared bytes count m only; its test tree has no Transformer names, so one
 # v per tensor, per element on biases) ...
 BLOCK_STATISTICS = ("adam_mini",)
+# ... LDoG's rbar and sqrt(G): one vector each, an entry per leaf ...
+PER_LEAF_STATISTICS = ("ldog",)
 # ... and Muon's state per parameter on a tree of matrices and other leaves:
 # 4 bytes (momentum) per matrix entry, the Adam fallback's 8 (m, v) elsewhere.
 FALLBACK_STATE_BYTES = {"muon": 8}
@@ -169,7 +171,7 @@ def _moment_leaves(state):
 class RegistryCoverageTest(absltest.TestCase):
 
   def test_exceptions_name_registered_optimizers(self):
-    for table in (BLOCK_STATISTICS, FALLBACK_STATE_BYTES, COMPLEX_REFUSED, OVERFLOW_SAFE):
+    for table in (BLOCK_STATISTICS, PER_LEAF_STATISTICS, FALLBACK_STATE_BYTES, COMPLEX_REFUSED, OVERFLOW_SAFE):
       self.assertEmpty(set(table) - set(optimizers.registry))
 
 
@@ -603,6 +605,8 @@ class InvariantsTest(parameterized.TestCase):
       if name in BLOCK_STATISTICS and leaf.shape not in param_shardings:
         self.assertLess(leaf.size, param_sizes[-1])  # A per-block statistic (Adam-mini's v).
         continue
+      if name in PER_LEAF_STATISTICS and leaf.shape == (len(param_sizes),):
+        continue  # One entry per leaf (LDoG's rbar, sqrt(G)): not a moment.
       self.assertTrue(leaf.sharding.is_equivalent_to(param_shardings[leaf.shape], leaf.ndim))
     # And the numbers equal the unsharded run's.
     unsharded = jax.device_put(_params(), devices[0])
