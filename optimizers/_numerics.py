@@ -7,7 +7,7 @@ convention that the invariant suite checks; the comment on each says which.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -220,12 +220,24 @@ def safe_norm(x: jax.Array, dtype: Any) -> jax.Array:
   square in [0, 1]. A non-finite element gives a non-finite norm (inf for
   inf, NaN for NaN), never a silent 0; an all-zero (or empty) x gives 0.
   """
-  a = jnp.abs(x).astype(dtype)
-  if a.size == 0:
+  return safe_norm_of(lambda x: x, x, dtype=dtype)
+
+
+def safe_norm_of(fn: Callable[..., jax.Array], *inputs: jax.Array, dtype: Any) -> jax.Array:
+  """`safe_norm(fn(*inputs), dtype)` for an elementwise `fn`, with nothing full-size written.
+
+  The max and the scaled sum each compute fn from the inputs: XLA:CPU writes
+  a value shared by two reductions out as a full-size temporary (a DoG step
+  held three, 12 bytes per parameter, for its overflow branch), so the
+  second pass reads the inputs through an optimization barrier that keeps
+  XLA from merging the two (XLA path only: not for Pallas kernel bodies).
+  """
+  magnitude = lambda *xs: jnp.abs(fn(*xs)).astype(dtype)
+  if math.prod(jnp.shape(inputs[0])) == 0:
     return jnp.zeros([], dtype)
-  m = jnp.max(a)
+  m = jnp.max(magnitude(*inputs))
   scale = jnp.where((m > 0) & jnp.isfinite(m), m, jnp.ones([], dtype))
-  return scale * jnp.sqrt(jnp.sum(jnp.square(a / scale)))
+  return scale * jnp.sqrt(jnp.sum(jnp.square(magnitude(*jax.lax.optimization_barrier(inputs)) / scale)))
 
 
 def combine_norms(norms: Any, dtype: Any) -> jax.Array:

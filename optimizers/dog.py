@@ -163,8 +163,11 @@ def _norms(updates, params, init_params, first, stack, layerwise, backend, dtype
   """
 
   def safe_norms():
-    moved = jax.tree.map(lambda p, p0: p.astype(p0.dtype) - p0, params, init_params)
-    return tuple(stack(_norm(t, layerwise, dtype)) for t in (updates, moved, init_params))
+    moved = jax.tree.map(  # From p and x_0 in each pass: x - x_0 never written out.
+        lambda p, p0: _numerics.safe_norm_of(lambda p, p0: p.astype(p0.dtype) - p0, p, p0, dtype=dtype),
+        params, init_params)
+    grad_norm, init_norm = (stack(_norm(t, layerwise, dtype)) for t in (updates, init_params))
+    return grad_norm, stack(_combine(moved, layerwise, dtype)), init_norm
 
   if any(jnp.iscomplexobj(x) for x in jax.tree.leaves((updates, params))):
     return safe_norms()

@@ -47,6 +47,7 @@ class ToolsTest(absltest.TestCase):
     self.assertTrue(table["adamp"]["x adamw [min-max]"].endswith(" p"))  # so it was timed beside adamw;
     self.assertFalse(table["lion"]["x adamw [min-max]"].endswith(" p"))  # lion beside optax.lion.
     self.assertEqual(float(table["adamp"]["state B/p"]), 8.0)
+    self.assertEqual(float(table["adamw"]["temp B/p"]), 0.0)  # Adam writes nothing full-size but its outputs.
 
   def test_bench_kernels_rejects_unknown_optimizers(self):
     with self.assertRaisesRegex(AssertionError, "unknown --optimizers"):

@@ -55,6 +55,11 @@ How to read it
   an upper bound, not the traffic of the branch taken.
 * `state B/p`: optimizer-state bytes per parameter, measured from `opt.init`
   (for float32 it must equal `OptimizerSpec.state_bytes_per_param`, checked).
+* `temp B/p`: XLA's temporary buffers of the compiled step per parameter
+  (`memory_analysis().temp_size_in_bytes`; deterministic). 4.0 is one
+  float32 tree written out and read back: a copy XLA inserted (a moment the
+  step reads and overwrites: Lion, schedule-free) or a value shared by two
+  consumers; it also counts a conditional's branch that rarely runs (DoG).
 
 The floor model
 ---------------
@@ -206,6 +211,7 @@ class Case:
     self.step = jax.jit(step, donate_argnums=(0, 1)).lower(
         self.params, self.state, self.grads).compile()
     self.hlo_bytes = compiled_bytes(self.step)
+    self.temp_bytes = compiled_temp_bytes(self.step)
 
   def run(self):
     self.params, self.state = self.step(self.params, self.state, self.grads)
@@ -217,6 +223,12 @@ def compiled_bytes(compiled) -> float:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # A list on older jax.
   return float((cost or {}).get("bytes accessed", math.nan))
+
+
+def compiled_temp_bytes(compiled) -> float:
+  """XLA's temporary-buffer bytes of a compiled function (nan if unreported)."""
+  analysis = compiled.memory_analysis()
+  return float(getattr(analysis, "temp_size_in_bytes", math.nan)) if analysis is not None else math.nan
 
 
 class CopyCase:
@@ -386,6 +398,7 @@ def results(cases, times, paired, copy, baseline, itemsize) -> list[dict[str, An
         "hlo_bytes_vs_optax": (c.hlo_bytes / by_label[c.counterpart].hlo_bytes
                                if c.label in paired["optax"] else None),
         "state_bytes_per_param": c.state_bytes,
+        "temp_bytes_per_param": c.temp_bytes / _count(c.params),
         "floor_ms": 1e3 * statistics.median(floor),
         "step_over_floor": _ratio(t, floor)[0],
     })
@@ -405,6 +418,7 @@ def markdown(records) -> str:
       "bytes x optax": f"{r['hlo_bytes_vs_optax']:.3f}" if r["hlo_bytes_vs_optax"] else "",
       "HLO B/p": f"{r['hlo_bytes_per_param']:.1f}",
       "state B/p": f"{r['state_bytes_per_param']:.1f}",
+      "temp B/p": f"{r['temp_bytes_per_param']:.1f}",
       "floor ms": f"{r['floor_ms']:.2f}",
       "step / floor": f"{r['step_over_floor']:.2f}",
   } for r in records]
@@ -423,11 +437,12 @@ def write_csv(path, records):
     writer = csv.writer(f)
     writer.writerow(["optimizer", "ms_per_step", "vs_adamw", "vs_adamw_min",
                      "vs_adamw_max", "vs_optax", "vs_optax_min", "vs_optax_max",
-                     "hlo_bytes_vs_optax", "hlo_bytes_per_param", "state_bytes_per_param", "floor_ms", "step_over_floor"])
+                     "hlo_bytes_vs_optax", "hlo_bytes_per_param", "state_bytes_per_param", "temp_bytes_per_param",
+                     "floor_ms", "step_over_floor"])
     for r in records:
       writer.writerow([r["optimizer"], r["ms_per_step"], *r["vs_adamw"],
                        *(r["vs_optax"] or ("", "", "")), r["hlo_bytes_vs_optax"] or "",
-                       r["hlo_bytes_per_param"], r["state_bytes_per_param"],
+                       r["hlo_bytes_per_param"], r["state_bytes_per_param"], r["temp_bytes_per_param"],
                        r["floor_ms"], r["step_over_floor"]])
 
 
