@@ -345,12 +345,11 @@ def run_trial(
   finished = bool(saved.get("finished"))
   metrics: dict[str, float] = dict(saved.get("metrics") or {})
   step_cost_record = saved.get("step_cost")  # Kept across a resume.
-  if budget.measure == "steps" and step_cost_record is None:
-    step_cost_record = _measure_step_cost(
-        workload, submission, cost_baseline or submission_lib.registry_submission(COST_BASELINE),
-        params, model_state, hparams, opt_rng, params_types, loss_type,
-        batch=batches.placed_batch(workload, rng_seed, 0, batch_size, data_sharding),
-        progress=progress, time_fn=cost_time_fn)
+  if budget.measure == "steps" and step_cost_record is None:  # Before training, outside the clock.
+    step_cost_record = step_cost.measure(
+        submission, cost_baseline or submission_lib.registry_submission(COST_BASELINE), workload, params,
+        model_state, hparams, None, batches.placed_batch(workload, rng_seed, 0, batch_size, data_sharding),
+        opt_rng, params_types, loss_type, progress=progress, time_fn=cost_time_fn).as_dict()
   relative_cost = float(step_cost_record["relative"]) if budget.measure == "steps" else 1.0
   eval_log = logs.CsvLog.resume(os.path.join(trial_dir, "eval_measurements.csv"), max_step=step if resume else -1)
   train_log = logs.CsvLog.resume(os.path.join(trial_dir, "measurements.csv"), max_step=step if resume else -1)
@@ -556,17 +555,6 @@ def _restore(checkpointer, record, params, model_state, optimizer_state, device_
       (restored["params"], restored["model_state"], restored["opt_state"]), device_mesh, fsdp_min_size
   )
   return step, params, model_state, (opt_state, update_fn), saved
-
-
-def _measure_step_cost(workload, submission, baseline, params, model_state, hparams, opt_rng, params_types,
-                       loss_type, *, batch, progress, time_fn) -> dict[str, Any]:
-  """The record of `submission`'s step cost relative to `baseline`'s, measured on `batch`.
-
-  Before training and outside the clock (`experiments.step_cost`).
-  """
-  return step_cost.measure(
-      submission, baseline, workload, params, model_state, hparams, None, batch,
-      opt_rng, params_types, loss_type, progress=progress, time_fn=time_fn).as_dict()
 
 
 def _initial_meta(record, targets, target_key: str, budget: _Budget, device_mesh, batch_size: int,

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from pallas_kernels import elementwise
+
 
 def scalar_dtype() -> jnp.dtype:
   """The dtype for per-step scalars (t, bias corrections, rectification terms).
@@ -229,15 +231,14 @@ def safe_norm_of(fn: Callable[..., jax.Array], *inputs: jax.Array, dtype: Any) -
   The max and the scaled sum each compute fn from the inputs: XLA:CPU writes
   a value shared by two reductions out as a full-size temporary (a DoG step
   held three, 12 bytes per parameter, for its overflow branch), so the
-  second pass reads the inputs through an optimization barrier that keeps
-  XLA from merging the two (XLA path only: not for Pallas kernel bodies).
+  second pass reads them `unshared` (`pallas_kernels.elementwise.unshared`).
   """
   magnitude = lambda *xs: jnp.abs(fn(*xs)).astype(dtype)
   if math.prod(jnp.shape(inputs[0])) == 0:
     return jnp.zeros([], dtype)
   m = jnp.max(magnitude(*inputs))
   scale = jnp.where((m > 0) & jnp.isfinite(m), m, jnp.ones([], dtype))
-  return scale * jnp.sqrt(jnp.sum(jnp.square(magnitude(*jax.lax.optimization_barrier(inputs)) / scale)))
+  return scale * jnp.sqrt(jnp.sum(jnp.square(magnitude(*elementwise.unshared(inputs)) / scale)))
 
 
 def combine_norms(norms: Any, dtype: Any) -> jax.Array:

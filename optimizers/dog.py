@@ -113,15 +113,21 @@ def _combine(per_leaf: Any, layerwise: bool, dtype: Any) -> Any:
   return _numerics.combine_norms(jax.tree.leaves(per_leaf), dtype)
 
 
-def _norm(tree: Any, layerwise: bool, dtype: Any) -> Any:
-  """Norm per leaf (layerwise) or of the whole tree, in `dtype`, without overflow.
+def _norm(fn: Any, *trees: Any, layerwise: bool, dtype: Any) -> Any:
+  """Norm of fn(*leaves) per leaf (layerwise) or over the tree, in `dtype`, without overflow.
 
   The reference squares in the tensors' dtype, so in float32 a finite
   gradient element above ~1.8e19 makes G inf and every later step 0; here
-  the norms are scaled (`_numerics.safe_norm`) and G is kept as its root.
+  the norms are scaled (`_numerics.safe_norm_of`, fn computed from the leaves
+  in each of its passes, never written out) and G is kept as its root.
   Complex leaves use the modulus (DoG on C^n is DoG on R^2n).
   """
-  return _combine(jax.tree.map(lambda x: _numerics.safe_norm(x, dtype), tree), layerwise, dtype)
+  per_leaf = jax.tree.map(lambda *xs: _numerics.safe_norm_of(fn, *xs, dtype=dtype), *trees)
+  return _combine(per_leaf, layerwise, dtype)
+
+
+_identity = lambda x: x
+_moved = lambda p, p0: p.astype(p0.dtype) - p0  # x - x_0, in x_0's dtype.
 
 
 def _square_sums(fn: Any, *columns: list[jax.Array], dtype: Any) -> jax.Array:
@@ -163,11 +169,8 @@ def _norms(updates, params, init_params, first, stack, layerwise, backend, dtype
   """
 
   def safe_norms():
-    moved = jax.tree.map(  # From p and x_0 in each pass: x - x_0 never written out.
-        lambda p, p0: _numerics.safe_norm_of(lambda p, p0: p.astype(p0.dtype) - p0, p, p0, dtype=dtype),
-        params, init_params)
-    grad_norm, init_norm = (stack(_norm(t, layerwise, dtype)) for t in (updates, init_params))
-    return grad_norm, stack(_combine(moved, layerwise, dtype)), init_norm
+    norm = lambda fn, *trees: stack(_norm(fn, *trees, layerwise=layerwise, dtype=dtype))
+    return norm(_identity, updates), norm(_moved, params, init_params), norm(_identity, init_params)
 
   if any(jnp.iscomplexobj(x) for x in jax.tree.leaves((updates, params))):
     return safe_norms()
@@ -175,9 +178,8 @@ def _norms(updates, params, init_params, first, stack, layerwise, backend, dtype
     sums = reductions.leaf_sums(_norms_rule, (), [updates, params, init_params], 2)
     square_g, square_d = (jnp.array([s[k] for s in sums], dtype).reshape(-1) for k in range(2))
   else:
-    square_g = _square_sums(lambda g: g, jax.tree.leaves(updates), dtype=dtype)
-    square_d = _square_sums(lambda p, p0: p.astype(p0.dtype) - p0,
-                            jax.tree.leaves(params), jax.tree.leaves(init_params), dtype=dtype)
+    square_g = _square_sums(_identity, jax.tree.leaves(updates), dtype=dtype)
+    square_d = _square_sums(_moved, jax.tree.leaves(params), jax.tree.leaves(init_params), dtype=dtype)
   sizes = jnp.array([x.size for x in jax.tree.leaves(updates)], dtype)
   if not layerwise:
     square_g, square_d, sizes = jnp.sum(square_g), jnp.sum(square_d), jnp.sum(sizes)

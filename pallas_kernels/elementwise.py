@@ -64,8 +64,8 @@ def kernel_body():
     _IN_KERNEL.reset(token)
 
 
-def unshared(x: jax.Array) -> jax.Array:
-  """`x`, as a value XLA will not share with `x`'s other uses: for a rule that recomputes a term.
+def unshared(x: Any) -> Any:
+  """`x` (an array or a tree), as a value XLA will not share with `x`'s other uses: for recomputing a term.
 
   XLA:CPU does not repeat an expensive elementwise producer (a division, a
   square root) in each of its consumers: it writes it out as a full-size

@@ -42,8 +42,9 @@ How to read it
   `<name> (optax)`. `x adamw` is not paired (one baseline for every row), so
   it resolves less: ~10% on a shared 2-core machine, against a few percent
   for `x optax`; with `--pair_baseline` the rows without a counterpart are
-  timed beside the baseline too and their `x adamw` (marked `p`) is paired. The row `adamw (again)` is optax.adamw compiled a second
-  time and paired with the baseline: its `x optax` is what the table reads
+  timed beside the baseline too and their `x adamw` (marked `p`) is paired.
+  The row `adamw (again)` is optax.adamw compiled a second time and paired
+  with the baseline: its `x optax` is what the table reads
   for two IDENTICAL programs (their buffers differ), the instrument's own
   bias and noise, against which every other `x optax` is to be read.
 * `bytes x optax`, `HLO B/p`: XLA's own estimate of the bytes the compiled
@@ -59,7 +60,7 @@ How to read it
   (`memory_analysis().temp_size_in_bytes`; deterministic). 4.0 is one
   float32 tree written out and read back: a copy XLA inserted (a moment the
   step reads and overwrites: Lion, schedule-free) or a value shared by two
-  consumers; it also counts a conditional's branch that rarely runs (DoG).
+  consumers; a conditional's branch counts whether or not it runs.
 
 The floor model
 ---------------
