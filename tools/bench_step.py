@@ -73,7 +73,10 @@ the same run (a donated, jitted `x * 1.0000001` on a float32 array of
 and does not fit in cache; bandwidth = bytes read + written / time).
 `step / floor` near 1 means the step is memory-bound and fused well; much
 above 1 means extra passes over memory (unfused reductions, recomputation,
-layout copies) or compute-bound math.
+layout copies) or compute-bound math. By default XLA:CPU writes each output
+array in a loop of its own (optax.adamw: 40 compiled B/p for a floor of 28);
+docs/benchmarks.md measures the experimental option that merges them
+(`XLA_FLAGS=--xla_backend_extra_options=xla_cpu_use_multi_output_fusion`).
 """
 
 from __future__ import annotations
