@@ -192,7 +192,8 @@ def _norms(updates, params, init_params, first, stack, layerwise, backend, dtype
 def _norms_rule(scalars, g, x, x0):
   """|g|^2 and |x - x_0|^2 of one leaf, read once (backend="pallas")."""
   del scalars
-  return g * g, (x - x0) * (x - x0)
+  moved = _moved(x, x0)
+  return g * g, moved * moved
 
 
 def _check_args(owner, learning_rate, reps_rel, eps, init_eta, backend):
